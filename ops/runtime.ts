@@ -1,0 +1,351 @@
+// The one place that talks to WebGPU: adapter/device acquisition, the pipeline cache, the
+// bind-group and uniform caches, buffer creation (with counters) and the step's command encoder.
+//
+// Every op in ops/ is a WGSL kernel launched through `Runtime.dispatch`. Dispatches are recorded
+// into ONE command encoder (one compute pass) until `submit()`; nothing reaches the GPU before
+// that, and the host reads back only what it asks for with `read()`.
+
+/** Thrown for anything the GPU side reports: no adapter, device lost, WGSL/validation errors. */
+export class GPUFailure extends Error {
+  override name = "GPUFailure";
+}
+
+export interface RuntimeStats {
+  buffersCreated: number;
+  bindGroupsCreated: number;
+  uniformsCreated: number;
+  pipelinesCreated: number;
+  dispatches: number;
+  submits: number;
+  readbacks: number;
+}
+
+/** A region of a GPU buffer: what one kernel binding sees. Offsets are in bytes. */
+export interface BufferView {
+  readonly buffer: GPUBuffer;
+  readonly offset: number;
+  readonly byteLength: number;
+}
+
+/** Uniform parameters of a dispatch: u32 words and f32 words, in the order the WGSL struct declares. */
+export type Param = number | { f32: number } | { i32: number };
+export const f32 = (x: number): Param => ({ f32: x });
+export const i32 = (x: number): Param => ({ i32: x });
+
+export const STORAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST (GPUBufferUsage values)
+
+let nextBufferId = 1;
+const bufferIds = new WeakMap<GPUBuffer, number>();
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) {
+    id = nextBufferId++;
+    bufferIds.set(b, id);
+  }
+  return id;
+}
+
+export interface TimedKernel {
+  name: string;
+  ms: number;
+}
+
+export class Runtime {
+  readonly stats: RuntimeStats = {
+    buffersCreated: 0,
+    bindGroupsCreated: 0,
+    uniformsCreated: 0,
+    pipelinesCreated: 0,
+    dispatches: 0,
+    submits: 0,
+    readbacks: 0,
+  };
+  private pipelines = new Map<string, { pipeline: GPUComputePipeline; id: number }>();
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private uniforms = new Map<string, GPUBuffer>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private errors: string[] = [];
+  private lostReason: string | null = null;
+  private readonly staging = new Map<number, GPUBuffer>();
+  // Per-kernel profiling (timestamp-query): when enabled every dispatch gets its own pass.
+  private profiler: { set: GPUQuerySet; resolve: GPUBuffer; names: string[]; capacity: number } | null = null;
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+  ) {
+    device.addEventListener("uncapturederror", (e) => {
+      this.errors.push((e as GPUUncapturedErrorEvent).error.message.trim());
+    });
+    device.lost.then((info) => {
+      if (info.reason !== "destroyed") this.lostReason = info.message || String(info.reason);
+    });
+  }
+
+  /** Acquire the adapter and device; a clear GPUFailure if there is none. */
+  static async create(opts: { timestamps?: boolean } = {}): Promise<Runtime> {
+    if (!("gpu" in navigator) || !navigator.gpu) {
+      throw new GPUFailure("WebGPU is not available in this Deno (need Deno >= 2.x with navigator.gpu)");
+    }
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) {
+      throw new GPUFailure(
+        "no WebGPU adapter found: install a GPU driver, or Mesa's software Vulkan driver " +
+          "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers)",
+      );
+    }
+    const wantTs = !!opts.timestamps && adapter.features.has("timestamp-query");
+    const device = await adapter.requestDevice({
+      requiredFeatures: wantTs ? ["timestamp-query"] : [],
+      requiredLimits: {
+        maxStorageBuffersPerShaderStage: Math.min(10, adapter.limits.maxStorageBuffersPerShaderStage),
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxBufferSize: adapter.limits.maxBufferSize,
+      },
+    });
+    return new Runtime(adapter, device);
+  }
+
+  /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [vulkan, fallback]". */
+  describe(): string {
+    const i = this.adapter.info;
+    const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? (i.subgroupMaxSize === 8 ? "vulkan?" : "auto");
+    return `${i.description || i.vendor || "unknown adapter"} [backend ${backend}${
+      i.isFallbackAdapter ? ", software fallback" : ""
+    }]`;
+  }
+
+  get hasTimestamps(): boolean {
+    return this.device.features.has("timestamp-query");
+  }
+
+  // ---------------------------------------------------------------- buffers
+
+  createBuffer(byteLength: number, usage: number = STORAGE, label?: string): GPUBuffer {
+    this.stats.buffersCreated++;
+    // Storage bindings must be a multiple of 4 bytes; round up so every tensor can be bound.
+    const size = Math.max(16, Math.ceil(byteLength / 16) * 16);
+    return this.device.createBuffer({ size, usage, label });
+  }
+
+  write(view: BufferView, data: ArrayBufferView): void {
+    this.device.queue.writeBuffer(
+      view.buffer,
+      view.offset,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
+  }
+
+  // ---------------------------------------------------------------- pipelines & dispatch
+
+  pipeline(code: string, label = "kernel"): { pipeline: GPUComputePipeline; id: number } {
+    let p = this.pipelines.get(code);
+    if (!p) {
+      const module = this.device.createShaderModule({ code, label });
+      const pipeline = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+        label,
+      });
+      p = { pipeline, id: ++this.stats.pipelinesCreated };
+      this.pipelines.set(code, p);
+    }
+    return p;
+  }
+
+  private uniform(params: readonly Param[]): GPUBuffer {
+    const words = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
+    const f = new Float32Array(words.buffer);
+    const s = new Int32Array(words.buffer);
+    params.forEach((p, i) => {
+      if (typeof p === "number") {
+        if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) throw new Error(`u32 param out of range: ${p}`);
+        words[i] = p;
+      } else if ("f32" in p) f[i] = p.f32;
+      else s[i] = p.i32;
+    });
+    const key = Array.from(words).join(",");
+    let u = this.uniforms.get(key);
+    if (!u) {
+      u = this.device.createBuffer({ size: words.byteLength, usage: 0x40 | 0x08, label: "params" });
+      this.device.queue.writeBuffer(u, 0, words);
+      this.stats.uniformsCreated++;
+      this.uniforms.set(key, u);
+    }
+    return u;
+  }
+
+  /**
+   * Record one kernel launch. Binding 0 is the uniform `params` (if any); bindings 1.. are the
+   * storage views in order. Bind groups and uniform buffers are cached by content, so a step that
+   * repeats the same launches allocates nothing after its first run.
+   */
+  dispatch(
+    label: string,
+    code: string,
+    views: readonly BufferView[],
+    params: readonly Param[],
+    workgroups: readonly [number, number?, number?],
+  ): void {
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const max = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) throw new GPUFailure(`${label}: dispatch ${x}x${y}x${z} too large`);
+    const { pipeline, id } = this.pipeline(code, label);
+    const uni = params.length ? this.uniform(params) : null;
+    const key = id + "|" + (uni ? bufferId(uni) : 0) + "|" +
+      views.map((v) => `${bufferId(v.buffer)}@${v.offset}+${v.byteLength}`).join(",");
+    let bg = this.bindGroups.get(key);
+    if (!bg) {
+      const entries: GPUBindGroupEntry[] = [];
+      if (uni) entries.push({ binding: 0, resource: { buffer: uni } });
+      views.forEach((v, i) =>
+        entries.push({
+          binding: i + 1,
+          resource: { buffer: v.buffer, offset: v.offset, size: Math.ceil(v.byteLength / 4) * 4 },
+        })
+      );
+      bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label });
+      this.stats.bindGroupsCreated++;
+      this.bindGroups.set(key, bg);
+    }
+    const pass = this.beginPass(label);
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bg);
+    pass.dispatchWorkgroups(x, y, z);
+    this.stats.dispatches++;
+    if (this.profiler) this.endPass();
+  }
+
+  private beginPass(label: string): GPUComputePassEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (this.profiler) {
+      const p = this.profiler;
+      const i = p.names.length;
+      if (i >= p.capacity) throw new GPUFailure("profiler: too many dispatches in one submit");
+      p.names.push(label);
+      this.pass = this.encoder.beginComputePass({
+        timestampWrites: {
+          querySet: p.set,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+    } else if (!this.pass) {
+      this.pass = this.encoder.beginComputePass();
+    }
+    return this.pass;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
+  }
+
+  /** Record a buffer-to-buffer copy (ends the current compute pass). */
+  copy(src: BufferView, dst: BufferView, byteLength = src.byteLength): void {
+    this.endPass();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, byteLength);
+  }
+
+  /** Submit everything recorded since the last submit as one command buffer. */
+  submit(): void {
+    this.throwIfFailed();
+    this.endPass();
+    if (!this.encoder) return;
+    const enc = this.encoder;
+    this.encoder = null;
+    this.device.queue.submit([enc.finish()]);
+    this.stats.submits++;
+  }
+
+  /** Wait for all submitted work; throws if the device reported any error on the way. */
+  async sync(): Promise<void> {
+    this.submit();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwIfFailed();
+  }
+
+  throwIfFailed(): void {
+    if (this.lostReason) throw new GPUFailure(`the GPU device was lost: ${this.lostReason}`);
+    if (this.errors.length) {
+      const first = this.errors[0];
+      this.errors.length = 0;
+      throw new GPUFailure(`WebGPU error: ${first}`);
+    }
+  }
+
+  /** Submit pending work and read a view back as float32 (or the raw bytes' u32/i32 reinterpretation). */
+  async readBytes(view: BufferView): Promise<ArrayBuffer> {
+    const size = Math.ceil(view.byteLength / 4) * 4;
+    const cap = 1 << Math.max(8, Math.ceil(Math.log2(size)));
+    let st = this.staging.get(cap);
+    if (!st) {
+      st = this.createBuffer(cap, 0x01 | 0x08, "staging"); // MAP_READ | COPY_DST
+      this.staging.set(cap, st);
+    }
+    this.copy(view, { buffer: st, offset: 0, byteLength: size }, size);
+    this.submit();
+    this.stats.readbacks++;
+    await st.mapAsync(1, /* GPUMapMode.READ */ 0, size);
+    const out = st.getMappedRange(0, size).slice(0);
+    st.unmap();
+    this.throwIfFailed();
+    return out.slice(0, view.byteLength);
+  }
+
+  async read(view: BufferView): Promise<Float32Array> {
+    return new Float32Array(await this.readBytes(view));
+  }
+
+  // ---------------------------------------------------------------- profiling
+
+  /** Start timing every dispatch individually (one pass each). Needs the timestamp-query feature. */
+  startProfile(capacity = 4096): void {
+    if (!this.hasTimestamps) throw new GPUFailure("this adapter has no timestamp-query");
+    this.endPass();
+    const set = this.device.createQuerySet({ type: "timestamp", count: 2 * capacity });
+    const resolve = this.createBuffer(16 * capacity, 0x200 | 0x04, "timestamps"); // QUERY_RESOLVE | COPY_SRC
+    this.profiler = { set, resolve, names: [], capacity };
+  }
+
+  /** Stop profiling and return each recorded dispatch's GPU time. */
+  async stopProfile(): Promise<TimedKernel[]> {
+    const p = this.profiler;
+    if (!p) return [];
+    this.endPass();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    const n = p.names.length;
+    if (n) this.encoder.resolveQuerySet(p.set, 0, 2 * n, p.resolve, 0);
+    this.profiler = null;
+    const out: TimedKernel[] = [];
+    if (n) {
+      const bytes = await this.readBytes({ buffer: p.resolve, offset: 0, byteLength: 16 * n });
+      const ts = new BigUint64Array(bytes);
+      for (let i = 0; i < n; i++) out.push({ name: p.names[i], ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6 });
+    }
+    p.set.destroy();
+    p.resolve.destroy();
+    return out;
+  }
+
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+let shared: Promise<Runtime> | null = null;
+/** The process-wide runtime (tests and CLIs share one device). */
+export function getRuntime(): Promise<Runtime> {
+  if (!shared) shared = Runtime.create({ timestamps: true });
+  return shared;
+}
+
+/** Workgroup count for n items at `size` per workgroup. */
+export function groups(n: number, size: number): number {
+  return Math.ceil(n / size);
+}
