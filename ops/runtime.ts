@@ -305,7 +305,7 @@ export class Runtime {
   // ---------------------------------------------------------------- profiling
 
   /** Start timing every dispatch individually (one pass each). Needs the timestamp-query feature. */
-  startProfile(capacity = 4096): void {
+  startProfile(capacity = 2048): void {
     if (!this.hasTimestamps) throw new GPUFailure("this adapter has no timestamp-query");
     this.endPass();
     const set = this.device.createQuerySet({ type: "timestamp", count: 2 * capacity });

@@ -1,0 +1,86 @@
+import assert from "node:assert";
+import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+import { leakyReluBackward, leakyReluForward, reluBackward, reluForward } from "../../ops/activation.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { leakyReluGradRef, leakyReluRef, reluGradRef, reluRef } from "../reference/elementwise.ts";
+
+const rng = new Rng(777);
+const SIZES = [...AWKWARD, 256, 257, 65 * 129];
+
+const cases = [
+  {
+    name: "relu",
+    fwd: (x: Tensor, y: Tensor) => reluForward(rt, x, y),
+    bwd: (dy: Tensor, y: Tensor, dx: Tensor) => reluBackward(rt, dy, y, dx),
+    ref: (x: ArrayLike<number>) => reluRef(x),
+    grad: (dy: ArrayLike<number>, y: ArrayLike<number>) => reluGradRef(dy, y),
+  },
+  {
+    name: "leaky_relu",
+    fwd: (x: Tensor, y: Tensor) => leakyReluForward(rt, x, y),
+    bwd: (dy: Tensor, y: Tensor, dx: Tensor) => leakyReluBackward(rt, dy, y, dx),
+    ref: (x: ArrayLike<number>) => leakyReluRef(x),
+    grad: (dy: ArrayLike<number>, y: ArrayLike<number>) => leakyReluGradRef(dy, y),
+  },
+  {
+    name: "leaky_relu(0.2)",
+    fwd: (x: Tensor, y: Tensor) => leakyReluForward(rt, x, y, 0.2),
+    bwd: (dy: Tensor, y: Tensor, dx: Tensor) => leakyReluBackward(rt, dy, y, dx, 0.2),
+    ref: (x: ArrayLike<number>) => leakyReluRef(x, 0.2),
+    grad: (dy: ArrayLike<number>, y: ArrayLike<number>) => leakyReluGradRef(dy, y, 0.2),
+  },
+];
+
+for (const c of cases) {
+  Deno.test(`${c.name} forward/backward vs float64 reference and finite differences`, async () => {
+    for (const n of SIZES) {
+      const x = rng.uniformArray(n), dy = rng.uniformArray(n);
+      const X = Tensor.from(rt, x), Y = poisoned([n]), dX = poisoned([n]);
+      c.fwd(X, Y);
+      const y = await Y.read();
+      assertClose(y, c.ref(x), 1e-5, `${c.name} fwd`);
+      // Backward reads the GPU's forward output y, as a model would.
+      c.bwd(Tensor.from(rt, dy), Y, dX);
+      const g = c.grad(dy, c.ref(x));
+      assertClose(await dX.read(), g, 1e-4, `${c.name} bwd`);
+      checkNumeric((v) => dot(dy, c.ref(v)), f64(x), g, rng, `${c.name} fd`, 12);
+    }
+  });
+
+  Deno.test(`${c.name} in place (y = x, dx = dy) and x = 0 exactly`, async () => {
+    const n = 129;
+    const x = rng.uniformArray(n), dy = rng.uniformArray(n);
+    x[0] = 0;
+    x[5] = -0;
+    const T = Tensor.from(rt, x);
+    c.fwd(T, T);
+    const y = await T.read();
+    assertClose(y, c.ref(x), 1e-5, `${c.name} fwd`);
+    const D = Tensor.from(rt, dy);
+    c.bwd(D, T, D);
+    assertClose(await D.read(), c.grad(dy, c.ref(x)), 1e-4, `${c.name} bwd`);
+  });
+}
+
+Deno.test("relu / leaky_relu backward after a matmul with a fused epilogue", async () => {
+  const M = 65, N = 7, K = 33;
+  const a = rng.uniformArray(M * K), b = rng.uniformArray(K * N), dy = rng.uniformArray(M * N);
+  for (const ep of ["relu", "leaky_relu"] as const) {
+    const C = poisoned([M * N]), dX = poisoned([M * N]);
+    matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), C, M, N, K, { epilogue: ep });
+    const y = await C.read();
+    if (ep === "relu") reluBackward(rt, Tensor.from(rt, dy), C, dX);
+    else leakyReluBackward(rt, Tensor.from(rt, dy), C, dX);
+    const g = ep === "relu" ? reluGradRef(dy, y) : leakyReluGradRef(dy, y);
+    assertClose(await dX.read(), g, 1e-4, `${ep} bwd (fused epilogue)`);
+  }
+});
+
+Deno.test("activation argument checks", () => {
+  const t = Tensor.empty(rt, [7]), u = Tensor.empty(rt, [8]);
+  assert.throws(() => reluForward(rt, t, u), /elements/);
+  assert.throws(() => leakyReluForward(rt, t, Tensor.empty(rt, [7]), -0.1), /slope/);
+  // A different view of the output's buffer as input: rejected before WebGPU sees it.
+  const shared = new Tensor(rt, t.buffer, 0, [3]), out = new Tensor(rt, t.buffer, 16, [3]);
+  assert.throws(() => reluForward(rt, shared, out), /shares a GPU buffer/);
+});
