@@ -1,0 +1,235 @@
+// Command-line plumbing shared by the CLIs: flag parsing (over node:util parseArgs) with validated
+// typed getters, --help text, permission checks that name the missing --allow flag, and `runMain`,
+// which turns every failure into ONE `error: ...` line on stderr and an exit code:
+//   0  success (and --help)
+//   1  a runtime failure: GPUFailure (no/lost GPU, WebGPU error) or any unexpected error
+//   2  a user error: UsageError (bad flags, missing data), CheckpointError (bad checkpoint file),
+//      or a Deno permission problem (NotCapable / PermissionDenied), fixed by changing the command line
+// Set TINYGPT_DEBUG=1 to also print the stack trace.
+
+import { parseArgs } from "node:util";
+
+/** Bad user input: reported as one `error: <message>` line and exit status 2, never a stack trace. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** Throw a UsageError. */
+export function fail(msg: string): never {
+  throw new UsageError(msg);
+}
+
+/** The message collapsed onto one line. */
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, " ").trim();
+}
+
+function debugEnabled(): boolean {
+  try {
+    return !!Deno.env.get("TINYGPT_DEBUG");
+  } catch {
+    return false; // no --allow-env: no debug output
+  }
+}
+
+/** The exit status `runMain` uses for a thrown value (see the header comment). */
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof UsageError) return 2;
+  if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) return 2;
+  if (e instanceof Error && e.name === "CheckpointError") return 2;
+  return 1;
+}
+
+/** The one line `runMain` prints for a thrown value. */
+export function errorLine(e: unknown): string {
+  if (e instanceof Error) {
+    const msg = oneLine(e.message) || e.name;
+    if (e.name === "GPUFailure") return `error: GPU failure: ${msg}`;
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      return `error: permission denied: ${msg}`;
+    }
+    return `error: ${msg}`;
+  }
+  return `error: ${oneLine(String(e))}`;
+}
+
+/**
+ * Run a CLI's main function. Any thrown error becomes one `error: ...` line on stderr and a nonzero
+ * exit (2 for user errors, 1 otherwise; see the header comment). Returns normally on success.
+ */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    console.error(errorLine(e));
+    if (debugEnabled() && e instanceof Error && e.stack) console.error(e.stack);
+    Deno.exit(exitCodeFor(e));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+export interface FlagSpec {
+  /** Long name without dashes, e.g. "batch-size" (used as `--batch-size` and as the key in the result). */
+  name: string;
+  type: "string" | "boolean";
+  default?: string | boolean;
+  help: string;
+}
+
+/** Flag values keyed by FlagSpec.name: strings (undefined when unset without a default) or booleans. */
+export type FlagValues = Record<string, string | boolean | undefined>;
+
+/** What parseFlags returns (shaped like node:util parseArgs' result; positionals are always rejected). */
+export interface ParsedFlags<T extends FlagValues = FlagValues> {
+  values: T;
+}
+
+const dashed = (name: string): string => (name.startsWith("-") ? name : `--${name}`);
+
+/**
+ * Parse `args` against `spec`; the values are in `.values`. Unknown flags, missing values, values
+ * given to boolean flags and positional arguments are UsageErrors naming the flag. A repeated flag
+ * keeps its last value; boolean flags default to false. `--help` / `-h` prints the help to stdout
+ * and exits 0: `usage` itself if it is already a `formatUsage` text, otherwise
+ * `formatUsage(usage, spec)` (so `usage` may be just the title / intro).
+ */
+export function parseFlags<T extends FlagValues = FlagValues>(
+  args: string[],
+  spec: FlagSpec[],
+  usage: string,
+): ParsedFlags<T> {
+  const byName = new Map(spec.map((f) => [f.name, f]));
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const f of spec) options[f.name] = { type: f.type };
+  if (!byName.has("help")) options.help = { type: "boolean", short: "h" };
+  const { tokens } = parseArgs({ args, options, strict: false, allowPositionals: true, tokens: true });
+
+  const out: FlagValues = {};
+  for (const f of spec) out[f.name] = f.default ?? (f.type === "boolean" ? false : undefined);
+  let help = false;
+  for (const t of tokens ?? []) {
+    if (t.kind === "positional") fail(`unexpected argument "${t.value}" (flags look like --name=value)`);
+    if (t.kind !== "option") continue;
+    if (t.name === "help" && !byName.has("help")) {
+      help = true;
+      continue;
+    }
+    const f = byName.get(t.name);
+    if (!f) fail(`unknown flag ${t.rawName} (see --help)`);
+    if (f.type === "boolean") {
+      if (t.value !== undefined) fail(`${t.rawName} does not take a value (got "${t.value}")`);
+      out[f.name] = true;
+    } else {
+      // Non-strict parseArgs swallows the next argument even when it is another flag.
+      if (t.value === undefined || (!t.inlineValue && t.value.startsWith("--"))) {
+        fail(`${t.rawName} needs a value`);
+      }
+      out[f.name] = t.value;
+    }
+  }
+  if (help) {
+    console.log(usage.includes(FLAGS_HEADING) ? usage : formatUsage(usage, spec));
+    Deno.exit(0);
+  }
+  return { values: out as T };
+}
+
+const FLAGS_HEADING = "\n\nFlags:\n";
+
+/** A --help text: the title, then one line per flag with its value kind, help and default. */
+export function formatUsage(title: string, spec: FlagSpec[]): string {
+  const rows = spec.map((f) => [
+    `  --${f.name}${f.type === "string" ? "=<value>" : ""}`,
+    f.help + (f.default !== undefined && f.default !== "" ? ` (default: ${f.default})` : ""),
+  ]);
+  rows.push(["  -h, --help", "show this help and exit"]);
+  const w = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return `${title.trimEnd()}${FLAGS_HEADING}${rows.map(([a, b]) => a.padEnd(w) + b).join("\n")}`;
+}
+
+function needString(value: string | boolean | undefined, name: string, what: string): string {
+  if (typeof value !== "string" || value.trim() === "") fail(`${dashed(name)} needs ${what} value`);
+  return value.trim();
+}
+
+/** A plain decimal integer flag (e.g. "12", "-3"; not "1.5", "1e3", "0x10", "") within [min, max]. */
+export function intFlag(
+  value: string | boolean | undefined,
+  name: string,
+  opts: { min?: number; max?: number } = {},
+): number {
+  const s = needString(value, name, "an integer");
+  const v = Number(s);
+  if (!/^[+-]?\d+$/.test(s) || !Number.isSafeInteger(v)) {
+    fail(`${dashed(name)} must be an integer, got "${s}"`);
+  }
+  if (opts.min !== undefined && v < opts.min) fail(`${dashed(name)} must be >= ${opts.min}, got ${v}`);
+  if (opts.max !== undefined && v > opts.max) fail(`${dashed(name)} must be <= ${opts.max}, got ${v}`);
+  return v;
+}
+
+/** A finite decimal number flag (e.g. "3e-4", "-0.5", ".5"; not "nan", "inf", "0x1", "") within bounds. */
+export function floatFlag(
+  value: string | boolean | undefined,
+  name: string,
+  opts: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean } = {},
+): number {
+  const s = needString(value, name, "a number");
+  const v = Number(s);
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s) || !Number.isFinite(v)) {
+    fail(`${dashed(name)} must be a finite number, got "${s}"`);
+  }
+  const { min, max } = opts;
+  if (min !== undefined && (opts.minExclusive ? !(v > min) : !(v >= min))) {
+    fail(`${dashed(name)} must be ${opts.minExclusive ? ">" : ">="} ${min}, got ${s}`);
+  }
+  if (max !== undefined && (opts.maxExclusive ? !(v < max) : !(v <= max))) {
+    fail(`${dashed(name)} must be ${opts.maxExclusive ? "<" : "<="} ${max}, got ${s}`);
+  }
+  return v;
+}
+
+/** One of `choices` (exact match). */
+export function choiceFlag<C extends string>(
+  value: string | boolean | undefined,
+  name: string,
+  choices: readonly C[],
+): C {
+  const list = choices.map((c) => `"${c}"`).join(", ");
+  if (typeof value !== "string") fail(`${dashed(name)} needs a value, one of ${list}`);
+  if (!(choices as readonly string[]).includes(value)) {
+    fail(`${dashed(name)} must be one of ${list}, got "${value}"`);
+  }
+  return value as C;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Permissions
+
+async function ensurePermission(
+  name: "read" | "write",
+  paths: string[],
+  flagHint: string,
+): Promise<void> {
+  for (const path of paths) {
+    const desc = { name, path } as const;
+    let { state } = await Deno.permissions.query(desc);
+    if (state === "prompt" && Deno.stdin.isTerminal()) state = (await Deno.permissions.request(desc)).state;
+    if (state !== "granted") fail(`${name} access to ${path} is needed: add ${flagHint}`);
+  }
+}
+
+/**
+ * Make sure each path is readable under Deno's permissions, asking interactively when stdin is a
+ * terminal; otherwise a UsageError naming the flag to add (`flagHint`, e.g. "--allow-read=out").
+ */
+export async function ensureReadPermission(paths: string[], flagHint: string): Promise<void> {
+  await ensurePermission("read", paths, flagHint);
+}
+
+/** As `ensureReadPermission`, for write access (e.g. flagHint "--allow-write=out"). */
+export async function ensureWritePermission(paths: string[], flagHint: string): Promise<void> {
+  await ensurePermission("write", paths, flagHint);
+}

@@ -1,0 +1,69 @@
+// Character-level tokenizer: the vocabulary is the sorted set of characters (Unicode code points,
+// ordered by code point like Python's sorted(set(text))); ids are positions in that list. Strings are
+// split by code point, so an astral character (e.g. an emoji) is one token, not two surrogates.
+
+import { UsageError } from "./cli.ts";
+
+/** At most this many unknown characters are listed in encode's error message. */
+const MAX_LISTED = 10;
+
+export class Tokenizer {
+  readonly chars: string[];
+  private readonly index: Map<string, number>;
+
+  /** `chars[i]` is the character with id i; each must be a single code point, all distinct. */
+  constructor(chars: string[]) {
+    this.index = new Map();
+    chars.forEach((c, i) => {
+      if (typeof c !== "string" || Array.from(c).length !== 1) {
+        throw new Error(`vocabulary entry ${i} is not a single character: ${JSON.stringify(c)}`);
+      }
+      if (this.index.has(c)) throw new Error(`vocabulary has a duplicate character ${JSON.stringify(c)}`);
+      this.index.set(c, i);
+    });
+    this.chars = [...chars];
+  }
+
+  /** The sorted unique characters of `text`. */
+  static fromText(text: string): Tokenizer {
+    const set = Array.from(new Set(Array.from(text)));
+    set.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+    return new Tokenizer(set);
+  }
+
+  get vocabSize(): number {
+    return this.chars.length;
+  }
+
+  /** Ids of the characters of `s`; characters outside the vocabulary are a UsageError listing them. */
+  encode(s: string): number[] {
+    const out: number[] = [];
+    const unknown = new Set<string>();
+    for (const c of s) {
+      const id = this.index.get(c);
+      if (id === undefined) unknown.add(c);
+      else out.push(id);
+    }
+    if (unknown.size > 0) {
+      const list = [...unknown].slice(0, MAX_LISTED).map((c) => JSON.stringify(c)).join(", ");
+      const more = unknown.size > MAX_LISTED ? ` and ${unknown.size - MAX_LISTED} more` : "";
+      throw new UsageError(`characters not in the vocabulary: ${list}${more}`);
+    }
+    return out;
+  }
+
+  /** The string for `ids`; an id that is not an integer in [0, vocabSize) is an Error. */
+  decode(ids: ArrayLike<number>): string {
+    let s = "";
+    for (let i = 0; i < ids.length; i++) {
+      const c = this.chars[ids[i]];
+      if (!Number.isInteger(ids[i]) || c === undefined) {
+        throw new Error(
+          `token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${this.vocabSize})`,
+        );
+      }
+      s += c;
+    }
+    return s;
+  }
+}
