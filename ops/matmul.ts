@@ -18,10 +18,17 @@ export interface MatmulOpts {
   epilogue?: Epilogue;
   batch?: number; // number of independent products; A, B, C are packed [batch, ...]
   alpha?: number;
-  tile?: { tm: number; tn: number; wg: number };
+  tile?: MatmulTile;
 }
 
-export const DEFAULT_TILE = { tm: 4, tn: 4, wg: 8 };
+export const DEFAULT_TILE: MatmulTile = { tm: 16, tn: 16, wgx: 4, wgy: 8 };
+
+export interface MatmulTile {
+  tm: number; // rows of C per invocation
+  tn: number; // columns of C per invocation (multiple of 4: accumulators are vec4 along a row)
+  wgx: number; // invocations per workgroup along columns
+  wgy: number; // ... and along rows
+}
 
 function matmulWGSL(
   transA: boolean,
@@ -29,14 +36,44 @@ function matmulWGSL(
   bias: boolean,
   acc: boolean,
   ep: Epilogue,
-  tm: number,
-  tn: number,
-  wg: number,
+  { tm, tn, wgx, wgy }: MatmulTile,
 ): string {
-  // Element (i,k) of A and (k,j) of B as flat indices.
-  const aIdx = transA ? "aBase + k * p.M + i" : "aBase + i * p.K + k";
-  const bIdx = transB ? "bBase + j * p.K + k" : "bBase + k * p.N + j";
+  if (tn % 4 !== 0) throw new Error("matmul tile: tn must be a multiple of 4");
+  const q = tn / 4;
+  const R = [...Array(tm).keys()], Q = [...Array(q).keys()], Cs = [...Array(tn).keys()];
   const act = ep === "relu" ? "max(v, 0.0)" : ep === "leaky_relu" ? "select(0.01 * v, v, v > 0.0)" : "v";
+  // The body is generated fully unrolled so the accumulators stay in registers. Row/column indices
+  // are clamped for the loads (edge tiles compute duplicates) and masked at the store.
+  const lines: string[] = [];
+  for (const r of R) lines.push(`  let i${r} = min(row0 + ${r}u, p.M - 1u);`);
+  for (const c of Cs) lines.push(`  let j${c} = min(col0 + ${c}u, p.N - 1u);`);
+  // Per-row / per-column base offsets, so the k loop only adds k (times a stride).
+  for (const r of R) lines.push(`  let a${r}b = aBase + ${transA ? `i${r}` : `i${r} * p.K`};`);
+  for (const c of Cs) lines.push(`  let b${c}b = bBase + ${transB ? `j${c} * p.K` : `j${c}`};`);
+  for (const r of R) for (const qq of Q) lines.push(`  var c${r}_${qq} = vec4<f32>(0.0);`);
+  lines.push(`  for (var k = 0u; k < p.K; k++) {`);
+  const aStride = transA ? "k * p.M" : "k";
+  const bStride = transB ? "k" : "k * p.N";
+  lines.push(`    let ak = ${aStride};`, `    let bk = ${bStride};`);
+  for (const r of R) lines.push(`    let a${r} = vec4<f32>(A[a${r}b + ak]);`);
+  for (const qq of Q) {
+    const e = [0, 1, 2, 3].map((d) => `B[b${4 * qq + d}b + bk]`).join(", ");
+    lines.push(`    let b${qq} = vec4<f32>(${e});`);
+  }
+  for (const r of R) for (const qq of Q) lines.push(`    c${r}_${qq} = fma(a${r}, b${qq}, c${r}_${qq});`);
+  lines.push(`  }`);
+  for (const r of R) {
+    lines.push(`  if (row0 + ${r}u < p.M) {`);
+    for (const c of Cs) {
+      lines.push(`    if (col0 + ${c}u < p.N) {`);
+      lines.push(`      var v = p.alpha * c${r}_${Math.floor(c / 4)}[${c % 4}]${bias ? ` + bias[col0 + ${c}u]` : ""};`);
+      lines.push(`      v = ${act};`);
+      lines.push(`      let o = cBase + (row0 + ${r}u) * p.N + col0 + ${c}u;`);
+      lines.push(`      C[o] = ${acc ? "C[o] + v" : "v"};`);
+      lines.push(`    }`);
+    }
+    lines.push(`  }`);
+  }
   return /* wgsl */ `
 struct P { M: u32, N: u32, K: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -45,7 +82,7 @@ struct P { M: u32, N: u32, K: u32, alpha: f32 }
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 ${bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
 
-@compute @workgroup_size(${wg}, ${wg}, 1)
+@compute @workgroup_size(${wgx}, ${wgy}, 1)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let b = g.z;
   let row0 = g.y * ${tm}u;
@@ -54,36 +91,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let aBase = b * p.M * p.K;
   let bBase = b * p.K * p.N;
   let cBase = b * p.M * p.N;
-  var acc: array<array<f32, ${tn}>, ${tm}>;
-  var ar: array<f32, ${tm}>;
-  var br: array<f32, ${tn}>;
-  for (var k = 0u; k < p.K; k++) {
-    for (var r = 0u; r < ${tm}u; r++) {
-      let i = min(row0 + r, p.M - 1u);
-      ar[r] = A[${aIdx}];
-    }
-    for (var c = 0u; c < ${tn}u; c++) {
-      let j = min(col0 + c, p.N - 1u);
-      br[c] = B[${bIdx}];
-    }
-    for (var r = 0u; r < ${tm}u; r++) {
-      for (var c = 0u; c < ${tn}u; c++) {
-        acc[r][c] = fma(ar[r], br[c], acc[r][c]);
-      }
-    }
-  }
-  for (var r = 0u; r < ${tm}u; r++) {
-    let i = row0 + r;
-    if (i >= p.M) { break; }
-    for (var c = 0u; c < ${tn}u; c++) {
-      let j = col0 + c;
-      if (j >= p.N) { break; }
-      var v = p.alpha * acc[r][c]${bias ? " + bias[j]" : ""};
-      v = ${act};
-      let o = cBase + i * p.N + j;
-      C[o] = ${acc ? "C[o] + v" : "v"};
-    }
-  }
+${lines.join("\n")}
 }`;
 }
 
@@ -108,15 +116,15 @@ export function matmul(
   }
   if (o.accumulate && (o.bias || ep !== "none")) throw new Error("matmul: accumulate excludes bias/epilogue");
   if (o.bias && o.bias.size !== N) throw new Error(`matmul: bias has ${o.bias.size} values, want ${N}`);
-  const { tm, tn, wg } = o.tile ?? DEFAULT_TILE;
-  const code = matmulWGSL(!!o.transA, !!o.transB, !!o.bias, !!o.accumulate, ep, tm, tn, wg);
+  const tile = o.tile ?? DEFAULT_TILE;
+  const code = matmulWGSL(!!o.transA, !!o.transB, !!o.bias, !!o.accumulate, ep, tile);
   const views = o.bias ? [A, B, C, o.bias] : [A, B, C];
   rt.dispatch(
-    "matmul",
+    `matmul ${o.transA ? "T" : "N"}${o.transB ? "T" : "N"} ${M}x${N}x${K}`,
     code,
     views,
     [M, N, K, f32(o.alpha ?? 1)],
-    [groups(N, tn * wg), groups(M, tm * wg), batch],
+    [groups(N, tile.tn * tile.wgx), groups(M, tile.tm * tile.wgy), batch],
   );
 }
 
