@@ -1,0 +1,421 @@
+// GPT: token + position embeddings, n_layer pre-LayerNorm transformer blocks (causal multi-head
+// self-attention with dropout, projection, 4x MLP with ReLU, residuals), final LayerNorm, linear head.
+//
+// Written in the llm.c style: every activation of a step lives in a buffer allocated once (per batch
+// shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
+// right beside it, and the whole step is one command buffer. Parameters live in one flat buffer; the
+// Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
+
+import type { Runtime } from "../ops/runtime.ts";
+import { type ParamSpec, ParamStore, Tensor } from "../ops/tensor.ts";
+import { linearBackward, linearForward } from "../ops/matmul.ts";
+import { layernormBackward, layernormForward } from "../ops/layernorm.ts";
+import { attentionBackward, attentionForward } from "../ops/attention.ts";
+import { reluBackward } from "../ops/activation.ts";
+import { dropoutBackward, dropoutForward } from "../ops/dropout.ts";
+import { add } from "../ops/elementwise.ts";
+import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
+import { crossEntropy } from "../ops/cross_entropy.ts";
+import { Rng } from "../lib/rng.ts";
+import { embeddingInit, linearInit, sampleLogits } from "./common.ts";
+
+export interface GPTConfig {
+  vocabSize: number;
+  nEmbd: number;
+  nHead: number;
+  nLayer: number;
+  blockSize: number;
+  dropout: number;
+}
+
+export const GPT_REFERENCE: Omit<GPTConfig, "vocabSize"> = {
+  nEmbd: 64,
+  nHead: 4,
+  nLayer: 4,
+  blockSize: 32,
+  dropout: 0.1,
+};
+
+/** Internal parameter list, in a fixed order, with PyTorch-default initial values. */
+export function gptParamSpecs(cfg: GPTConfig, rng: Rng): ParamSpec[] {
+  const { vocabSize: V, nEmbd: C, blockSize: T } = cfg;
+  const specs: ParamSpec[] = [];
+  const add = (name: string, shape: number[], init: Float32Array) => specs.push({ name, shape, init });
+  add("token_embedding.weight", [V, C], embeddingInit(rng, V, C));
+  add("position_embedding.weight", [T, C], embeddingInit(rng, T, C));
+  for (let i = 0; i < cfg.nLayer; i++) {
+    const p = `blocks.${i}.`;
+    add(p + "ln1.weight", [C], new Float32Array(C).fill(1));
+    add(p + "ln1.bias", [C], new Float32Array(C));
+    // Per-head key/query/value Linear(C, hs, bias=False) each U(±1/√C): fused rows [Q; K; V].
+    add(p + "attn.qkv.weight", [3 * C, C], linearInit(rng, 3 * C, C).weight);
+    const proj = linearInit(rng, C, C);
+    add(p + "attn.proj.weight", [C, C], proj.weight);
+    add(p + "attn.proj.bias", [C], proj.bias);
+    add(p + "ln2.weight", [C], new Float32Array(C).fill(1));
+    add(p + "ln2.bias", [C], new Float32Array(C));
+    const fc = linearInit(rng, 4 * C, C);
+    add(p + "mlp.fc.weight", [4 * C, C], fc.weight);
+    add(p + "mlp.fc.bias", [4 * C], fc.bias);
+    const pr = linearInit(rng, C, 4 * C);
+    add(p + "mlp.proj.weight", [C, 4 * C], pr.weight);
+    add(p + "mlp.proj.bias", [C], pr.bias);
+  }
+  add("ln_f.weight", [C], new Float32Array(C).fill(1));
+  add("ln_f.bias", [C], new Float32Array(C));
+  const head = linearInit(rng, V, C);
+  add("lm_head.weight", [V, C], head.weight);
+  add("lm_head.bias", [V], head.bias);
+  return specs;
+}
+
+/** Internal tensors -> the PyTorch-compatible state dict (per-head key/query/value weights). */
+export function gptExport(
+  cfg: GPTConfig,
+  internal: Map<string, Float32Array>,
+): Map<string, { shape: number[]; data: Float32Array }> {
+  const C = cfg.nEmbd, hs = C / cfg.nHead;
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const spec of gptParamSpecs(cfg, new Rng(0))) {
+    const data = internal.get(spec.name)!;
+    const m = /^blocks\.(\d+)\.attn\.qkv\.weight$/.exec(spec.name);
+    if (!m) {
+      out.set(spec.name, { shape: [...spec.shape], data });
+      continue;
+    }
+    ["query", "key", "value"].forEach((kind, part) => {
+      for (let h = 0; h < cfg.nHead; h++) {
+        const rows = data.subarray((part * C + h * hs) * C, (part * C + (h + 1) * hs) * C);
+        out.set(`blocks.${m[1]}.attn.heads.${h}.${kind}.weight`, { shape: [hs, C], data: rows.slice() });
+      }
+    });
+  }
+  return out;
+}
+
+/** The inverse of gptExport; missing names or wrong shapes throw with the offending name. */
+export function gptImport(
+  cfg: GPTConfig,
+  sd: Map<string, { shape: number[]; data: Float32Array }>,
+): Map<string, Float32Array> {
+  const C = cfg.nEmbd, hs = C / cfg.nHead;
+  const want = gptExport(cfg, new Map(gptParamSpecs(cfg, new Rng(0)).map((s) => [s.name, s.init])));
+  for (const [name, t] of want) {
+    const got = sd.get(name);
+    if (!got) throw new Error(`tensor ${name} is missing`);
+    if (got.shape.join(",") !== t.shape.join(",")) {
+      throw new Error(`tensor ${name} has shape [${got.shape}], expected [${t.shape}]`);
+    }
+  }
+  for (const name of sd.keys()) if (!want.has(name)) throw new Error(`unexpected tensor ${name}`);
+  const out = new Map<string, Float32Array>();
+  for (const spec of gptParamSpecs(cfg, new Rng(0))) {
+    const m = /^blocks\.(\d+)\.attn\.qkv\.weight$/.exec(spec.name);
+    if (!m) {
+      out.set(spec.name, sd.get(spec.name)!.data);
+      continue;
+    }
+    const fused = new Float32Array(3 * C * C);
+    ["query", "key", "value"].forEach((kind, part) => {
+      for (let h = 0; h < cfg.nHead; h++) {
+        fused.set(sd.get(`blocks.${m[1]}.attn.heads.${h}.${kind}.weight`)!.data, (part * C + h * hs) * C);
+      }
+    });
+    out.set(spec.name, fused);
+  }
+  return out;
+}
+
+interface LayerActs {
+  res: Tensor; // block input (residual stream before attention)
+  xn1: Tensor;
+  mean1: Tensor;
+  rstd1: Tensor;
+  qkv: Tensor;
+  probs: Tensor;
+  att: Tensor;
+  proj: Tensor;
+  projDrop: Tensor;
+  res2: Tensor; // residual stream after attention (input of the MLP sub-block)
+  xn2: Tensor;
+  mean2: Tensor;
+  rstd2: Tensor;
+  h: Tensor; // ReLU(fc) output
+  mlp: Tensor;
+  mlpDrop: Tensor;
+}
+
+/** Every buffer one forward/backward pass of a [B, T] batch needs, allocated once. */
+export class GPTActivations {
+  readonly N: number;
+  readonly idx: Tensor;
+  readonly pos: Tensor;
+  readonly targets: Tensor;
+  readonly layers: LayerActs[] = [];
+  readonly out: Tensor; // residual stream after the last block
+  readonly xf: Tensor;
+  readonly meanf: Tensor;
+  readonly rstdf: Tensor;
+  readonly logits: Tensor;
+  readonly dlogits: Tensor;
+  readonly rowLoss: Tensor;
+  readonly loss: Tensor;
+  // backward scratch, shared by all layers
+  readonly dres: Tensor;
+  readonly dxn: Tensor;
+  readonly dbranch: Tensor;
+  readonly datt: Tensor;
+  readonly dqkv: Tensor;
+  readonly dh: Tensor;
+  readonly dh2: Tensor;
+  readonly dscores: Tensor;
+
+  constructor(rt: Runtime, cfg: GPTConfig, readonly B: number, readonly T: number) {
+    const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
+    const N = this.N = B * T;
+    const f = (shape: number[], name: string) => Tensor.empty(rt, shape, "f32", name);
+    this.idx = Tensor.empty(rt, [N], "u32", "idx");
+    this.targets = Tensor.empty(rt, [N], "u32", "targets");
+    this.pos = Tensor.from(rt, Uint32Array.from({ length: N }, (_, i) => i % T), [N], "positions");
+    let res = f([N, C], "res0");
+    for (let l = 0; l < cfg.nLayer; l++) {
+      const res2 = f([N, C], `res${l}.2`);
+      this.layers.push({
+        res,
+        xn1: f([N, C], "xn1"),
+        mean1: f([N], "mean1"),
+        rstd1: f([N], "rstd1"),
+        qkv: f([N, 3 * C], "qkv"),
+        probs: f([B * H * T * T], "probs"),
+        att: f([N, C], "att"),
+        proj: f([N, C], "proj"),
+        projDrop: f([N, C], "projDrop"),
+        res2,
+        xn2: f([N, C], "xn2"),
+        mean2: f([N], "mean2"),
+        rstd2: f([N], "rstd2"),
+        h: f([N, 4 * C], "h"),
+        mlp: f([N, C], "mlp"),
+        mlpDrop: f([N, C], "mlpDrop"),
+      });
+      res = f([N, C], `res${l + 1}`);
+    }
+    this.out = res;
+    this.xf = f([N, C], "xf");
+    this.meanf = f([N], "meanf");
+    this.rstdf = f([N], "rstdf");
+    this.logits = f([N, V], "logits");
+    this.dlogits = f([N, V], "dlogits");
+    this.rowLoss = f([N], "rowLoss");
+    this.loss = f([1], "loss");
+    this.dres = f([N, C], "dres");
+    this.dxn = f([N, C], "dxn");
+    this.dbranch = f([N, C], "dbranch");
+    this.datt = f([N, C], "datt");
+    this.dqkv = f([N, 3 * C], "dqkv");
+    this.dh = f([N, 4 * C], "dh");
+    this.dh2 = f([N, 4 * C], "dh2");
+    this.dscores = f([B * H * T * T], "dscores");
+  }
+}
+
+export class GPT {
+  readonly params: ParamStore;
+  private genActs: GPTActivations | null = null;
+  private genState: Tensor | null = null;
+
+  constructor(readonly rt: Runtime, readonly cfg: GPTConfig, seed = 1337) {
+    if (cfg.nEmbd % cfg.nHead !== 0) throw new Error("n_embd must be divisible by n_head");
+    this.params = new ParamStore(rt, gptParamSpecs(cfg, new Rng(seed)));
+  }
+
+  private p(name: string): Tensor {
+    return this.params.get(name);
+  }
+
+  /**
+   * Record the forward pass of acts.idx (and the loss if `withLoss`: mean cross-entropy against
+   * acts.targets, with dlogits prepared for backward). `train` enables dropout, keyed by `state`.
+   */
+  forward(acts: GPTActivations, state: Tensor, train: boolean, withLoss = true): void {
+    const { rt, cfg } = this;
+    const { B, T, N } = acts;
+    const { nEmbd: C, nHead: H, vocabSize: V, dropout: p } = cfg;
+    embeddingForward(rt, acts.idx, this.p("token_embedding.weight"), acts.layers[0]?.res ?? acts.out);
+    embeddingForward(
+      rt,
+      acts.pos,
+      this.p("position_embedding.weight"),
+      acts.layers[0]?.res ?? acts.out,
+      true,
+    );
+    acts.layers.forEach((a, l) => {
+      const w = (n: string) => this.p(`blocks.${l}.${n}`);
+      const next = acts.layers[l + 1]?.res ?? acts.out;
+      // x = x + dropout(proj(attention(ln1(x))))
+      layernormForward(rt, a.res, w("ln1.weight"), w("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
+      attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
+      linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
+      dropoutForward(rt, a.proj, a.projDrop, p, state, 3 * l + 1, train);
+      add(rt, a.res, a.projDrop, a.res2);
+      // x = x + dropout(mlp(ln2(x)))
+      layernormForward(rt, a.res2, w("ln2.weight"), w("ln2.bias"), a.xn2, a.mean2, a.rstd2, N, C);
+      linearForward(rt, a.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), a.h, N, "relu");
+      linearForward(rt, a.h, w("mlp.proj.weight"), w("mlp.proj.bias"), a.mlp, N);
+      dropoutForward(rt, a.mlp, a.mlpDrop, p, state, 3 * l + 2, train);
+      add(rt, a.res2, a.mlpDrop, next);
+    });
+    layernormForward(
+      rt,
+      acts.out,
+      this.p("ln_f.weight"),
+      this.p("ln_f.bias"),
+      acts.xf,
+      acts.meanf,
+      acts.rstdf,
+      N,
+      C,
+    );
+    linearForward(rt, acts.xf, this.p("lm_head.weight"), this.p("lm_head.bias"), acts.logits, N);
+    if (withLoss) {
+      crossEntropy(rt, acts.logits, acts.targets, train ? acts.dlogits : null, acts.rowLoss, acts.loss, N, V);
+    }
+  }
+
+  /** Record the backward pass (after a training forward); parameter gradients are overwritten. */
+  backward(acts: GPTActivations, state: Tensor): void {
+    const { rt, cfg } = this;
+    const { B, T, N } = acts;
+    const { nEmbd: C, nHead: H, dropout: p } = cfg;
+    linearBackward(
+      rt,
+      acts.dlogits,
+      acts.xf,
+      this.p("lm_head.weight"),
+      acts.dxn,
+      N,
+      false,
+      this.p("lm_head.bias"),
+    );
+    layernormBackward(
+      rt,
+      acts.dxn,
+      acts.out,
+      this.p("ln_f.weight"),
+      this.p("ln_f.bias"),
+      acts.meanf,
+      acts.rstdf,
+      acts.dres,
+      N,
+      C,
+    );
+    for (let l = acts.layers.length - 1; l >= 0; l--) {
+      const a = acts.layers[l];
+      const w = (n: string) => this.p(`blocks.${l}.${n}`);
+      // MLP sub-block: dres flows straight through the residual and into the branch.
+      dropoutBackward(rt, acts.dres, acts.dbranch, p, state, 3 * l + 2, true);
+      linearBackward(rt, acts.dbranch, a.h, w("mlp.proj.weight"), acts.dh, N, false, w("mlp.proj.bias"));
+      reluBackward(rt, acts.dh, a.h, acts.dh2);
+      linearBackward(rt, acts.dh2, a.xn2, w("mlp.fc.weight"), acts.dxn, N, false, w("mlp.fc.bias"));
+      layernormBackward(
+        rt,
+        acts.dxn,
+        a.res2,
+        w("ln2.weight"),
+        w("ln2.bias"),
+        a.mean2,
+        a.rstd2,
+        acts.dres,
+        N,
+        C,
+        true,
+      );
+      // Attention sub-block.
+      dropoutBackward(rt, acts.dres, acts.dbranch, p, state, 3 * l + 1, true);
+      linearBackward(
+        rt,
+        acts.dbranch,
+        a.att,
+        w("attn.proj.weight"),
+        acts.datt,
+        N,
+        false,
+        w("attn.proj.bias"),
+      );
+      attentionBackward(
+        rt,
+        acts.datt,
+        a.qkv,
+        a.probs,
+        acts.dqkv,
+        acts.dscores,
+        B,
+        T,
+        C,
+        H,
+        p,
+        state,
+        3 * l,
+        true,
+      );
+      linearBackward(rt, acts.dqkv, a.xn1, w("attn.qkv.weight"), acts.dxn, N);
+      layernormBackward(
+        rt,
+        acts.dxn,
+        a.res,
+        w("ln1.weight"),
+        w("ln1.bias"),
+        a.mean1,
+        a.rstd1,
+        acts.dres,
+        N,
+        C,
+        true,
+      );
+    }
+    embeddingBackward(rt, acts.idx, acts.dres, this.p("token_embedding.weight").grad!);
+    embeddingBackward(rt, acts.pos, acts.dres, this.p("position_embedding.weight").grad!);
+  }
+
+  /**
+   * Generate `maxNewTokens` ids after `start` (context cropped to the last block_size ids), calling
+   * `onToken` as each arrives. Reads back one row of logits per token; everything else stays on the GPU.
+   */
+  async generate(
+    start: number[],
+    maxNewTokens: number,
+    opts: {
+      temperature?: number;
+      topK?: number;
+      topP?: number;
+      seed?: number;
+      onToken?: (id: number) => void;
+    } = {},
+  ): Promise<number[]> {
+    const { rt, cfg } = this;
+    const T = cfg.blockSize, V = cfg.vocabSize;
+    this.genActs ??= new GPTActivations(rt, cfg, 1, T);
+    const acts = this.genActs;
+    const state = this.genState ??= Tensor.from(rt, new Uint32Array(4), [4], "gen-state"); // eval: no dropout
+    const rng = new Rng(opts.seed ?? 0);
+    const ids = start.length ? [...start] : [0];
+    const idxHost = new Uint32Array(T);
+    for (let n = 0; n < maxNewTokens; n++) {
+      const ctx = ids.slice(-T);
+      idxHost.fill(0);
+      idxHost.set(ctx);
+      acts.idx.write(idxHost); // causal attention: the zero padding after ctx cannot affect its rows
+      this.forward(acts, state, false, false);
+      const row = await rt.read({
+        buffer: acts.logits.buffer,
+        offset: (ctx.length - 1) * V * 4,
+        byteLength: V * 4,
+      });
+      const id = sampleLogits(row, rng, opts);
+      ids.push(id);
+      opts.onToken?.(id);
+    }
+    return ids.slice(start.length ? start.length : 1);
+  }
+}
