@@ -1,0 +1,166 @@
+import { assertClose, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+import { attentionBackward, attentionForward, MAX_HS } from "../../ops/attention.ts";
+import { attentionGradRef, attentionRef, type AttnCfg, attnMask } from "../reference/attention.ts";
+
+const rng = new Rng(4321);
+
+// (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (4 rows per
+// invocation), 48 (2 rows) and MAX_HS = 128 (1 row), T = 129 and T = 256.
+const SHAPES: [number, number, number, number][] = [
+  [1, 1, 4, 1],
+  [2, 7, 12, 3],
+  [3, 13, 16, 4],
+  [1, 32, 64, 4],
+  [2, 33, 20, 5],
+  [1, 7, 30, 2], // hs = 15
+  [1, 129, 18, 3], // hs = 6
+  [2, 17, 96, 2], // hs = 48
+  [1, 5, 128, 1], // hs = MAX_HS
+  [1, 256, 8, 2], // hs = 4, T = 256
+];
+
+const MODES = [
+  { p: 0, train: true, name: "p=0" },
+  { p: 0.1, train: true, name: "p=0.1 train" },
+  { p: 0.1, train: false, name: "eval" },
+];
+
+function stepState(seed: number, step: number): Tensor {
+  return Tensor.from(rt, new Uint32Array([seed, step, 0, 0]), [4]);
+}
+
+interface Run {
+  out: Float32Array;
+  probs: Float32Array;
+  dqkv: Float32Array;
+}
+
+/** Forward then backward on freshly poisoned outputs; returns what the kernels wrote. */
+async function run(cfg: AttnCfg, qkv: Float32Array, dout: Float32Array): Promise<Run> {
+  const { B, T, C, H, p, stream, train } = cfg;
+  const state = stepState(cfg.seed, cfg.step);
+  const Q = Tensor.from(rt, qkv);
+  const out = poisoned([B * T * C]);
+  const probs = poisoned([B * H * T * T]);
+  attentionForward(rt, Q, out, probs, B, T, C, H, p, state, stream, train);
+  const dqkv = poisoned([B * T * 3 * C]);
+  const dscores = poisoned([B * H * T * T]);
+  attentionBackward(rt, Tensor.from(rt, dout), Q, probs, dqkv, dscores, B, T, C, H, p, state, stream, train);
+  return { out: await out.read(), probs: await probs.read(), dqkv: await dqkv.read() };
+}
+
+Deno.test("attention forward/backward vs float64 reference (p=0, dropout, eval)", async () => {
+  for (const [B, T, C, H] of SHAPES) {
+    for (const m of MODES) {
+      const cfg: AttnCfg = { B, T, C, H, p: m.p, train: m.train, seed: 17, step: 3, stream: 5 };
+      const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+      const got = await run(cfg, qkv, dout);
+      const want = attentionRef(qkv, cfg);
+      const tag = `(${B},${T},${C},${H}) ${m.name}`;
+      try {
+        assertClose(got.out, want.out, 1e-5, "attention fwd out");
+        assertClose(got.probs, want.probs, 1e-5, "attention fwd probs");
+        assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv");
+      } catch (e) {
+        throw new Error(`${tag}: ${(e as Error).message}`);
+      }
+      // Every element above the diagonal must be exactly 0 (the buffer was NaN-poisoned).
+      for (let r = 0; r < B * H * T; r++) {
+        for (let j = (r % T) + 1; j < T; j++) {
+          if (got.probs[r * T + j] !== 0) throw new Error(`${tag}: probs above diagonal not zero`);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("attention dropout is active and matches the TS mirror mask", async () => {
+  const [B, T, C, H] = [1, 32, 64, 4];
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 99, step: 7, stream: 2 };
+  let dropped = 0, kept = 0;
+  for (let r = 0; r < B * H * T; r++) {
+    for (let j = 0; j <= r % T; j++) attnMask(cfg, r * T + j) === 0 ? dropped++ : kept++;
+  }
+  if (dropped < 0.05 * (dropped + kept) || dropped > 0.15 * (dropped + kept)) {
+    throw new Error(`dropout rate off: ${dropped} of ${dropped + kept}`);
+  }
+  const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+  const withDrop = await run(cfg, qkv, dout);
+  const noDrop = await run({ ...cfg, p: 0 }, qkv, dout);
+  // Probabilities are saved before dropout: identical; the outputs differ.
+  assertClose(withDrop.probs, noDrop.probs, 0, "attention probs independent of dropout");
+  if (withDrop.out.every((v, i) => v === noDrop.out[i])) throw new Error("dropout changed nothing");
+  // A different step gives a different mask.
+  const other = await run({ ...cfg, step: 8 }, qkv, dout);
+  if (other.out.every((v, i) => v === withDrop.out[i])) throw new Error("mask did not change with step");
+  assertClose(other.out, attentionRef(qkv, { ...cfg, step: 8 }).out, 1e-5, "attention fwd out");
+});
+
+Deno.test("attention float64 analytic gradient agrees with finite differences (dropout on)", () => {
+  for (const [B, T, C, H] of [[2, 7, 12, 3], [1, 9, 20, 5]]) {
+    const cfg: AttnCfg = { B, T, C, H, p: 0.25, train: true, seed: 3, step: 11, stream: 1 };
+    const qkv = f64(rng.uniformArray(B * T * 3 * C)), dout = rng.uniformArray(B * T * C);
+    const g = attentionGradRef(dout, qkv, cfg);
+    checkNumeric((x) => dot(dout, attentionRef(x, cfg).out), qkv, g, rng, "attention dqkv fd", 24);
+  }
+});
+
+Deno.test("attention eval mode equals p=0, and runs are bit-identical", async () => {
+  const [B, T, C, H] = [2, 33, 20, 5];
+  const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+  const base: AttnCfg = { B, T, C, H, p: 0.1, train: false, seed: 5, step: 1, stream: 9 };
+  const evalRun = await run(base, qkv, dout);
+  const p0 = await run({ ...base, p: 0, train: true }, qkv, dout);
+  const same = (a: Float32Array, b: Float32Array, what: string) => {
+    const x = new Uint32Array(a.buffer), y = new Uint32Array(b.buffer);
+    if (x.length !== y.length || x.some((v, i) => v !== y[i])) throw new Error(`${what}: not bit-identical`);
+  };
+  for (const k of ["out", "probs", "dqkv"] as const) same(evalRun[k], p0[k], `eval vs p=0 ${k}`);
+  const train = { ...base, train: true };
+  const r1 = await run(train, qkv, dout), r2 = await run(train, qkv, dout);
+  for (const k of ["out", "probs", "dqkv"] as const) same(r1[k], r2[k], `determinism ${k}`);
+});
+
+Deno.test("attention softmax is stable for large scores", async () => {
+  // hs = 4, q = 8 everywhere, k_j = 8 + (j % 5)/64: scores 128 + (j % 5)/4 exactly, exp would overflow f32.
+  const [B, T, C, H] = [1, 9, 8, 2];
+  const qkv = new Float32Array(B * T * 3 * C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) {
+      qkv[t * 3 * C + c] = 8;
+      qkv[t * 3 * C + C + c] = 8 + (t % 5) / 64;
+      qkv[t * 3 * C + 2 * C + c] = rng.range(-1, 1);
+    }
+  }
+  const dout = rng.uniformArray(B * T * C);
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 1, step: 2, stream: 3 };
+  const got = await run(cfg, qkv, dout);
+  const want = attentionRef(qkv, cfg);
+  assertClose(got.out, want.out, 1e-5, "attention fwd out (large scores)");
+  assertClose(got.probs, want.probs, 1e-5, "attention fwd probs (large scores)");
+  assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv (large scores)");
+});
+
+Deno.test("attention rejects bad shapes with clear errors", () => {
+  const state = stepState(0, 1);
+  const t = Tensor.empty(rt, [1024]);
+  const expectThrow = (f: () => void, msg: string) => {
+    try {
+      f();
+    } catch (e) {
+      if (!String(e).includes(msg)) throw new Error(`wrong error: ${e}`);
+      return;
+    }
+    throw new Error(`expected an error containing "${msg}"`);
+  };
+  expectThrow(() => attentionForward(rt, t, t, t, 1, 2, 10, 3, 0, state, 0, true), "not divisible");
+  expectThrow(
+    () => attentionForward(rt, t, t, t, 1, 1, 2 * MAX_HS, 1, 0, state, 0, true),
+    "exceeds the supported maximum",
+  );
+  expectThrow(() => attentionForward(rt, t, t, t, 1, 32, 8, 2, 0, state, 0, true), "probs has");
+  expectThrow(
+    () => attentionBackward(rt, t, t, t, t, t, 1, 2, 8, 2, 0, Tensor.empty(rt, [4]), 0, true),
+    "u32 step-state",
+  );
+});
