@@ -3,6 +3,7 @@
 // host reads back only the losses (every --log-interval steps) and the weights when it checkpoints.
 
 import { Runtime } from "./ops/runtime.ts";
+import { MAX_HS } from "./ops/attention.ts";
 import type { Tensor } from "./ops/tensor.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
 import { bigramEntropy, GPTData, loadText } from "./lib/data.ts";
@@ -14,6 +15,7 @@ import {
   fail,
   type FlagSpec,
   floatFlag,
+  gpuCause,
   intFlag,
   parseFlags,
   runMain,
@@ -23,8 +25,18 @@ import { lossSvg } from "./lib/plot.ts";
 import { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig } from "./models/gpt.ts";
 import { BIGRAM_REFERENCE, BigramActivations, type BigramKind, BigramMLP } from "./models/bigram.ts";
 import { LossHistory, Optimizer, type OptimizerKind, StepState } from "./models/common.ts";
-import { loadModel, loadOptim, type ModelKind, saveModel, saveOptim } from "./models/checkpoint.ts";
-import { join } from "node:path";
+import {
+  buildModel,
+  checkOptimState,
+  type ModelKind,
+  NonFiniteParamsError,
+  optimPath,
+  paramCount,
+  readResume,
+  type ResumeData,
+  saveCheckpoint,
+} from "./models/checkpoint.ts";
+import { basename, join } from "node:path";
 
 const FLAGS: FlagSpec[] = [
   { name: "model", type: "string", default: "gpt", help: "gpt | bigram-onehot | bigram-embedding" },
@@ -68,7 +80,12 @@ const FLAGS: FlagSpec[] = [
   },
   { name: "data", type: "string", default: "data/tinyshakespeare.txt", help: "training text (UTF-8)" },
   { name: "out", type: "string", default: "out", help: "directory for checkpoint, metrics.jsonl, loss.svg" },
-  { name: "resume", type: "boolean", default: false, help: "continue from the checkpoint in --out" },
+  {
+    name: "resume",
+    type: "boolean",
+    default: false,
+    help: "continue from the checkpoint in --out (with its model, optimizer, lr, seed and batch size)",
+  },
   {
     name: "sample-tokens",
     type: "string",
@@ -81,6 +98,9 @@ const USAGE = `Train a character-level language model on the GPU (WebGPU/WGSL).
 
 Usage: deno task train [flags]`;
 
+/** Flags that only make sense for the GPT. */
+const GPT_ONLY = ["batch-size", "block-size", "n-embd", "n-head", "n-layer", "dropout"] as const;
+
 interface Run {
   kind: ModelKind;
   steps: number;
@@ -91,13 +111,18 @@ interface Run {
   evalIters: number;
   logInterval: number;
   out: string;
+  data: string;
   resume: boolean;
   sampleTokens: number;
+  /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
   batch: number;
+  /** Flags given on the command line (the rest are defaults, or the checkpoint's values on --resume). */
+  given: Set<string>;
 }
 
-function parse(args: string[]): Run & { data: string } {
+/** Validate every flag on its own (cross-checks against the data and the checkpoint come later). */
+function parse(args: string[]): Run {
   const f = parseFlags(args, FLAGS, USAGE);
   const v = f.values as Record<string, string | boolean | undefined>;
   const s = (k: string) => v[k] as string;
@@ -109,11 +134,7 @@ function parse(args: string[]): Run & { data: string } {
   const lr = v.lr === undefined
     ? (optimizer === "adamw" ? 1e-3 : 0.01)
     : floatFlag(s("lr"), "lr", { min: 0, max: 10, minExclusive: true });
-  const nEmbd = intFlag(s("n-embd"), "n-embd", { min: 1, max: 4096 });
-  const nHead = intFlag(s("n-head"), "n-head", { min: 1, max: 256 });
-  if (nEmbd % nHead !== 0) fail(`--n-embd (${nEmbd}) must be divisible by --n-head (${nHead})`);
-  const blockSize = intFlag(s("block-size"), "block-size", { min: 1, max: 256 });
-  return {
+  const run: Run = {
     kind,
     optimizer,
     lr,
@@ -127,17 +148,147 @@ function parse(args: string[]): Run & { data: string } {
     out: s("out"),
     data: s("data"),
     resume: !!v.resume,
-    gpt: kind === "gpt"
-      ? {
-        vocabSize: 0,
-        nEmbd,
-        nHead,
-        nLayer: intFlag(s("n-layer"), "n-layer", { min: 1, max: 64 }),
-        blockSize,
-        dropout: floatFlag(s("dropout"), "dropout", { min: 0, max: 1, maxExclusive: true }),
-      }
-      : null,
+    gpt: {
+      vocabSize: 0,
+      nEmbd: intFlag(s("n-embd"), "n-embd", { min: 1, max: 4096 }),
+      nHead: intFlag(s("n-head"), "n-head", { min: 1, max: 256 }),
+      nLayer: intFlag(s("n-layer"), "n-layer", { min: 1, max: 64 }),
+      blockSize: intFlag(s("block-size"), "block-size", { min: 1, max: 256 }),
+      dropout: floatFlag(s("dropout"), "dropout", { min: 0, max: 1, maxExclusive: true }),
+    },
+    given: f.given,
   };
+  if (!run.out.trim()) fail("--out needs a directory");
+  return run;
+}
+
+/** A new model: the GPT flags must fit together. */
+function checkNewModel(run: Run): void {
+  if (run.kind !== "gpt") {
+    run.gpt = null;
+    return;
+  }
+  const { nEmbd, nHead } = run.gpt!;
+  if (nEmbd % nHead !== 0) fail(`--n-embd (${nEmbd}) must be divisible by --n-head (${nHead})`);
+  if (nEmbd / nHead > MAX_HS) {
+    fail(`--n-embd / --n-head (the head size, ${nEmbd / nHead}) must be at most ${MAX_HS}`);
+  }
+}
+
+/**
+ * --resume: the checkpoint decides the model, its config and the optimizer; a flag that says otherwise
+ * is refused. lr, seed and batch size default to the checkpoint's (so the run continues exactly);
+ * giving a different value is allowed, with a note that the run then differs from an uninterrupted one.
+ */
+function resolveResume(run: Run, r: ResumeData, notes: string[]): void {
+  const where = `the checkpoint in ${run.out}`;
+  const clash = (flag: string, mine: unknown, theirs: string): never =>
+    fail(
+      `--resume: --${flag} ${mine} contradicts ${where} (${theirs}); ` +
+        `leave the flag out to continue it, or train a new model in another --out`,
+    );
+  if (run.given.has("model") && run.kind !== r.kind) clash("model", run.kind, `a ${r.kind} model`);
+  run.kind = r.kind;
+  if (r.kind === "gpt") {
+    const c = r.config as GPTConfig;
+    const keys = [
+      ["n-embd", "nEmbd", "n_embd"],
+      ["n-head", "nHead", "n_head"],
+      ["n-layer", "nLayer", "n_layer"],
+      ["block-size", "blockSize", "block size"],
+      ["dropout", "dropout", "dropout"],
+    ] as const;
+    for (const [flag, key, label] of keys) {
+      if (run.given.has(flag) && run.gpt![key] !== c[key]) clash(flag, run.gpt![key], `${label} ${c[key]}`);
+    }
+    run.gpt = { ...c };
+  } else run.gpt = null;
+  if (run.given.has("optimizer") && run.optimizer !== r.optimizer) {
+    clash("optimizer", run.optimizer, `trained with ${r.optimizer}`);
+  }
+  run.optimizer = r.optimizer;
+  const inherit = (flag: string, key: "lr" | "seed" | "batch", theirs: number | undefined) => {
+    if (theirs === undefined) return;
+    if (!run.given.has(flag)) run[key] = theirs;
+    else if (run[key] !== theirs) {
+      notes.push(
+        `note: --${flag} ${run[key]} differs from the checkpoint's ${theirs}; ` +
+          `the run will not match an uninterrupted one`,
+      );
+    }
+  };
+  inherit("lr", "lr", r.lr);
+  inherit("seed", "seed", r.seed);
+  if (r.kind === "gpt") inherit("batch-size", "batch", r.batch);
+}
+
+/** Characters in `a` but not in `b`, quoted, at most 10. */
+function missingChars(a: string[], b: string[]): string {
+  const set = new Set(b);
+  const extra = a.filter((c) => !set.has(c));
+  return extra.slice(0, 10).map((c) => JSON.stringify(c)).join(", ") + (extra.length > 10 ? ", ..." : "");
+}
+
+/** Temp files a killed run may have left beside the outputs (see lib/fsutil.ts atomicWrite). */
+async function removeStaleTemps(out: string, names: string[]): Promise<void> {
+  const re = new RegExp(
+    `^\\.(${names.map((n) => n.replace(/[.]/g, "\\.")).join("|")})\\.tmp-\\d+-[0-9a-f]+$`,
+  );
+  try {
+    for await (const e of Deno.readDir(out)) {
+      if (e.isFile && re.test(e.name)) await Deno.remove(join(out, e.name)).catch(() => {});
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+function fmtBytes(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** Refuse a configuration whose largest buffer the adapter cannot hold, naming the flags to lower. */
+function checkBufferSizes(rt: Runtime, buffers: [string, number][], hint: string): void {
+  const limit = Math.min(rt.device.limits.maxStorageBufferBindingSize, rt.device.limits.maxBufferSize);
+  for (const [what, floats] of buffers) {
+    if (floats * 4 > limit) {
+      fail(
+        `${what} needs a ${fmtBytes(floats * 4)} GPU buffer, over this adapter's ` +
+          `${fmtBytes(limit)} limit: ${hint}`,
+      );
+    }
+  }
+}
+
+/** Training stopped because the loss or the parameters stopped being finite numbers. */
+export class TrainingDiverged extends Error {
+  override name = "TrainingDiverged";
+}
+
+/** The step and value of the first non-finite loss in `losses` (loss i is step firstStep + i), or null. */
+export function firstNonFinite(
+  losses: ArrayLike<number>,
+  firstStep: number,
+): { step: number; value: number } | null {
+  for (let i = 0; i < losses.length; i++) {
+    if (!Number.isFinite(losses[i])) return { step: firstStep + i, value: losses[i] };
+  }
+  return null;
+}
+
+/** The error for a diverged run: what went wrong, where, and which checkpoint is kept. */
+export function divergedError(
+  what: string,
+  step: number,
+  lastSaved: number | null,
+  out: string,
+): TrainingDiverged {
+  const kept = lastSaved === null
+    ? "no checkpoint was written"
+    : `the last good checkpoint, step ${lastSaved}, is kept in ${out}`;
+  return new TrainingDiverged(
+    `training diverged: ${what} at step ${step}; stopped (${kept}); try a lower --lr`,
+  );
 }
 
 function fmtTime(s: number): string {
@@ -208,7 +359,9 @@ function gptJob(
       return { train: mean(l.subarray(0, run.evalIters)), val: mean(l.subarray(run.evalIters)) };
     },
     async sample(n, onToken) {
-      await model.generate(tok.encode("\n"), n, { temperature: 0.8, seed: run.seed, onToken });
+      // Start from a newline like the seed notebook, or the text's first character if it has none.
+      const start = tok.chars.includes("\n") ? tok.encode("\n") : [data.train[0]];
+      await model.generate(start, n, { temperature: 0.8, seed: run.seed, onToken });
     },
     rngState: () => rng.state(),
     setRngState: (s) => (rng = Rng.fromState(s)),
@@ -252,84 +405,178 @@ function bigramJob(
       return { train: (await evalHist.drain())[0] };
     },
     async sample(count, onToken) {
-      await model.generate(tok.encode("F")[0], count, { temperature: 0.8, seed: run.seed, onToken });
+      // Start from "F" like the seed notebook, or the text's first character if it has none.
+      const start = tok.chars.includes("F") ? tok.encode("F")[0] : ids[0];
+      await model.generate(start, count, { temperature: 0.8, seed: run.seed, onToken });
     },
     rngState: () => [],
     setRngState: () => {},
   };
 }
 
-async function main() {
-  const run = parse(Deno.args);
+interface MetricsLine {
+  step: number;
+  eval?: { step: number; train: number; val?: number };
+  losses?: number[];
+}
+
+/** metrics.jsonl lines up to `upTo` (later ones belong to steps the checkpoint does not have). */
+async function readMetrics(path: string, upTo: number): Promise<{ raw: string[]; parsed: MetricsLine[] }> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const raw: string[] = [], parsed: MetricsLine[] = [];
+  for (const line of text.split("\n")) {
+    let m: MetricsLine;
+    try {
+      m = JSON.parse(line);
+    } catch {
+      continue; // empty, or the torn last line of a killed run
+    }
+    if (typeof m?.step !== "number" || m.step > upTo) continue;
+    raw.push(line);
+    parsed.push(m);
+  }
+  return { raw, parsed };
+}
+
+export async function main(args: string[] = Deno.args): Promise<void> {
+  const run = parse(args);
   await ensureReadPermission([run.data], `--allow-read=${run.data}`);
   await ensureReadPermission([run.out], `--allow-read=${run.out}`);
   await ensureWritePermission([run.out], `--allow-write=${run.out}`);
-  const text = await loadText(run.data);
-  const tok = Tokenizer.fromText(text);
-  const ids = Uint32Array.from(tok.encode(text));
   const ckpt = join(run.out, "model.safetensors");
   const metricsPath = join(run.out, "metrics.jsonl");
-  await Deno.mkdir(run.out, { recursive: true });
 
-  const rt = await Runtime.create();
-  const isTTY = Deno.stdout.isTerminal();
-  const log = (s: string) => console.log((isTTY ? "\r\x1b[2K" : "") + s);
-
-  let startStep = 0;
-  let model: GPT | BigramMLP;
-  let cfgNote: string;
-  let opt: Optimizer;
-  let resumeMeta: Record<string, string> = {};
+  // Everything that can be checked without the GPU is checked first.
+  const notes: string[] = [];
+  let resume: ResumeData | null = null;
   if (run.resume) {
-    await ensureReadPermission([ckpt], `--allow-read=${run.out}`);
-    const loaded = await loadModel(rt, ckpt);
-    if (loaded.kind !== run.kind) fail(`--resume: ${ckpt} holds a ${loaded.kind} model, not ${run.kind}`);
-    if (loaded.vocab.join("") !== tok.chars.join("")) {
-      fail(`--resume: ${ckpt} was trained on a different vocabulary`);
+    const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+    if (!(await exists(optimPath(ckpt)))) {
+      fail(
+        (await exists(ckpt))
+          ? `--resume: ${optimPath(ckpt)} (the training state saved beside ${basename(ckpt)}) is missing`
+          : `--resume: there is no checkpoint in ${run.out} to continue (train without --resume first)`,
+      );
     }
-    model = loaded.model;
-    if (run.gpt) run.gpt = (model as GPT).cfg;
-    opt = new Optimizer(rt, model.params, run.optimizer, run.lr);
-    const o = await loadOptim(ckpt);
-    if (o.step !== loaded.step) {
-      fail(`--resume: optimizer state is from step ${o.step}, model from step ${loaded.step}`);
-    }
-    if ((o.metadata.optimizer ?? run.optimizer) !== run.optimizer) {
-      fail(`--resume: checkpoint used --optimizer ${o.metadata.optimizer}`);
-    }
-    opt.writeState(o.state);
-    resumeMeta = o.metadata;
-    startStep = loaded.step;
-    log(`resuming from ${ckpt} at step ${startStep}`);
-  } else if (run.gpt) {
-    run.gpt.vocabSize = tok.vocabSize;
-    model = new GPT(rt, run.gpt, run.seed);
-    opt = new Optimizer(rt, model.params, run.optimizer, run.lr);
-  } else {
-    model = new BigramMLP(
-      rt,
-      run.kind as BigramKind,
-      { vocabSize: tok.vocabSize, ...BIGRAM_REFERENCE },
-      run.seed,
-    );
-    opt = new Optimizer(rt, model.params, run.optimizer, run.lr);
+    resume = await readResume(ckpt);
+    resolveResume(run, resume, notes);
+  } else checkNewModel(run);
+  if (run.kind !== "gpt") {
+    const bad = GPT_ONLY.find((f) => run.given.has(f));
+    if (bad) fail(`--${bad} applies only to --model gpt, not ${run.kind}`);
   }
 
+  const text = await loadText(run.data);
+  const dataTok = Tokenizer.fromText(text);
+  let tok = dataTok;
+  if (resume) {
+    tok = new Tokenizer(resume.vocab);
+    if (dataTok.chars.join("") !== tok.chars.join("")) {
+      const extra = missingChars(dataTok.chars, tok.chars), gone = missingChars(tok.chars, dataTok.chars);
+      fail(
+        `--resume: ${run.data} is not the text the checkpoint was trained on (${
+          [
+            extra && `characters not in its vocabulary: ${extra}`,
+            gone && `vocabulary characters missing from the data: ${gone}`,
+          ].filter(Boolean).join("; ")
+        })`,
+      );
+    }
+  }
+  const ids = Uint32Array.from(tok.encode(text));
+  let gptData: GPTData | null = null;
+  if (run.gpt) {
+    run.gpt.vocabSize = tok.vocabSize;
+    gptData = new GPTData(ids);
+    const need = run.gpt.blockSize + 1;
+    for (const split of ["train", "val"] as const) {
+      const n = gptData[split].length;
+      if (n < need) {
+        fail(
+          `--data: the ${split} split of ${run.data} (${split === "train" ? "first 90%" : "last 10%"}) has ` +
+            `${n} characters, fewer than block size + 1 = ${need}: use more text or a smaller --block-size`,
+        );
+      }
+    }
+  } else if (ids.length < 2) {
+    fail(`--data: ${run.data} has ${ids.length} character; a bigram model needs at least 2`);
+  }
+
+  const outInfo = await Deno.stat(run.out).catch(() => null);
+  if (outInfo && !outInfo.isDirectory) fail(`--out: ${run.out} exists and is not a directory`);
+  await Deno.mkdir(run.out, { recursive: true });
+  await removeStaleTemps(run.out, [basename(ckpt), basename(optimPath(ckpt)), "metrics.jsonl", "loss.svg"]);
+
+  const rt = await Runtime.create();
+  try {
+    await train(rt, run, resume, notes, tok, ids, gptData, ckpt, metricsPath);
+  } catch (e) {
+    throw await gpuCause(rt, e);
+  }
+}
+
+async function train(
+  rt: Runtime,
+  run: Run,
+  resume: ResumeData | null,
+  notes: string[],
+  tok: Tokenizer,
+  ids: Uint32Array,
+  gptData: GPTData | null,
+  ckpt: string,
+  metricsPath: string,
+): Promise<void> {
+  const isTTY = Deno.stdout.isTerminal();
+  const log = (s: string) => console.log((isTTY ? "\r\x1b[2K" : "") + s);
+  const V = tok.vocabSize;
+  const bigramCfg = { vocabSize: V, ...BIGRAM_REFERENCE };
+  const first = ids.subarray(0, Math.min(5000, ids.length));
+  if (run.gpt) {
+    const { nEmbd: C, nHead: H, blockSize: T } = run.gpt, B = run.batch, N = B * T;
+    checkBufferSizes(rt, [
+      ["attention (batch x heads x block x block)", B * H * T * T],
+      ["the MLP activations", N * 4 * C],
+      ["the logits", N * V],
+      ["the parameters", paramCountOf(run)],
+    ], "lower --batch-size or --block-size (or --n-embd)");
+  } else {
+    checkBufferSizes(
+      rt,
+      [["the one-hot inputs", first.length * V]],
+      "use text with fewer distinct characters",
+    );
+  }
+
+  let model: GPT | BigramMLP;
+  if (resume) model = buildModel(rt, resume);
+  else if (run.gpt) model = new GPT(rt, run.gpt, run.seed);
+  else model = new BigramMLP(rt, run.kind as BigramKind, bigramCfg, run.seed);
+  const opt = new Optimizer(rt, model.params, run.optimizer, run.lr);
+  if (resume) {
+    checkOptimState(resume, model);
+    opt.writeState(resume.optimState);
+  }
+  const startStep = resume?.step ?? 0;
+
   let job: Job;
+  let cfgNote: string;
   if (run.gpt) {
     const cfg = run.gpt;
-    const data = new GPTData(ids);
-    if (data.val.length < cfg.blockSize + 1) fail(`--data: too short for --block-size ${cfg.blockSize}`);
-    job = gptJob(rt, run, cfg, data, model as GPT, opt, tok);
+    job = gptJob(rt, run, cfg, gptData!, model as GPT, opt, tok);
     cfgNote = `gpt n_embd=${cfg.nEmbd} n_head=${cfg.nHead} n_layer=${cfg.nLayer} block=${cfg.blockSize} ` +
       `batch=${run.batch} dropout=${cfg.dropout}`;
   } else {
-    const first = ids.subarray(0, Math.min(5000, ids.length));
-    if (first.length < 2) fail("--data: need at least 2 characters for a bigram model");
     job = bigramJob(rt, run, first, model as BigramMLP, opt, tok);
     cfgNote = `${run.kind} on the first ${first.length} characters (hidden ${BIGRAM_REFERENCE.hidden})`;
   }
-  if (resumeMeta.rng) job.setRngState(JSON.parse(resumeMeta.rng));
+  if (resume && resume.rng.length) job.setRngState(resume.rng);
+  if (resume) log(`resuming from ${resume.source} at step ${startStep}`);
+  for (const n of notes) log(n);
   log(`adapter: ${rt.describe()}`);
   log(`model: ${cfgNote}; ${model.params.count.toLocaleString()} parameters; ${run.optimizer} lr=${run.lr}`);
   if (startStep >= run.steps) {
@@ -337,27 +584,38 @@ async function main() {
     return;
   }
 
+  let lastSaved: number | null = resume ? startStep : null;
   const save = async (step: number) => {
-    // Optimizer state first: a kill between the two renames leaves the old model with newer moments,
-    // which --resume detects (steps differ) instead of silently continuing from mismatched state.
-    await saveOptim(ckpt, await opt.readState(), step, {
-      optimizer: run.optimizer,
-      rng: JSON.stringify(job.rngState()),
-    });
-    await saveModel(ckpt, run.kind, model, tok.chars, step);
+    try {
+      await saveCheckpoint(ckpt, run.kind, model, tok.chars, step, await opt.readState(), {
+        optimizer: run.optimizer,
+        lr: run.lr,
+        seed: run.seed,
+        batch: run.batch,
+        rng: job.rngState(),
+      });
+    } catch (e) {
+      if (e instanceof NonFiniteParamsError) {
+        throw divergedError(`parameter ${e.param} became NaN or infinite`, step, lastSaved, run.out);
+      }
+      throw e;
+    }
+    lastSaved = step;
   };
+
+  // metrics.jsonl: a fresh run starts it anew; a resumed one keeps the lines up to its step (a killed
+  // run may have logged steps after its last checkpoint; those steps will run again).
   const evals: { step: number; train: number; val?: number }[] = [];
   const batchLosses: [number, number][] = [];
-  if (run.resume) {
-    try {
-      for (const line of (await Deno.readTextFile(metricsPath)).split("\n")) {
-        if (!line) continue;
-        const m = JSON.parse(line);
-        if (m.step > startStep) continue;
-        if (m.eval) evals.push(m.eval);
-      }
-    } catch { /* no earlier metrics */ }
+  const prior = resume ? await readMetrics(metricsPath, startStep) : { raw: [], parsed: [] };
+  for (const m of prior.parsed) {
+    if (m.eval) evals.push(m.eval);
+    if (Array.isArray(m.losses)) {
+      m.losses.forEach((l, i) => batchLosses.push([m.step - m.losses!.length + 1 + i, l]));
+    }
   }
+  await atomicWrite(metricsPath, prior.raw.map((l) => l + "\n").join(""));
+
   const writePlot = async () => {
     const series = [{ name: "batch loss", points: batchLosses, color: "#bbb" }];
     series.push({
@@ -376,6 +634,8 @@ async function main() {
   };
   const doEval = async (step: number) => {
     const r = await job.evaluate(step);
+    const bad = firstNonFinite(r.val === undefined ? [r.train] : [r.train, r.val], 0);
+    if (bad) throw divergedError(`the evaluated loss became ${bad.value}`, step, lastSaved, run.out);
     evals.push({ step, ...r });
     await appendLine(metricsPath, JSON.stringify({ step, eval: { step, ...r } }));
     const floor = job.floor !== undefined
@@ -388,15 +648,26 @@ async function main() {
     );
   };
 
+  // Ctrl-C (or SIGTERM) finishes the current step, saves it and exits 0; a second one exits at once
+  // (the last checkpoint on disk is whole either way: every write is atomic).
   let interrupted = false;
-  const onSigint = () => (interrupted = true);
-  Deno.addSignalListener("SIGINT", onSigint);
+  const onSignal = () => {
+    if (interrupted) {
+      console.error(
+        "error: interrupted again; exiting without saving this step (the last checkpoint is intact)",
+      );
+      Deno.exit(130);
+    }
+    interrupted = true;
+  };
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
   const hist = new LossHistory(rt, run.logInterval);
   const t0 = performance.now();
   let lastLoss = NaN;
   let step = startStep;
   try {
-    if (startStep === 0) await doEval(0);
+    if (!resume) await doEval(0);
     while (step < run.steps && !interrupted) {
       step++;
       job.record(step);
@@ -405,17 +676,10 @@ async function main() {
       const isEval = step % run.evalInterval === 0 || step === run.steps;
       if (hist.full || isEval || interrupted) {
         const losses = await hist.drain();
-        const first = step - losses.length + 1;
-        for (let i = 0; i < losses.length; i++) {
-          if (!Number.isFinite(losses[i])) {
-            throw new Error(
-              `loss became ${losses[i]} at step ${
-                first + i
-              }; stopping (the last good checkpoint in ${run.out} is kept)`,
-            );
-          }
-          batchLosses.push([first + i, losses[i]]);
-        }
+        const firstStep = step - losses.length + 1;
+        const bad = firstNonFinite(losses, firstStep);
+        if (bad) throw divergedError(`the loss became ${bad.value}`, bad.step, lastSaved, run.out);
+        losses.forEach((l, i) => batchLosses.push([firstStep + i, l]));
         await appendLine(
           metricsPath,
           JSON.stringify({ step, loss: losses[losses.length - 1], losses: Array.from(losses) }),
@@ -439,14 +703,14 @@ async function main() {
         await writePlot();
       }
     }
+    if (interrupted) {
+      if (lastSaved !== step) await save(step);
+      await writePlot();
+      log(`interrupted: saved step ${step} to ${ckpt}; continue with --resume`);
+      return;
+    }
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
-  }
-  if (interrupted) {
-    await save(step);
-    await writePlot();
-    log(`interrupted: saved step ${step} to ${ckpt}; continue with --resume`);
-    return;
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
   }
   const secs = (performance.now() - t0) / 1000;
   log(
@@ -462,4 +726,8 @@ async function main() {
   }
 }
 
-if (import.meta.main) runMain(main);
+function paramCountOf(run: Run): number {
+  return run.gpt ? paramCount("gpt", run.gpt) : 0;
+}
+
+if (import.meta.main) runMain(() => main());

@@ -67,6 +67,33 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
   }
 }
 
+/**
+ * The error to report for `e`, thrown while using a GPU runtime: when the device was lost (or reported
+ * an error) on the way, that GPUFailure ("the GPU device was lost: ...") rather than whatever
+ * secondary error the loss caused (a rejected mapAsync, a validation error on a dead device).
+ */
+export async function gpuCause(
+  rt: { readonly device: GPUDevice; throwIfFailed(): void } | null,
+  e: unknown,
+): Promise<unknown> {
+  if (!rt || (e instanceof Error && ["GPUFailure", "UsageError", "CheckpointError"].includes(e.name))) {
+    return e;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  // device.lost settles asynchronously; give it a moment to arrive before asking.
+  await Promise.race([
+    rt.device.lost.then(() => new Promise((r) => setTimeout(r, 0))),
+    new Promise((r) => (timer = setTimeout(r, 100))),
+  ]);
+  clearTimeout(timer);
+  try {
+    rt.throwIfFailed();
+  } catch (g) {
+    return g;
+  }
+  return e;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flags
 
@@ -84,6 +111,8 @@ export type FlagValues = Record<string, string | boolean | undefined>;
 /** What parseFlags returns (shaped like node:util parseArgs' result; positionals are always rejected). */
 export interface ParsedFlags<T extends FlagValues = FlagValues> {
   values: T;
+  /** The flags given on the command line (FlagSpec names), as opposed to left at their defaults. */
+  given: Set<string>;
 }
 
 const dashed = (name: string): string => (name.startsWith("-") ? name : `--${name}`);
@@ -108,6 +137,7 @@ export function parseFlags<T extends FlagValues = FlagValues>(
 
   const out: FlagValues = {};
   for (const f of spec) out[f.name] = f.default ?? (f.type === "boolean" ? false : undefined);
+  const given = new Set<string>();
   let help = false;
   for (const t of tokens ?? []) {
     if (t.kind === "positional") fail(`unexpected argument "${t.value}" (flags look like --name=value)`);
@@ -118,6 +148,7 @@ export function parseFlags<T extends FlagValues = FlagValues>(
     }
     const f = byName.get(t.name);
     if (!f) fail(`unknown flag ${t.rawName} (see --help)`);
+    given.add(f.name);
     if (f.type === "boolean") {
       if (t.value !== undefined) fail(`${t.rawName} does not take a value (got "${t.value}")`);
       out[f.name] = true;
@@ -133,7 +164,7 @@ export function parseFlags<T extends FlagValues = FlagValues>(
     console.log(usage.includes(FLAGS_HEADING) ? usage : formatUsage(usage, spec));
     Deno.exit(0);
   }
-  return { values: out as T };
+  return { values: out as T, given };
 }
 
 const FLAGS_HEADING = "\n\nFlags:\n";

@@ -1,17 +1,38 @@
-// Checkpoints: the model as PyTorch-compatible .safetensors (metadata: model, config, vocab, step)
-// and, in a sibling `.optim.safetensors`, everything `--resume` needs to continue exactly:
-// optimizer moments, the step and the batch sampler's RNG state. Both are written atomically.
+// Checkpoints. Two files, each a safetensors file written atomically (temp file, fsync, rename):
+//
+//   model.safetensors        the model with PyTorch-compatible names (metadata: model, config, vocab,
+//                            step): what sample.ts and other tools read.
+//   model.optim.safetensors  everything `--resume` needs to continue exactly, self-contained: the
+//                            parameters (internal names, `param.<name>`), the optimizer moments, the
+//                            step, the optimizer, lr, seed, batch size and the batch sampler's RNG state.
+//
+// `saveCheckpoint` writes the resume file first, then the model. A kill between the two renames
+// leaves a model one save older than the resume file; both still load, and --resume continues from
+// the newer resume file, so no completed step is lost and nothing is mixed.
+//
+// Reading validates everything on the CPU before any GPU allocation (`readModelCheckpoint`,
+// `readResume`): metadata, the config against the vocabulary and the supported limits, the parameter
+// count the config implies against what the file holds, every tensor name and shape. Any problem is a
+// CheckpointError naming the file.
 
 import type { Runtime } from "../ops/runtime.ts";
-import { CheckpointError, decodeSafetensors, encodeSafetensors } from "../lib/safetensors.ts";
+import { MAX_HS } from "../ops/attention.ts";
+import {
+  CheckpointError,
+  decodeSafetensors,
+  encodeSafetensors,
+  type StoredTensor,
+} from "../lib/safetensors.ts";
 import { atomicWrite } from "../lib/fsutil.ts";
-import { type GPTConfig, gptExport, gptImport } from "./gpt.ts";
-import { GPT } from "./gpt.ts";
-import { type BigramConfig, type BigramKind, BigramMLP } from "./bigram.ts";
+import { GPT, type GPTConfig, gptExport, gptImport, gptParamSpecs } from "./gpt.ts";
+import { type BigramConfig, type BigramKind, BigramMLP, bigramParamSpecs } from "./bigram.ts";
+import { Rng } from "../lib/rng.ts";
+import type { OptimizerKind } from "./common.ts";
 
 export type ModelKind = "gpt" | BigramKind;
 export type AnyModel = GPT | BigramMLP;
 export type AnyConfig = GPTConfig | BigramConfig;
+export const MODEL_KINDS: readonly ModelKind[] = ["gpt", "bigram-onehot", "bigram-embedding"];
 
 export interface LoadedModel {
   kind: ModelKind;
@@ -21,18 +42,152 @@ export interface LoadedModel {
   model: AnyModel;
 }
 
-type StateDict = Map<string, { shape: number[]; data: Float32Array }>;
+/** A checkpoint read and validated on the CPU (nothing allocated on the GPU yet). */
+export interface CheckpointData {
+  kind: ModelKind;
+  config: AnyConfig;
+  vocab: string[];
+  step: number;
+  /** Parameter values by internal name (the GPT's Q/K/V fused), each checked against the config. */
+  params: Map<string, Float32Array>;
+  metadata: Record<string, string>;
+}
+
+/** What `--resume` continues from: the model plus the training state. */
+export interface ResumeData extends CheckpointData {
+  optimizer: OptimizerKind;
+  /** Optimizer buffers by name (adam.m, adam.v; empty for SGD). Sizes are checked by `buildResume`. */
+  optimState: Map<string, Float32Array>;
+  /** Batch sampler RNG state (4 words; empty for bigram models or legacy files without one). */
+  rng: number[];
+  /** Hyperparameters the run used (absent in files written before they were recorded). */
+  lr?: number;
+  seed?: number;
+  batch?: number;
+  /** The resume file. */
+  file: string;
+  /** Where the parameters came from: the resume file itself, or (legacy files) model.safetensors. */
+  source: string;
+}
+
+type StateDict = Map<string, StoredTensor>;
+
+/** Largest block size / layer count / width a checkpoint may declare (the CLI flags' limits are lower). */
+const MAX_DIM = 1 << 20;
+const PARAM_PREFIX = "param.";
+const RESUME_FORMAT = "tinygpt-resume/2";
 
 export function optimPath(path: string): string {
   return path.replace(/\.safetensors$/, "") + ".optim.safetensors";
 }
 
-async function exportState(kind: ModelKind, model: AnyModel): Promise<StateDict> {
-  const values = await model.params.readAll();
-  if (kind === "gpt") return gptExport((model as GPT).cfg, values);
-  return new Map(model.params.list.map((t) => [t.name, { shape: [...t.shape], data: values.get(t.name)! }]));
+/** The number of parameters a config implies (before any allocation; the layout is models/*.ts'). */
+export function paramCount(kind: ModelKind, c: AnyConfig): number {
+  const V = c.vocabSize;
+  if (kind === "gpt") {
+    const { nEmbd: C, blockSize: T, nLayer: L } = c as GPTConfig;
+    return V * C + T * C + L * (12 * C * C + 10 * C) + 2 * C + V * C + V;
+  }
+  const { hidden: H, embd: E } = c as BigramConfig;
+  const inp = kind === "bigram-onehot" ? V : E;
+  return (kind === "bigram-embedding" ? V * E : 0) + H * inp + H + V * H + V;
 }
 
+function internalShapes(kind: ModelKind, c: AnyConfig): Map<string, readonly number[]> {
+  const specs = kind === "gpt"
+    ? gptParamSpecs(c as GPTConfig, new Rng(0))
+    : bigramParamSpecs(kind, c as BigramConfig, new Rng(0));
+  return new Map(specs.map((s) => [s.name, s.shape]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+function encodeMeta(kind: ModelKind, config: AnyConfig, vocab: string[], step: number) {
+  return { model: kind, config: JSON.stringify(config), vocab: JSON.stringify(vocab), step: String(step) };
+}
+
+/** The model file's bytes from internal parameter values (PyTorch names for the GPT). */
+export function encodeModelCheckpoint(
+  kind: ModelKind,
+  config: AnyConfig,
+  values: Map<string, Float32Array>,
+  vocab: string[],
+  step: number,
+): Uint8Array {
+  const shapes = internalShapes(kind, config);
+  const sd: StateDict = kind === "gpt"
+    ? gptExport(config as GPTConfig, values)
+    : new Map([...shapes].map(([name, shape]) => [name, { shape: [...shape], data: values.get(name)! }]));
+  return encodeSafetensors(sd, encodeMeta(kind, config, vocab, step));
+}
+
+/** The resume file's bytes: parameters (internal names), optimizer buffers, training metadata. */
+export function encodeResumeCheckpoint(
+  kind: ModelKind,
+  config: AnyConfig,
+  values: Map<string, Float32Array>,
+  vocab: string[],
+  step: number,
+  optimState: Map<string, Float32Array>,
+  train: { optimizer: OptimizerKind; lr: number; seed: number; batch: number; rng: number[] },
+): Uint8Array {
+  const sd: StateDict = new Map();
+  for (const [name, shape] of internalShapes(kind, config)) {
+    sd.set(PARAM_PREFIX + name, { shape: [...shape], data: values.get(name)! });
+  }
+  for (const [k, v] of optimState) sd.set(k, { shape: [v.length], data: v });
+  return encodeSafetensors(sd, {
+    format: RESUME_FORMAT,
+    ...encodeMeta(kind, config, vocab, step),
+    optimizer: train.optimizer,
+    lr: String(train.lr),
+    seed: String(train.seed),
+    batch: String(train.batch),
+    rng: JSON.stringify(train.rng),
+  });
+}
+
+/** The name of the first parameter holding a NaN or an infinity, or null when all are finite. */
+export function firstNonFiniteParam(values: Map<string, Float32Array>): string | null {
+  for (const [name, v] of values) {
+    for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) return name;
+  }
+  return null;
+}
+
+/** Refusing to write a checkpoint whose parameters are not all finite (training diverged). */
+export class NonFiniteParamsError extends Error {
+  override name = "NonFiniteParamsError";
+  constructor(readonly param: string) {
+    super(`parameter ${param} holds NaN or infinity`);
+  }
+}
+
+/**
+ * Write the resume file, then the model file (both atomic). Throws NonFiniteParamsError, writing
+ * nothing, if any parameter is NaN or infinite: a diverged model never replaces a good checkpoint.
+ */
+export async function saveCheckpoint(
+  path: string,
+  kind: ModelKind,
+  model: AnyModel,
+  vocab: string[],
+  step: number,
+  optimState: Map<string, Float32Array>,
+  train: { optimizer: OptimizerKind; lr: number; seed: number; batch: number; rng: number[] },
+): Promise<void> {
+  const values = await model.params.readAll();
+  const bad = firstNonFiniteParam(values);
+  if (bad !== null) throw new NonFiniteParamsError(bad);
+  await atomicWrite(
+    optimPath(path),
+    encodeResumeCheckpoint(kind, model.cfg, values, vocab, step, optimState, train),
+  );
+  await atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, values, vocab, step));
+}
+
+/** Write only the model file (PyTorch names). */
 export async function saveModel(
   path: string,
   kind: ModelKind,
@@ -40,16 +195,10 @@ export async function saveModel(
   vocab: string[],
   step: number,
 ): Promise<void> {
-  const sd = await exportState(kind, model);
-  const meta = {
-    model: kind,
-    config: JSON.stringify(model.cfg),
-    vocab: JSON.stringify(vocab),
-    step: String(step),
-  };
-  await atomicWrite(path, encodeSafetensors(sd, meta));
+  await atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, await model.params.readAll(), vocab, step));
 }
 
+/** Write a legacy optimizer-only resume file (moments and metadata, no parameters). */
 export async function saveOptim(
   path: string,
   state: Map<string, Float32Array>,
@@ -60,14 +209,15 @@ export async function saveOptim(
   await atomicWrite(optimPath(path), encodeSafetensors(sd, { step: String(step), ...extra }));
 }
 
-async function readFileChecked(path: string): Promise<Uint8Array> {
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+async function readFileChecked(path: string, what = "checkpoint"): Promise<Uint8Array> {
   try {
     return await Deno.readFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`checkpoint not found: ${path}`);
-    if (e instanceof Deno.errors.IsADirectory) {
-      throw new CheckpointError(`checkpoint is a directory: ${path}`);
-    }
+    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${what} not found: ${path}`);
+    if (e instanceof Deno.errors.IsADirectory) throw new CheckpointError(`${what} is a directory: ${path}`);
     throw e;
   }
 }
@@ -81,64 +231,48 @@ function parseJSON<T>(s: string | undefined, what: string, path: string): T {
   }
 }
 
-/** Read a checkpoint's metadata and tensors, validating everything against its own config. */
-export async function loadModel(rt: Runtime, path: string): Promise<LoadedModel> {
-  const { tensors, metadata } = decodeSafetensors(await readFileChecked(path), path);
+/** kind, config, vocab and step from a file's metadata, validated. */
+function parseHeader(
+  metadata: Record<string, string>,
+  path: string,
+): { kind: ModelKind; config: AnyConfig; vocab: string[]; step: number } {
   const kind = metadata.model as ModelKind;
-  if (!["gpt", "bigram-onehot", "bigram-embedding"].includes(kind)) {
+  if (!MODEL_KINDS.includes(kind)) {
     throw new CheckpointError(`${path}: metadata 'model' must be gpt, bigram-onehot or bigram-embedding`);
   }
   const vocab = parseJSON<string[]>(metadata.vocab, "vocab", path);
-  if (!Array.isArray(vocab) || vocab.some((c) => typeof c !== "string") || vocab.length === 0) {
-    throw new CheckpointError(`${path}: metadata 'vocab' must be a JSON array of characters`);
+  if (!Array.isArray(vocab) || vocab.length === 0) {
+    throw new CheckpointError(`${path}: metadata 'vocab' must be a non-empty JSON array of characters`);
+  }
+  const seen = new Set<string>();
+  for (const c of vocab) {
+    if (typeof c !== "string" || Array.from(c).length !== 1) {
+      throw new CheckpointError(`${path}: metadata 'vocab' has an entry that is not one character`);
+    }
+    if (seen.has(c)) throw new CheckpointError(`${path}: metadata 'vocab' repeats ${JSON.stringify(c)}`);
+    seen.add(c);
   }
   const step = Number(metadata.step ?? "0");
-  if (!Number.isInteger(step) || step < 0) {
-    throw new CheckpointError(`${path}: metadata 'step' is not an integer`);
+  if (!Number.isSafeInteger(step) || step < 0) {
+    throw new CheckpointError(`${path}: metadata 'step' is not a non-negative integer`);
   }
   const config = parseJSON<AnyConfig>(metadata.config, "config", path);
   validateConfig(kind, config, vocab.length, path);
-  let model: AnyModel;
-  try {
-    if (kind === "gpt") {
-      const gpt = new GPT(rt, config as GPTConfig);
-      gpt.params.writeAll(gptImport(config as GPTConfig, tensors));
-      model = gpt;
-    } else {
-      const m = new BigramMLP(rt, kind, config as BigramConfig);
-      for (const t of m.params.list) {
-        const got = tensors.get(t.name);
-        if (!got) throw new Error(`tensor ${t.name} is missing`);
-        if (got.shape.join(",") !== t.shape.join(",")) {
-          throw new Error(`tensor ${t.name} has shape [${got.shape}], expected [${t.shape}]`);
-        }
-      }
-      for (const name of tensors.keys()) {
-        if (!m.params.list.some((t) => t.name === name)) {
-          throw new Error(`unexpected tensor ${name}`);
-        }
-      }
-      m.params.writeAll(new Map([...tensors].map(([k, v]) => [k, v.data])));
-      model = m;
-    }
-  } catch (e) {
-    if (e instanceof CheckpointError) throw e;
-    throw new CheckpointError(`${path}: ${(e as Error).message}`);
-  }
-  return { kind, config, vocab, step, model };
+  return { kind, config, vocab, step };
 }
 
 function validateConfig(kind: ModelKind, c: AnyConfig, V: number, path: string): void {
-  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0 && (x as number) <= 1 << 20;
+  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0 && (x as number) <= MAX_DIM;
   const bad = (what: string) => new CheckpointError(`${path}: config ${what}`);
-  if (typeof c !== "object" || c === null) throw bad("is not an object");
+  if (typeof c !== "object" || c === null || Array.isArray(c)) throw bad("is not an object");
   if (c.vocabSize !== V) throw bad(`vocabSize ${c.vocabSize} does not match the ${V}-character vocab`);
   if (kind === "gpt") {
     const g = c as GPTConfig;
     for (const k of ["nEmbd", "nHead", "nLayer", "blockSize"] as const) {
-      if (!posInt(g[k])) throw bad(`${k} is invalid`);
+      if (!posInt(g[k])) throw bad(`${k} is invalid (${JSON.stringify(g[k])})`);
     }
-    if (g.nEmbd % g.nHead !== 0) throw bad("nEmbd is not divisible by nHead");
+    if (g.nEmbd % g.nHead !== 0) throw bad(`nEmbd ${g.nEmbd} is not divisible by nHead ${g.nHead}`);
+    if (g.nEmbd / g.nHead > MAX_HS) throw bad(`head size ${g.nEmbd / g.nHead} exceeds the maximum ${MAX_HS}`);
     if (!(typeof g.dropout === "number" && g.dropout >= 0 && g.dropout < 1)) throw bad("dropout is invalid");
   } else {
     const b = c as BigramConfig;
@@ -146,15 +280,177 @@ function validateConfig(kind: ModelKind, c: AnyConfig, V: number, path: string):
   }
 }
 
-/** Optimizer moments and resume metadata from the sibling file. */
+/** Refuse a config whose parameters the file cannot hold, before anything of that size is allocated. */
+function checkCount(kind: ModelKind, config: AnyConfig, stored: number, path: string): void {
+  const need = paramCount(kind, config);
+  if (need !== stored) {
+    throw new CheckpointError(
+      `${path}: the tensors hold ${stored} values but the config ${JSON.stringify(config)} needs ${need}`,
+    );
+  }
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Internal parameter values from `sd`: PyTorch names (`exported`, the model file; converted for the GPT)
+ * or internal names (the resume file). Names must be exactly the config's, with the right shapes.
+ */
+function importParams(kind: ModelKind, config: AnyConfig, sd: StateDict, path: string, exported: boolean) {
+  let total = 0;
+  for (const t of sd.values()) total += numel(t.shape);
+  checkCount(kind, config, total, path);
+  try {
+    if (kind === "gpt" && exported) return gptImport(config as GPTConfig, sd);
+    const out = new Map<string, Float32Array>();
+    const want = internalShapes(kind, config);
+    const label = (name: string) => (exported ? name : PARAM_PREFIX + name);
+    for (const [name, shape] of want) {
+      const got = sd.get(name);
+      if (!got) throw new Error(`tensor ${label(name)} is missing`);
+      if (got.shape.join(",") !== shape.join(",")) {
+        throw new Error(`tensor ${label(name)} has shape [${got.shape}], expected [${shape}]`);
+      }
+      out.set(name, got.data);
+    }
+    for (const name of sd.keys()) if (!want.has(name)) throw new Error(`unexpected tensor ${label(name)}`);
+    return out;
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError(`${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Decode and validate a model file's bytes (CPU only). */
+export function parseModelCheckpoint(bytes: Uint8Array, path: string): CheckpointData {
+  const { tensors, metadata } = decodeSafetensors(bytes, path);
+  if (metadata.format === RESUME_FORMAT) {
+    throw new CheckpointError(`${path}: this is a training-state file for --resume, not a model file`);
+  }
+  const h = parseHeader(metadata, path);
+  return { ...h, params: importParams(h.kind, h.config, tensors, path, true), metadata };
+}
+
+/** Read and validate a model file (CPU only). */
+export async function readModelCheckpoint(path: string): Promise<CheckpointData> {
+  return parseModelCheckpoint(await readFileChecked(path), path);
+}
+
+/** Allocate the model on the GPU and upload the checkpoint's parameters. */
+export function buildModel(rt: Runtime, c: CheckpointData): AnyModel {
+  const model = c.kind === "gpt"
+    ? new GPT(rt, c.config as GPTConfig)
+    : new BigramMLP(rt, c.kind, c.config as BigramConfig);
+  model.params.writeAll(c.params);
+  return model;
+}
+
+/** Read a checkpoint's metadata and tensors, validating everything against its own config. */
+export async function loadModel(rt: Runtime, path: string): Promise<LoadedModel> {
+  const c = await readModelCheckpoint(path);
+  return { kind: c.kind, config: c.config, vocab: c.vocab, step: c.step, model: buildModel(rt, c) };
+}
+
+function optionalNumber(
+  metadata: Record<string, string>,
+  key: string,
+  path: string,
+  ok: (x: number) => boolean,
+): number | undefined {
+  if (metadata[key] === undefined) return undefined;
+  const x = Number(metadata[key]);
+  if (metadata[key].trim() === "" || !ok(x)) {
+    throw new CheckpointError(`${path}: metadata '${key}' is invalid (${JSON.stringify(metadata[key])})`);
+  }
+  return x;
+}
+
+/**
+ * Read and validate what `--resume` continues from (CPU only): the resume file `optimPath(path)`, and
+ * for legacy resume files without parameters, the model file `path` at the same step.
+ */
+export async function readResume(path: string): Promise<ResumeData> {
+  const p = optimPath(path);
+  const { tensors, metadata } = decodeSafetensors(await readFileChecked(p, "resume state"), p);
+  const params: StateDict = new Map();
+  const optimState = new Map<string, Float32Array>();
+  for (const [name, t] of tensors) {
+    if (name.startsWith(PARAM_PREFIX)) params.set(name.slice(PARAM_PREFIX.length), t);
+    else if (name === "adam.m" || name === "adam.v") {
+      if (t.shape.length !== 1) throw new CheckpointError(`${p}: tensor ${name} must be one-dimensional`);
+      optimState.set(name, t.data);
+    } else throw new CheckpointError(`${p}: unexpected tensor ${name}`);
+  }
+  let base: CheckpointData;
+  let source = p;
+  if (params.size > 0) {
+    const h = parseHeader(metadata, p);
+    base = { ...h, params: importParams(h.kind, h.config, params, p, false), metadata };
+  } else {
+    // Legacy layout: parameters only in the model file, which must be from the same step.
+    base = await readModelCheckpoint(path);
+    source = path;
+    const step = Number(metadata.step);
+    if (step !== base.step) {
+      throw new CheckpointError(
+        `${p}: optimizer state is from step ${metadata.step}, ${path} from step ${base.step}`,
+      );
+    }
+  }
+  const optimizer = (metadata.optimizer ?? (optimState.size ? "adamw" : "sgd")) as OptimizerKind;
+  if (optimizer !== "sgd" && optimizer !== "adamw") {
+    throw new CheckpointError(`${p}: metadata 'optimizer' must be sgd or adamw`);
+  }
+  if (optimizer === "adamw" && !(optimState.has("adam.m") && optimState.has("adam.v"))) {
+    throw new CheckpointError(`${p}: adamw state needs tensors adam.m and adam.v`);
+  }
+  if (optimizer === "sgd" && optimState.size) throw new CheckpointError(`${p}: sgd has no optimizer tensors`);
+  let rng: number[] = [];
+  if (metadata.rng !== undefined) {
+    rng = parseJSON<number[]>(metadata.rng, "rng", p);
+    const u32 = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffffffff;
+    const ok = Array.isArray(rng) &&
+      (base.kind === "gpt"
+        ? rng.length === 4 && rng.every(u32) && rng.some((x) => x !== 0)
+        : rng.length === 0);
+    if (!ok) throw new CheckpointError(`${p}: metadata 'rng' is not a valid generator state`);
+  }
+  return {
+    ...base,
+    optimizer,
+    optimState,
+    rng,
+    lr: optionalNumber(metadata, "lr", p, (x) => Number.isFinite(x) && x > 0),
+    seed: optionalNumber(metadata, "seed", p, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff),
+    batch: optionalNumber(metadata, "batch", p, (x) => Number.isInteger(x) && x >= 1),
+    file: p,
+    source,
+  };
+}
+
+/** Check the optimizer buffers against the built model's flat parameter buffer. */
+export function checkOptimState(r: ResumeData, model: AnyModel): void {
+  const n = model.params.params.size;
+  for (const [name, v] of r.optimState) {
+    if (v.length !== n) {
+      throw new CheckpointError(`${r.file}: ${name} has ${v.length} values, the model needs ${n}`);
+    }
+  }
+}
+
+/** Optimizer moments and resume metadata from the resume file (legacy API). */
 export async function loadOptim(
   path: string,
 ): Promise<{ state: Map<string, Float32Array>; step: number; metadata: Record<string, string> }> {
   const p = optimPath(path);
-  const { tensors, metadata } = decodeSafetensors(await readFileChecked(p), p);
+  const { tensors, metadata } = decodeSafetensors(await readFileChecked(p, "resume state"), p);
   const step = Number(metadata.step);
   if (!Number.isInteger(step) || step < 0) {
     throw new CheckpointError(`${p}: metadata 'step' is not an integer`);
   }
-  return { state: new Map([...tensors].map(([k, v]) => [k, v.data])), step, metadata };
+  const state = new Map<string, Float32Array>();
+  for (const [k, v] of tensors) if (!k.startsWith(PARAM_PREFIX)) state.set(k, v.data);
+  return { state, step, metadata };
 }
