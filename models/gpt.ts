@@ -12,8 +12,7 @@ import { linearBackward, linearForward } from "../ops/matmul.ts";
 import { layernormBackward, layernormForward } from "../ops/layernorm.ts";
 import { attentionBackward, attentionForward } from "../ops/attention.ts";
 import { reluBackward } from "../ops/activation.ts";
-import { dropoutBackward, dropoutForward } from "../ops/dropout.ts";
-import { add } from "../ops/elementwise.ts";
+import { dropoutBackward, residualDropout } from "../ops/dropout.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
@@ -135,14 +134,12 @@ interface LayerActs {
   probs: Tensor;
   att: Tensor;
   proj: Tensor;
-  projDrop: Tensor;
   res2: Tensor; // residual stream after attention (input of the MLP sub-block)
   xn2: Tensor;
   mean2: Tensor;
   rstd2: Tensor;
   h: Tensor; // ReLU(fc) output
   mlp: Tensor;
-  mlpDrop: Tensor;
 }
 
 /** Every buffer one forward/backward pass of a [B, T] batch needs, allocated once. */
@@ -189,14 +186,12 @@ export class GPTActivations {
         probs: f([B * H * T * T], "probs"),
         att: f([N, C], "att"),
         proj: f([N, C], "proj"),
-        projDrop: f([N, C], "projDrop"),
         res2,
         xn2: f([N, C], "xn2"),
         mean2: f([N], "mean2"),
         rstd2: f([N], "rstd2"),
         h: f([N, 4 * C], "h"),
         mlp: f([N, C], "mlp"),
-        mlpDrop: f([N, C], "mlpDrop"),
       });
       res = f([N, C], `res${l + 1}`);
     }
@@ -257,14 +252,12 @@ export class GPT {
       linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
       attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
       linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
-      dropoutForward(rt, a.proj, a.projDrop, p, state, 3 * l + 1, train);
-      add(rt, a.res, a.projDrop, a.res2);
+      residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
       // x = x + dropout(mlp(ln2(x)))
       layernormForward(rt, a.res2, w("ln2.weight"), w("ln2.bias"), a.xn2, a.mean2, a.rstd2, N, C);
       linearForward(rt, a.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), a.h, N, "relu");
       linearForward(rt, a.h, w("mlp.proj.weight"), w("mlp.proj.bias"), a.mlp, N);
-      dropoutForward(rt, a.mlp, a.mlpDrop, p, state, 3 * l + 2, train);
-      add(rt, a.res2, a.mlpDrop, next);
+      residualDropout(rt, a.res2, a.mlp, next, p, state, 3 * l + 2, train);
     });
     layernormForward(
       rt,

@@ -99,3 +99,33 @@ export function addDropout(
   if (!train || p === 0) addInto(rt, res, y);
   else masked(rt, "add_dropout", y, res, p, state, stream, true);
 }
+
+/**
+ * out = res + dropout(y): the transformer's residual update `x = x + dropout(f(x))` in one kernel,
+ * keeping `res` intact (LayerNorm's backward needs it). Backward: dropoutBackward(dout → dy), and
+ * dout flows unchanged into dres.
+ */
+export function residualDropout(
+  rt: Runtime,
+  res: Tensor,
+  y: Tensor,
+  out: Tensor,
+  p: number,
+  state: Tensor,
+  stream: number,
+  train: boolean,
+): void {
+  checkArgs("residualDropout", p, stream);
+  const drop = train && p > 0;
+  launchElementwise(rt, {
+    label: "residual_dropout",
+    inputs: [res, y],
+    names: ["r", "x"],
+    out,
+    expr: drop ? `r + ${EXPR}` : "r + x",
+    fields: drop ? ["stream: u32", "p: f32"] : [],
+    params: drop ? [stream, f32(p)] : [],
+    state: drop ? state : undefined,
+    lib: drop ? HASH_WGSL : undefined,
+  });
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert";
 import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
-import { addDropout, dropoutBackward, dropoutForward } from "../../ops/dropout.ts";
+import { addDropout, dropoutBackward, dropoutForward, residualDropout } from "../../ops/dropout.ts";
 import { addDropoutRef, dropoutRef, dropoutScales } from "../reference/elementwise.ts";
 
 const rng = new Rng(2024);
@@ -130,6 +130,22 @@ Deno.test("addDropout: res += dropout(y); backward = identity into dres + dropou
       const ys = f64(y), rs = f64(res);
       checkNumeric((v) => dot(g, addDropoutRef(rs, v, s)), ys, dyRef, rng, "addDropout dy fd");
       checkNumeric((v) => dot(g, addDropoutRef(v, ys, s)), rs, g, rng, "addDropout dres fd");
+    }
+  }
+});
+
+Deno.test("residualDropout: out = res + dropout(y), res left intact", async () => {
+  for (const n of [...AWKWARD, 3000]) {
+    for (const [p, train] of [[0.2, true], [0.2, false], [0, true]] as const) {
+      const seed = 7, step = 3, stream = 2;
+      const res = rng.uniformArray(n), y = nonzero(n);
+      const s = dropoutScales(n, p, seed, step, stream, train);
+      const R = Tensor.from(rt, res), out = poisoned([n]);
+      residualDropout(rt, R, Tensor.from(rt, y), out, p, stateOf(seed, step), stream, train);
+      const got = await out.read();
+      assertClose(got, addDropoutRef(res, y, s), 1e-5, "residualDropout fwd");
+      assertMask(got.map((v, i) => v - res[i]), s, "residualDropout");
+      assertClose(await R.read(), res, 0, "residualDropout keeps res");
     }
   }
 });
