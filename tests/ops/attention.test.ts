@@ -4,8 +4,9 @@ import { attentionGradRef, attentionRef, type AttnCfg, attnMask } from "../refer
 
 const rng = new Rng(4321);
 
-// (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (4 rows per
-// invocation), 48 (2 rows) and MAX_HS = 128 (1 row), T = 129 and T = 256.
+// (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (16 rows per
+// invocation), 48 (5 rows, column loops in 3 chunks) and MAX_HS = 128 (2 rows, 8 chunks), T = 129
+// and T = 256.
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 4, 1],
   [2, 7, 12, 3],
