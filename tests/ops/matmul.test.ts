@@ -1,6 +1,14 @@
 import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
-import { linearBackward, linearForward, matmul, sumRows } from "../../ops/matmul.ts";
+import {
+  linearBackward,
+  linearForward,
+  matmul,
+  type MatmulKernel,
+  sumRows,
+  WINDOW,
+} from "../../ops/matmul.ts";
 import { ParamStore } from "../../ops/tensor.ts";
+import { STORAGE } from "../../ops/runtime.ts";
 import { linearGradRef, linearRef, matmulRef } from "../reference/matmul.ts";
 
 const rng = new Rng(1234);
@@ -102,4 +110,120 @@ Deno.test("linear backward accumulates dx into an existing residual gradient", a
   linearBackward(rt, Tensor.from(rt, dy), Tensor.from(rt, x), ps.get("w"), dX, n, true);
   const g = linearGradRef(dy, x, w, n, out, inp);
   assertClose(await dX.read(), g.dx.map((v, i) => v + prev[i]), 1e-4, "linear bwd dx accumulate");
+});
+
+// The window kernel reads operands through 64 KiB uniform-buffer windows; these shapes need several
+// windows per operand (row blocks, column blocks, k blocks within a dispatch and across dispatches,
+// unaligned window starts) so every tiling path is compared with the float64 reference.
+const BIG: [number, number, number, boolean, boolean, number][] = [
+  [600, 130, 70, false, true, 1], // A: row blocks
+  [300, 70, 200, false, false, 1], // A: row blocks, B: one window
+  [70, 129, 700, true, false, 1], // k blocks over two dispatches
+  [65, 300, 257, true, true, 1], // B needs column blocks and k blocks
+  [5, 600, 70, false, true, 1], // one row block, column blocks
+  [700, 7, 65, false, false, 1], // K = 65: windows start unaligned
+  [300, 70, 130, false, true, 2], // batches of several windows
+  [70, 100, 600, false, true, 1], // B [N, K] with K = 600: only a narrow tile fits a window
+];
+
+Deno.test("window matmul: products spanning many uniform-buffer windows", async () => {
+  for (const [M, N, K, transA, transB, batch] of BIG) {
+    if (batch * Math.max(M * K, K * N) <= WINDOW) throw new Error("shape fits one window: not a window test");
+    const a = rng.uniformArray(batch * M * K), b = rng.uniformArray(batch * K * N);
+    const want = matmulRef(a, b, M, N, K, transA, transB, batch);
+    for (const kernel of ["window", "storage"] as MatmulKernel[]) {
+      const C = poisoned([batch * M * N]);
+      matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), C, M, N, K, { transA, transB, batch, kernel });
+      assertClose(await C.read(), want, 1e-5, `matmul ${kernel} ${M}x${N}x${K}`);
+    }
+  }
+});
+
+Deno.test("window matmul: bias + relu and accumulate + alpha when K is split across dispatches", async () => {
+  const M = 70, N = 129, K = 700;
+  const a = rng.uniformArray(K * M), b = rng.uniformArray(K * N), bias = rng.uniformArray(N);
+  const base = matmulRef(a, b, M, N, K, true, false);
+  const C = poisoned([M * N]);
+  matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), C, M, N, K, {
+    transA: true,
+    bias: Tensor.from(rt, bias),
+    epilogue: "relu",
+  });
+  assertClose(await C.read(), base.map((v, i) => Math.max(0, v + bias[i % N])), 1e-5, "split-K bias+relu");
+  const init = rng.uniformArray(M * N);
+  const D = Tensor.from(rt, init);
+  matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), D, M, N, K, {
+    transA: true,
+    accumulate: true,
+    alpha: -0.5,
+  });
+  assertClose(await D.read(), base.map((v, i) => init[i] - 0.5 * v), 1e-5, "split-K accumulate");
+});
+
+Deno.test("matmul rowSums: the fused bias gradient, both kernels, split K", async () => {
+  for (const [M, N, K, transA] of [[70, 129, 700, true], [33, 65, 300, false]] as const) {
+    const a = rng.uniformArray(M * K), b = rng.uniformArray(K * N);
+    const want = new Float64Array(M);
+    for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) want[i] += transA ? a[k * M + i] : a[i * K + k];
+    for (const kernel of ["window", "storage"] as MatmulKernel[]) {
+      const C = poisoned([M * N]), rs = poisoned([M]);
+      matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), C, M, N, K, { transA, rowSums: rs, kernel });
+      assertClose(await C.read(), matmulRef(a, b, M, N, K, transA), 1e-5, `rowSums ${kernel} C`);
+      assertClose(await rs.read(), want, 1e-5, `rowSums ${kernel}`);
+      const prev = rng.uniformArray(M);
+      rs.write(prev);
+      const D = Tensor.from(rt, new Float32Array(M * N));
+      matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), D, M, N, K, {
+        transA,
+        rowSums: rs,
+        kernel,
+        accumulate: true,
+      });
+      assertClose(await rs.read(), want.map((v, i) => v + prev[i]), 1e-5, `rowSums ${kernel} accumulate`);
+    }
+  }
+});
+
+Deno.test("window matmul binds operands in place when their buffer has UNIFORM usage", async () => {
+  const M = 300, N = 70, K = 130;
+  const a = rng.uniformArray(M * K), b = rng.uniformArray(K * N);
+  // Operands at offsets that are not window-aligned, in buffers with room for whole windows after them.
+  const place = (data: Float32Array, offsetFloats: number) => {
+    const buf = rt.createBuffer(
+      (offsetFloats + data.length) * 4 + WINDOW * 4,
+      STORAGE | 0x40,
+      "uniform-usage",
+    );
+    const t = new Tensor(rt, buf, offsetFloats * 4, [data.length]);
+    t.write(data);
+    return t;
+  };
+  const C = poisoned([M * N]);
+  const A = place(a, 64 + 3), B = place(b, 5);
+  let copies = 0;
+  const copy = rt.copy;
+  rt.copy = (...args) => (copies++, copy.apply(rt, args));
+  try {
+    matmul(rt, A, B, C, M, N, K);
+  } finally {
+    rt.copy = copy;
+  }
+  assertClose(await C.read(), matmulRef(a, b, M, N, K), 1e-5, "matmul in-place windows");
+  if (copies !== 0) throw new Error(`in-place windows made ${copies} staging copies`);
+});
+
+Deno.test("window matmul: a repeated product allocates nothing after its first run", async () => {
+  const M = 600, N = 130, K = 70;
+  const A = Tensor.from(rt, rng.uniformArray(M * K)), B = Tensor.from(rt, rng.uniformArray(N * K));
+  const C = Tensor.empty(rt, [M * N]), bias = Tensor.from(rt, rng.uniformArray(N));
+  const run = () => matmul(rt, A, B, C, M, N, K, { transB: true, bias, epilogue: "relu" });
+  run();
+  await rt.sync();
+  const s = { ...rt.stats };
+  run();
+  run();
+  await rt.sync();
+  for (const k of ["buffersCreated", "bindGroupsCreated", "uniformsCreated", "pipelinesCreated"] as const) {
+    if (rt.stats[k] !== s[k]) throw new Error(`${k} grew from ${s[k]} to ${rt.stats[k]}`);
+  }
 });
