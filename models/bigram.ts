@@ -11,7 +11,7 @@ import { leakyReluBackward } from "../ops/activation.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
-import { embeddingInit, linearInit, sampleLogits } from "./common.ts";
+import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 
 export type BigramKind = "bigram-onehot" | "bigram-embedding";
 export interface BigramConfig {
@@ -124,13 +124,7 @@ class BigramMLP {
   async generate(
     start: number,
     maxNewTokens: number,
-    opts: {
-      temperature?: number;
-      topK?: number;
-      topP?: number;
-      seed?: number;
-      onToken?: (id: number) => void;
-    } = {},
+    opts: GenerateOptions = {},
   ): Promise<number[]> {
     this.genActs ??= new BigramActivations(this.rt, this.kind, this.cfg, 1);
     const rng = new Rng(opts.seed ?? 0);

@@ -116,6 +116,15 @@ export class LossHistory {
   }
 }
 
+/** Sampling options shared by every model's `generate`. */
+export interface GenerateOptions {
+  temperature?: number; // 0 = greedy
+  topK?: number; // 0 = off
+  topP?: number; // 1 = off
+  seed?: number;
+  onToken?: (id: number) => void; // called as each id is generated (streaming)
+}
+
 /** Temperature, then top-k, then nucleus (top-p) filtering, then a draw; temperature 0 is greedy. */
 export function sampleLogits(
   logits: ArrayLike<number>,

@@ -16,7 +16,7 @@ import { dropoutBackward, residualDropout } from "../ops/dropout.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
-import { embeddingInit, linearInit, sampleLogits } from "./common.ts";
+import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 
 export interface GPTConfig {
   vocabSize: number;
@@ -378,13 +378,7 @@ export class GPT {
   async generate(
     start: number[],
     maxNewTokens: number,
-    opts: {
-      temperature?: number;
-      topK?: number;
-      topP?: number;
-      seed?: number;
-      onToken?: (id: number) => void;
-    } = {},
+    opts: GenerateOptions = {},
   ): Promise<number[]> {
     const { rt, cfg } = this;
     const T = cfg.blockSize, V = cfg.vocabSize;
