@@ -723,45 +723,31 @@ export function matmul(
 }
 
 const SUM_ROWS_WG = 64;
-const SUM_ROWS = /* wgsl */ `
-struct P { M: u32, N: u32, acc: u32 }
+// Y[j] (+)= Σ_i X[j·sOut + i·sIn] for j < n, i < len: one strided reduction serves both axes.
+const AXIS_SUM = /* wgsl */ `
+struct P { n: u32, len: u32, sOut: u32, sIn: u32, acc: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @compute @workgroup_size(${SUM_ROWS_WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let j = g.x;
-  if (j >= p.N) { return; }
+  if (j >= p.n) { return; }
   var s = 0.0;
-  for (var i = 0u; i < p.M; i++) { s += X[i * p.N + j]; }
+  for (var i = 0u; i < p.len; i++) { s += X[j * p.sOut + i * p.sIn]; }
   if (p.acc != 0u) { s += Y[j]; }
   Y[j] = s;
 }`;
 
-const ROW_SUMS = /* wgsl */ `
-struct P { M: u32, K: u32, acc: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@compute @workgroup_size(${SUM_ROWS_WG})
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let i = g.x;
-  if (i >= p.M) { return; }
-  var s = 0.0;
-  for (var k = 0u; k < p.K; k++) { s += X[i * p.K + k]; }
-  if (p.acc != 0u) { s += Y[i]; }
-  Y[i] = s;
-}`;
-
 /** Y[i] (+)= Σ_k X[i, k] (X is [M, K]). */
 function rowSumsOf(rt: Runtime, X: Tensor, Y: Tensor, M: number, K: number, accumulate: boolean): void {
-  rt.dispatch("row_sums", ROW_SUMS, [X, Y], [M, K, accumulate ? 1 : 0], [groups(M, SUM_ROWS_WG)]);
+  rt.dispatch("row_sums", AXIS_SUM, [X, Y], [M, K, K, 1, accumulate ? 1 : 0], [groups(M, SUM_ROWS_WG)]);
 }
 
 /** Y[j] (+)= Σ_i X[i, j]: the bias gradient of a Linear layer (X is [M, N]). */
 export function sumRows(rt: Runtime, X: Tensor, Y: Tensor, M: number, N: number, accumulate = false): void {
   if (X.size < M * N || Y.size < N) throw new Error("sumRows: operand too small");
-  rt.dispatch("sum_rows", SUM_ROWS, [X, Y], [M, N, accumulate ? 1 : 0], [groups(N, SUM_ROWS_WG)]);
+  rt.dispatch("sum_rows", AXIS_SUM, [X, Y], [N, M, 1, N, accumulate ? 1 : 0], [groups(N, SUM_ROWS_WG)]);
 }
 
 // ---------------------------------------------------------------- Linear (PyTorch layout: W is [out, in])
