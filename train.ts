@@ -81,6 +81,12 @@ const FLAGS: FlagSpec[] = [
   { name: "data", type: "string", default: "data/tinyshakespeare.txt", help: "training text (UTF-8)" },
   { name: "out", type: "string", default: "out", help: "directory for checkpoint, metrics.jsonl, loss.svg" },
   {
+    name: "force",
+    type: "boolean",
+    default: false,
+    help: "start a new model even if --out already holds a checkpoint (it is overwritten)",
+  },
+  {
     name: "resume",
     type: "boolean",
     default: false,
@@ -113,6 +119,7 @@ interface Run {
   out: string;
   data: string;
   resume: boolean;
+  force: boolean;
   sampleTokens: number;
   /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
@@ -148,6 +155,7 @@ function parse(args: string[]): Run {
     out: s("out"),
     data: s("data"),
     resume: !!v.resume,
+    force: !!v.force,
     gpt: {
       vocabSize: 0,
       nEmbd: intFlag(s("n-embd"), "n-embd", { min: 1, max: 4096 }),
@@ -465,7 +473,15 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     }
     resume = await readResume(ckpt);
     resolveResume(run, resume, notes);
-  } else checkNewModel(run);
+  } else {
+    checkNewModel(run);
+    // Never replace a trained model by accident: a new run into a folder with a checkpoint must say so.
+    if (!run.force && (await Deno.stat(ckpt).then(() => true, () => false))) {
+      fail(
+        `${run.out} already holds a checkpoint: continue it with --resume, overwrite it with --force, or use another --out`,
+      );
+    }
+  }
   if (run.kind !== "gpt") {
     const bad = GPT_ONLY.find((f) => run.given.has(f));
     if (bad) fail(`--${bad} applies only to --model gpt, not ${run.kind}`);

@@ -5,6 +5,7 @@ import { MAX_HS } from "../../ops/attention.ts";
 import {
   assertUserError,
   corpus,
+  inspect,
   pool,
   sample,
   tempDir,
@@ -148,6 +149,32 @@ Deno.test("train.ts --resume: flags that contradict the checkpoint are refused (
       await train(dir, [...base.slice(1), `--data=${dir}/other.txt`]),
       /--resume: .*other\.txt is not the text the checkpoint was trained on \(characters not in its vocabulary: "!", "Z", "b"\)/,
     );
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("train.ts: a new run never overwrites an existing checkpoint unless --force", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const data = await writeData(dir);
+    const args = [`--data=${data}`, `--out=${dir}/out`, ...TINY, "--steps=2", "--sample-tokens=0"];
+    const first = await train(dir, args);
+    if (first.code !== 0) throw new Error(`first run failed: ${first.stderr}`);
+    const before = (await inspect(`${dir}/out`)).model?.sha256;
+    if (!before) throw new Error("the first run wrote no checkpoint");
+    assertUserError(
+      await train(dir, [...args, "--seed=7"]),
+      /already holds a checkpoint: .*--resume.*--force/,
+    );
+    if ((await inspect(`${dir}/out`)).model?.sha256 !== before) {
+      throw new Error("the refused run changed the checkpoint");
+    }
+    const forced = await train(dir, [...args, "--seed=7", "--force"]);
+    if (forced.code !== 0) throw new Error(`--force run failed: ${forced.stderr}`);
+    if ((await inspect(`${dir}/out`)).model?.sha256 === before) {
+      throw new Error("--force did not write a new model");
+    }
   } finally {
     await cleanup();
   }
