@@ -79,17 +79,6 @@ function int(v: string | undefined, name: string, def: number, min = 0): number 
   return n;
 }
 
-function backendName(rt: Runtime): string {
-  const env = Deno.env.get("DENO_WEBGPU_BACKEND");
-  if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
-  // wgpu prefers Vulkan on Linux/Windows and Metal on macOS; lavapipe reports 8-wide subgroups.
-  const os = Deno.build.os;
-  const guess = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
-  return `${guess} (wgpu default, inferred${
-    rt.adapter.info.subgroupMaxSize === 8 ? "; 8-wide subgroups" : ""
-  })`;
-}
-
 async function timeMatmuls(
   rt: Runtime,
   kernels: MatmulKernel[],
@@ -236,7 +225,7 @@ async function main(): Promise<void> {
   const adapter = {
     description: info.description || info.vendor || "unknown",
     vendor: info.vendor,
-    backend: backendName(rt),
+    backend: rt.backendName(),
     fallback: info.isFallbackAdapter,
     timestamps: rt.hasTimestamps,
   };

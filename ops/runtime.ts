@@ -107,11 +107,25 @@ export class Runtime {
     return new Runtime(adapter, device);
   }
 
-  /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [vulkan, fallback]". */
+  /**
+   * Which wgpu backend drives the adapter: DENO_WEBGPU_BACKEND when set, else inferred (WebGPU does
+   * not report it): wgpu prefers Vulkan on Linux/Windows and Metal on macOS; lavapipe reports 8-wide
+   * subgroups.
+   */
+  backendName(): string {
+    const env = Deno.env.get("DENO_WEBGPU_BACKEND");
+    if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
+    const os = Deno.build.os;
+    const guess = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
+    return `${guess} (wgpu default, inferred${
+      this.adapter.info.subgroupMaxSize === 8 ? "; 8-wide subgroups" : ""
+    })`;
+  }
+
+  /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), software fallback]". */
   describe(): string {
     const i = this.adapter.info;
-    const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? (i.subgroupMaxSize === 8 ? "vulkan?" : "auto");
-    return `${i.description || i.vendor || "unknown adapter"} [backend ${backend}${
+    return `${i.description || i.vendor || "unknown adapter"} [backend ${this.backendName()}${
       i.isFallbackAdapter ? ", software fallback" : ""
     }]`;
   }
