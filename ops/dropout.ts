@@ -50,6 +50,23 @@ function copy(rt: Runtime, label: string, x: Tensor, y: Tensor): void {
   launchElementwise(rt, { label, inputs: [x], names: ["x"], out: y, expr: "x" });
 }
 
+/** Forward and backward are the same map (multiply by the recomputed mask); only labels differ. */
+function applyMask(
+  rt: Runtime,
+  name: string,
+  kernel: string,
+  x: Tensor,
+  y: Tensor,
+  p: number,
+  state: Tensor,
+  stream: number,
+  train: boolean,
+): void {
+  checkArgs(name, p, stream);
+  if (!train || p === 0) copy(rt, "dropout_copy", x, y);
+  else masked(rt, kernel, x, y, p, state, stream, false);
+}
+
 /** train: y = x · scale(seed, step, stream, i, p); eval or p = 0: y = x. */
 export function dropoutForward(
   rt: Runtime,
@@ -60,9 +77,7 @@ export function dropoutForward(
   stream: number,
   train: boolean,
 ): void {
-  checkArgs("dropoutForward", p, stream);
-  if (!train || p === 0) copy(rt, "dropout_copy", x, y);
-  else masked(rt, "dropout_fwd", x, y, p, state, stream, false);
+  applyMask(rt, "dropoutForward", "dropout_fwd", x, y, p, state, stream, train);
 }
 
 /** dx = dy · (the same mask and scale as the forward with these arguments). */
@@ -75,9 +90,7 @@ export function dropoutBackward(
   stream: number,
   train: boolean,
 ): void {
-  checkArgs("dropoutBackward", p, stream);
-  if (!train || p === 0) copy(rt, "dropout_copy", dy, dx);
-  else masked(rt, "dropout_bwd", dy, dx, p, state, stream, false);
+  applyMask(rt, "dropoutBackward", "dropout_bwd", dy, dx, p, state, stream, train);
 }
 
 /**
