@@ -66,14 +66,28 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   await ensureWritePermission([run.out], `--allow-write=${run.out}`);
   const outInfo = await Deno.stat(run.out).catch(() => null);
   if (outInfo && !outInfo.isDirectory) fail(`--out: ${run.out} exists and is not a directory`);
+  const p = await prepare(run);
 
-  // One run per --out: everything below (the checkpoint checks included) happens under the lock.
+  // One run per --out. The checkpoint checks are repeated under the lock: another run may have
+  // saved into --out between the checks above and taking the lock.
   await Deno.mkdir(run.out, { recursive: true });
   const lock = await lockOutDir(run.out);
   let ok = false;
   try {
     if (lock.note) console.log(lock.note);
-    await prepareAndTrain(run);
+    await checkCheckpoint(run, p.ckpt, p.resume);
+    await removeStaleTemps(run.out, [
+      basename(p.ckpt),
+      basename(optimPath(p.ckpt)),
+      "metrics.jsonl",
+      "loss.svg",
+    ]);
+    const rt = await Runtime.create();
+    try {
+      await train(rt, run, p);
+    } catch (e) {
+      throw await gpuCause(rt, e);
+    }
     ok = true;
   } finally {
     lock.release();
@@ -82,8 +96,32 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   }
 }
 
-/** Everything that can be checked without the GPU, then the GPU, then training. */
-async function prepareAndTrain(run: Run): Promise<void> {
+interface Prepared {
+  ckpt: string;
+  resume: ResumeData | null;
+  notes: string[];
+  tok: Tokenizer;
+  ids: Uint32Array;
+  gptData: GPTData | null;
+}
+
+/** A new run must not replace a checkpoint (without --force); a resumed one must find its own. */
+async function checkCheckpoint(run: Run, ckpt: string, resume: ResumeData | null): Promise<void> {
+  if (resume) {
+    const now = await readResume(ckpt).catch(() => null);
+    if (now?.step !== resume.step) {
+      fail(`${run.out} changed while this run was starting (another run saved into it); start it again`);
+    }
+  } else if (!run.force && (await exists(ckpt))) {
+    // Never replace a trained model by accident: a new run into a folder with a checkpoint must say so.
+    fail(
+      `${run.out} already holds a checkpoint: continue it with --resume, overwrite it with --force, or use another --out`,
+    );
+  }
+}
+
+/** Everything that can be checked without the GPU (and without writing anything). */
+async function prepare(run: Run): Promise<Prepared> {
   const ckpt = join(run.out, "model.safetensors");
   const notes: string[] = [];
   let resume: ResumeData | null = null;
@@ -99,12 +137,7 @@ async function prepareAndTrain(run: Run): Promise<void> {
     resolveResume(run, resume, notes);
   } else {
     checkNewModel(run);
-    // Never replace a trained model by accident: a new run into a folder with a checkpoint must say so.
-    if (!run.force && (await exists(ckpt))) {
-      fail(
-        `${run.out} already holds a checkpoint: continue it with --resume, overwrite it with --force, or use another --out`,
-      );
-    }
+    await checkCheckpoint(run, ckpt, null);
   }
   checkApplicable(run);
 
@@ -129,26 +162,11 @@ async function prepareAndTrain(run: Run): Promise<void> {
   } else if (ids.length < 2) {
     fail(`--data: ${run.data} has ${ids.length} character; a bigram model needs at least 2`);
   }
-  await removeStaleTemps(run.out, [basename(ckpt), basename(optimPath(ckpt)), "metrics.jsonl", "loss.svg"]);
-
-  const rt = await Runtime.create();
-  try {
-    await train(rt, run, resume, notes, tok, ids, gptData, ckpt);
-  } catch (e) {
-    throw await gpuCause(rt, e);
-  }
+  return { ckpt, resume, notes, tok, ids, gptData };
 }
 
-async function train(
-  rt: Runtime,
-  run: Run,
-  resume: ResumeData | null,
-  notes: string[],
-  tok: Tokenizer,
-  ids: Uint32Array,
-  gptData: GPTData | null,
-  ckpt: string,
-): Promise<void> {
+async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
+  const { resume, notes, tok, ids, gptData, ckpt } = p;
   // ---------------------------------------------------------------- model, optimizer, job
   const V = tok.vocabSize;
   const first = ids.subarray(0, Math.min(5000, ids.length));
