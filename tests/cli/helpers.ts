@@ -201,9 +201,15 @@ export async function writeCheckpoint(
 /** What `inspect.ts` reports about an --out directory. */
 export interface Inspection {
   files: string[];
-  model?: { step: number; kind: string; finite: boolean; sha256: string };
+  model?: {
+    step: number;
+    kind: string;
+    finite: boolean;
+    sha256: string;
+    trainConfig?: Record<string, unknown>;
+  };
   modelError?: string;
-  resume?: { step: number; finite: boolean };
+  resume?: { step: number; finite: boolean; settings?: Record<string, unknown> };
   resumeError?: string;
   /** Per-step batch losses from metrics.jsonl (index = step; null where absent). */
   losses: (number | null)[];

@@ -183,7 +183,10 @@ Deno.test("SIGKILL while checkpointing every step never leaves a checkpoint that
   ]);
   assert.equal(done.code, 0, done.stderr);
   assert.match(done.stdout, new RegExp(`resuming from .* at step ${lastStep}`));
-  assert.match(done.stdout, /note: took over the lock in .* left by a run that is no longer running \(pid \d+/);
+  assert.match(
+    done.stdout,
+    /note: took over the lock in .* left by a run that is no longer running \(pid \d+/,
+  );
   const info = await inspect(out);
   assert.equal(info.model?.step, lastStep + 2);
   assert.deepEqual(info.files, ["loss.svg", "metrics.jsonl", "model.optim.safetensors", "model.safetensors"]);
