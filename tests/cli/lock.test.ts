@@ -36,7 +36,11 @@ Deno.test("two train.ts runs started together into one --out: one trains, the ot
     const winner = runs[1 - loser];
     const lost = await runs[loser].result();
     assertUserError(lost, LOCKED, "the second run");
-    assert.equal(Number(lost.stderr.trim().match(LOCKED)![1]), winner.child.pid, "names the running one's pid");
+    assert.equal(
+      Number(lost.stderr.trim().match(LOCKED)![1]),
+      winner.child.pid,
+      "names the running one's pid",
+    );
     assert.equal(lost.stdout, "", "the loser printed nothing else");
     await winner.waitFor(/^step 2\/100000 /m);
     winner.kill("SIGINT");

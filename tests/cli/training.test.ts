@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import {
   assertOneLine,
   corpus,
+  deno,
   inspect,
   type Inspection,
   runArgs,
@@ -270,5 +271,35 @@ Deno.test("the end-of-training sample works for any text (no newline, no 'F')", 
     assert.match(b.stdout, /--- sample \(temperature 0\.8\) ---\n.{5}\n$/s);
   } finally {
     await cleanup();
+  }
+});
+
+Deno.test("a save that fails (disk full) names the file, the step, and what is still on disk", async () => {
+  const fixture = new URL("./fixtures/disk_full.ts", import.meta.url).pathname;
+  const cases = [
+    // The resume file is written first: when it fails, nothing of step 4 is on disk.
+    [
+      "model.optim.safetensors",
+      /^error: could not write .*\/model\.optim\.safetensors: No space left on device \(os error 28\) \(at step 4\); step 4 was not saved; the checkpoint of step 2 is on disk, unchanged$/,
+      2,
+      2,
+    ],
+    // The model file second: the resume file already holds step 4.
+    [
+      "model.safetensors",
+      /^error: could not write .*\/model\.safetensors: No space left on device \(os error 28\) \(at step 4\); .*\/model\.optim\.safetensors holds step 4 \(--resume continues from it\); .*\/model\.safetensors still holds step 2$/,
+      2,
+      4,
+    ],
+  ] as const;
+  for (const [file, re, modelStep, resumeStep] of cases) {
+    const out = `${ROOT_DIR}/full-${file}`;
+    const r = await deno(
+      runArgs(fixture, ROOT_DIR, [file, "2", ...RUN, `--out=${out}`, "--steps=10", "--eval-interval=2"]),
+    );
+    assertOneLine(r, re, 1, file);
+    const info = await inspect(out);
+    assert.equal(info.model?.step, modelStep, info.modelError);
+    assert.equal(info.resume?.step, resumeStep, info.resumeError);
   }
 });
