@@ -3,14 +3,19 @@
 // decay groups and gradient accumulation all on (10 steps + --resume to 20 == 20 steps straight).
 
 import assert from "node:assert/strict";
-import { assertUserError, inspect, type Inspection, tempDir, TINY, train, writeData } from "./helpers.ts";
+import {
+  assertSameLosses,
+  assertUserError,
+  fileTempDir,
+  inspect,
+  type Inspection,
+  resumeArgs,
+  TINY,
+  train,
+  writeData,
+} from "./helpers.ts";
 
-const { dir: ROOT_DIR } = await tempDir();
-globalThis.addEventListener("unload", () => {
-  try {
-    Deno.removeSync(ROOT_DIR, { recursive: true });
-  } catch { /* already gone */ }
-});
+const ROOT_DIR = await fileTempDir();
 const DATA = await writeData(ROOT_DIR);
 const STEPS = 20;
 /** Everything on: warm-up into a cosine, clipping, matmul-only decay, 2 micro-batches, dropout. */
@@ -55,24 +60,11 @@ Deno.test("10 steps + --resume to 20 == 20 straight, with schedule, clipping, de
   const out = `${ROOT_DIR}/resumed`;
   await trainOk(out, ["--steps=10"]);
   // The resume names none of the recipe's flags: the checkpoint supplies them.
-  const r = await train(ROOT_DIR, [
-    `--data=${DATA}`,
-    `--out=${out}`,
-    "--resume",
-    `--steps=${STEPS}`,
-    "--sample-tokens=0",
-    "--eval-interval=5",
-    "--eval-iters=1",
-    "--log-interval=3",
-  ]);
+  const r = await train(ROOT_DIR, resumeArgs(DATA, out, STEPS));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /grad_clip=0\.5 .*decay_params=matmul .*grad_accum=2/);
   const b = await inspect(out);
-  assert.equal(b.badLines, 0);
-  for (let s = 1; s <= STEPS; s++) {
-    assert.equal(typeof a.info.losses[s], "number", `loss of step ${s}`);
-    assert.ok(Object.is(b.losses[s], a.info.losses[s]), `step ${s}: ${b.losses[s]} != ${a.info.losses[s]}`);
-  }
+  assertSameLosses(b, a.info, "resumed with the recipe", STEPS);
   assert.deepEqual(b.evals, a.info.evals);
   assert.equal(b.model?.sha256, a.info.model?.sha256, "same final weights");
   // ... and the recipe is not a no-op: the plain lecture run differs from the first step on.

@@ -10,10 +10,13 @@
 import assert from "node:assert/strict";
 import {
   assertOneLine,
+  assertSameLosses,
   corpus,
   deno,
+  fileTempDir,
   inspect,
   type Inspection,
+  resumeArgs,
   runArgs,
   Running,
   sample,
@@ -24,12 +27,7 @@ import {
   writeData,
 } from "./helpers.ts";
 
-const { dir: ROOT_DIR } = await tempDir();
-globalThis.addEventListener("unload", () => {
-  try {
-    Deno.removeSync(ROOT_DIR, { recursive: true });
-  } catch { /* already gone */ }
-});
+const ROOT_DIR = await fileTempDir();
 const DATA = await writeData(ROOT_DIR);
 const STEPS = 20;
 /** The tiny GPT with dropout 0.1 (the default), evals every 5 steps, losses read back every 3. */
@@ -48,22 +46,10 @@ function referenceRun(): Promise<Inspection> {
   return reference ??= trainOk(`${ROOT_DIR}/reference`, [`--steps=${STEPS}`]);
 }
 
-function assertSameLosses(got: Inspection, want: Inspection, what: string, steps = STEPS): void {
-  assert.equal(got.badLines, 0, `${what}: metrics.jsonl has torn or repeated lines`);
-  assert.equal(want.losses.length, steps + 1);
-  for (let s = 1; s <= steps; s++) {
-    assert.ok(typeof want.losses[s] === "number", `reference has no loss for step ${s}`);
-    assert.ok(
-      Object.is(got.losses[s], want.losses[s]),
-      `${what}: step ${s} loss ${got.losses[s]} != ${want.losses[s]}`,
-    );
-  }
-}
-
 Deno.test("same seed, same adapter: bit-identical loss curve and weights", async () => {
   const a = await referenceRun();
   const b = await trainOk(`${ROOT_DIR}/again`, [`--steps=${STEPS}`]);
-  assertSameLosses(b, a, "second run");
+  assertSameLosses(b, a, "second run", STEPS);
   assert.deepEqual(b.evals, a.evals);
   assert.equal(b.model?.sha256, a.model?.sha256, "same weights, byte for byte");
   assert.equal(a.model?.step, STEPS);
@@ -76,22 +62,11 @@ Deno.test("--resume from step 10 continues to exactly the losses of an uninterru
   const a = await referenceRun();
   const out = `${ROOT_DIR}/resumed`;
   await trainOk(out, ["--steps=10"]);
-  // Resume naming no model or optimizer flags (the checkpoint supplies them), only the data, the
-  // output, the step count and the logging/eval settings (which do not affect training).
-  const r = await train(ROOT_DIR, [
-    `--data=${DATA}`,
-    `--out=${out}`,
-    "--resume",
-    `--steps=${STEPS}`,
-    "--sample-tokens=0",
-    "--eval-interval=5",
-    "--eval-iters=1",
-    "--log-interval=3",
-  ]);
+  const r = await train(ROOT_DIR, resumeArgs(DATA, out, STEPS));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /resuming from .* at step 10/);
   const b = await inspect(out);
-  assertSameLosses(b, a, "resumed run");
+  assertSameLosses(b, a, "resumed run", STEPS);
   assert.deepEqual(b.evals, a.evals);
   assert.equal(b.model?.sha256, a.model?.sha256, "same final weights");
   // Repeating the configuration flags is fine as long as they agree with the checkpoint.
