@@ -48,8 +48,8 @@ export function saveFailedMessage(
 ): string {
   const before = lastSaved === null ? "no checkpoint" : `the checkpoint of step ${lastSaved}`;
   const onDisk = err.file === files.model
-    ? `${files.resume} holds step ${step} (--resume continues from it); ${files.model} still holds ${
-      lastSaved === null ? "nothing" : `step ${lastSaved}`
+    ? `${files.resume} holds step ${step} (--resume continues from it); ${files.model} ${
+      lastSaved === null ? "was not written" : `still holds step ${lastSaved}`
     }`
     : err.file === files.resume
     ? `step ${step} was not saved; ${before} is on disk, unchanged`
