@@ -373,11 +373,14 @@ async function main(): Promise<void> {
     kernels: KernelRow[];
     families: KernelRow[];
   } | null = null;
-  if (profileSteps > 0 && rt.hasTimestamps) {
+  // One timestamp pair per dispatch, in one query set of at most 4096 queries.
+  const PROFILE_CAPACITY = 2048;
+  const profilable = step.dispatchesPerStep <= PROFILE_CAPACITY;
+  if (profileSteps > 0 && rt.hasTimestamps && profilable) {
     const rows = new Map<string, KernelRow>();
     const phases = { forward: 0, backward: 0, optimizer: 0 };
     for (let s = 0; s < profileSteps; s++) {
-      rt.startProfile(2048);
+      rt.startProfile(PROFILE_CAPACITY);
       record();
       const k = await rt.stopProfile();
       const d0 = marks[0].at;
@@ -434,7 +437,11 @@ async function main(): Promise<void> {
   } else {
     console.log(
       `\nGPU time  per-kernel timing unavailable (${
-        rt.hasTimestamps ? "--profile-steps 0" : "no timestamp-query"
+        !rt.hasTimestamps
+          ? "no timestamp-query"
+          : !profilable
+          ? `${fmt(step.dispatchesPerStep, 0)} dispatches per step, over the profiler's ${PROFILE_CAPACITY}`
+          : "--profile-steps 0"
       })`,
     );
   }
