@@ -226,7 +226,7 @@ export function adamwStep(
   ], wgs);
 }
 
-/** The decay mask for adamwStep: bit i set where `decays(i)` (element i of the flat buffer). */
+/** The decay mask for adamwStep: bit i set for each element i of the flat buffer inside one of `ranges` ([start, end)). */
 export function decayMaskWords(n: number, ranges: readonly [number, number][]): Uint32Array {
   const words = new Uint32Array(Math.max(1, Math.ceil(n / 32)));
   for (const [start, end] of ranges) {
