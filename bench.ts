@@ -6,28 +6,53 @@
 // ceiling, window kernel vs the storage kernel), the allocation counters of steady-state steps (must
 // all be 0), and — when `python3 -c "import torch"` works — the same step in PyTorch on the CPU.
 
-import { parseArgs } from "node:util";
 import { Runtime } from "./ops/runtime.ts";
 import { Tensor } from "./ops/tensor.ts";
 import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
-import { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig } from "./models/gpt.ts";
-import { Optimizer, StepState } from "./models/common.ts";
+import { GPT, GPT_REFERENCE, type GPTConfig } from "./models/gpt.ts";
+import { type DecayParams, Optimizer } from "./models/common.ts";
 import { Rng } from "./lib/rng.ts";
+import { choiceFlag, ensureWritePermission, type FlagSpec, intFlag, parseFlags, runMain } from "./lib/cli.ts";
+import { PRESETS } from "./train/config.ts";
+import { GPTStep, type Phase } from "./train/step.ts";
 
-const USAGE = `Benchmark one training step of the reference GPT (WebGPU) and the matmul kernels.
+const USAGE = `Benchmark one training step of the GPT (WebGPU) and the matmul kernels.
 
-Usage: deno task bench [flags]
+Usage: deno task bench [flags]`;
 
-  --steps N          timed steps (median reported; default 20)
-  --warmup N         untimed steps first (default 3; the first compiles every pipeline)
-  --profile-steps N  steps timed per kernel with timestamp queries (default 3)
-  --batch N          sequences per step (default 64)
-  --kernel K         matmul kernel for the step: window | storage (default window)
-  --mm-kernels LIST  kernels in the matmul micro-benchmark (default window,storage; "" skips it)
-  --no-torch         skip the PyTorch CPU comparison
-  --torch-steps N    PyTorch timed steps (default: --steps)
-  --json FILE        also write every result as JSON
-  -h, --help         this text`;
+const FLAGS: FlagSpec[] = [
+  {
+    name: "config",
+    type: "string",
+    default: "lecture",
+    help: "model and optimizer settings: lecture | nanogpt-char",
+  },
+  { name: "steps", type: "string", default: "20", help: "timed steps (median reported)" },
+  {
+    name: "warmup",
+    type: "string",
+    default: "3",
+    help: "untimed steps first (the first compiles every pipeline)",
+  },
+  {
+    name: "profile-steps",
+    type: "string",
+    default: "3",
+    help: "steps timed per kernel with timestamp queries",
+  },
+  { name: "batch-size", type: "string", help: "sequences per micro-batch (default: the config's, 64)" },
+  { name: "grad-accum", type: "string", default: "1", help: "micro-batches per step" },
+  { name: "kernel", type: "string", default: "window", help: "matmul kernel for the step: window | storage" },
+  {
+    name: "mm-kernels",
+    type: "string",
+    default: "window,storage",
+    help: 'kernels in the matmul micro-benchmark ("" skips it)',
+  },
+  { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch CPU comparison" },
+  { name: "torch-steps", type: "string", help: "PyTorch timed steps (default: --steps)" },
+  { name: "json", type: "string", help: "also write every result as JSON to this file" },
+];
 
 interface KernelRow {
   name: string;
@@ -67,16 +92,6 @@ function pad(s: string, n: number): string {
 
 function lpad(s: string, n: number): string {
   return s.length >= n ? s : " ".repeat(n - s.length) + s;
-}
-
-function int(v: string | undefined, name: string, def: number, min = 0): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    console.error(`--${name}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
-    Deno.exit(2);
-  }
-  return n;
 }
 
 async function timeMatmuls(
@@ -178,45 +193,23 @@ async function torchRef(
 }
 
 async function main(): Promise<void> {
-  const { values: v } = parseArgs({
-    args: Deno.args,
-    options: {
-      steps: { type: "string" },
-      warmup: { type: "string" },
-      "profile-steps": { type: "string" },
-      batch: { type: "string" },
-      kernel: { type: "string" },
-      "mm-kernels": { type: "string" },
-      "no-torch": { type: "boolean", default: false },
-      "torch-steps": { type: "string" },
-      json: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (v.help) {
-    console.log(USAGE);
-    return;
-  }
-  const steps = int(v.steps, "steps", 20, 1);
-  const warmup = int(v.warmup, "warmup", 3, 1);
-  const profileSteps = int(v["profile-steps"], "profile-steps", 3, 0);
-  const B = int(v.batch, "batch", 64, 1);
-  const kernel = (v.kernel ?? "window") as MatmulKernel;
-  if (kernel !== "window" && kernel !== "storage") {
-    console.error(`--kernel: window or storage, got ${JSON.stringify(v.kernel)}`);
-    Deno.exit(2);
-  }
-  const mmKernels = (v["mm-kernels"] ?? "window,storage").split(",").filter((s) => s) as MatmulKernel[];
-  for (const k of mmKernels) {
-    if (k !== "window" && k !== "storage") {
-      console.error(`--mm-kernels: window and/or storage, got ${JSON.stringify(k)}`);
-      Deno.exit(2);
-    }
-  }
-
-  if (v.json && Deno.permissions.querySync({ name: "write", path: v.json }).state !== "granted") {
-    console.error(`--json ${v.json}: no write permission there (deno task bench allows writes under .)`);
-    Deno.exit(2);
+  const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
+  const preset = PRESETS[choiceFlag(v.config, "config", Object.keys(PRESETS))];
+  const setting = (k: string, def: string) => preset[k] ?? def;
+  const steps = intFlag(v.steps, "steps", { min: 1, max: 100_000 });
+  const warmup = intFlag(v.warmup, "warmup", { min: 1, max: 100_000 });
+  const profileSteps = intFlag(v["profile-steps"], "profile-steps", { min: 0, max: 1000 });
+  const B = intFlag(v["batch-size"] ?? setting("batch-size", "64"), "batch-size", { min: 1, max: 4096 });
+  const accum = intFlag(v["grad-accum"], "grad-accum", { min: 1, max: 1024 });
+  const kernel = choiceFlag(v.kernel, "kernel", ["window", "storage"] as const);
+  const mmKernels = (v["mm-kernels"] as string).split(",").filter((s) => s)
+    .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage"] as const));
+  const torchSteps = v["torch-steps"] === undefined
+    ? steps
+    : intFlag(v["torch-steps"], "torch-steps", { min: 1, max: 100_000 });
+  const json = v.json as string | undefined;
+  if (json) {
+    await ensureWritePermission([json], `--allow-write=${json} (deno task bench allows writes under .)`);
   }
 
   const rt = await Runtime.create({ timestamps: true });
@@ -236,33 +229,53 @@ async function main(): Promise<void> {
   );
 
   // ---------------------------------------------------------------- the training step
-  const cfg: GPTConfig = { vocabSize: 65, ...GPT_REFERENCE };
+  const num = (k: string, def: number) => Number(setting(k, String(def)));
+  const cfg: GPTConfig = {
+    vocabSize: 65,
+    nEmbd: num("n-embd", GPT_REFERENCE.nEmbd),
+    nHead: num("n-head", GPT_REFERENCE.nHead),
+    nLayer: num("n-layer", GPT_REFERENCE.nLayer),
+    blockSize: num("block-size", GPT_REFERENCE.blockSize),
+    dropout: num("dropout", GPT_REFERENCE.dropout),
+  };
+  const optOpts = {
+    beta2: num("beta2", 0.999),
+    weightDecay: num("weight-decay", 0.01),
+    decayParams: setting("decay-params", "all") as DecayParams,
+    gradClip: num("grad-clip", 0),
+  };
   const T = cfg.blockSize;
   console.log(
-    `\nreference GPT: vocab ${cfg.vocabSize}, n_embd ${cfg.nEmbd}, ${cfg.nHead} heads, ${cfg.nLayer} layers, ` +
-      `block ${T}, batch ${B}, dropout ${cfg.dropout}, AdamW; matmul kernel: ${kernel}`,
+    `\n${v.config} GPT: vocab ${cfg.vocabSize}, n_embd ${cfg.nEmbd}, ${cfg.nHead} heads, ${cfg.nLayer} layers, ` +
+      `block ${T}, batch ${B} x ${accum} micro-batches, dropout ${cfg.dropout}, AdamW (beta2 ${optOpts.beta2}, ` +
+      `weight decay ${optOpts.weightDecay} on ${optOpts.decayParams}, grad clip ${
+        optOpts.gradClip || "off"
+      }); ` +
+      `matmul kernel: ${kernel}`,
   );
   const model = new GPT(rt, cfg, 1337);
-  const acts = new GPTActivations(rt, cfg, B, T);
-  const opt = new Optimizer(rt, model.params, "adamw", 1e-3);
-  const state = new StepState(rt, 1337);
+  const opt = new Optimizer(rt, model.params, "adamw", num("lr", 1e-3), optOpts);
+  // The training step of train.ts itself, on random ids.
+  const trainStep = new GPTStep(rt, model, opt, B, accum, 1337);
+  const acts = trainStep.acts;
   const rng = new Rng(1);
-  const ids = new Uint32Array(B * T), tgt = new Uint32Array(B * T);
-  const marks: number[] = [];
+  const batch = () => {
+    const x = new Uint32Array(B * T), y = new Uint32Array(B * T);
+    for (let i = 0; i < x.length; i++) x[i] = rng.int(cfg.vocabSize), y[i] = rng.int(cfg.vocabSize);
+    return { x, y };
+  };
+  /** Where each phase of the last recorded step began (dispatch counter values). */
+  const marks: { phase: Phase; at: number }[] = [];
   let stepNo = 0;
   const record = () => {
-    for (let i = 0; i < ids.length; i++) ids[i] = rng.int(cfg.vocabSize), tgt[i] = rng.int(cfg.vocabSize);
-    acts.idx.write(ids);
-    acts.targets.write(tgt);
-    state.set(++stepNo);
     marks.length = 0;
-    marks.push(rt.stats.dispatches);
-    model.forward(acts, state.tensor, true);
-    marks.push(rt.stats.dispatches);
-    model.backward(acts, state.tensor);
-    marks.push(rt.stats.dispatches);
-    opt.step(state.tensor);
-    marks.push(rt.stats.dispatches);
+    trainStep.record(
+      ++stepNo,
+      opt.lr,
+      batch,
+      undefined,
+      (phase) => marks.push({ phase, at: rt.stats.dispatches }),
+    );
     rt.submit();
   };
 
@@ -301,7 +314,7 @@ async function main(): Promise<void> {
   }
   const syncMs = median(waits);
   const msStep = median(times);
-  const flops = stepFlops(cfg, B, T);
+  const flops = stepFlops(cfg, accum * B, T);
   const totalFlops = flops.matmul + flops.attention;
   const perStep = (k: keyof typeof after) => (after[k] - before[k]) / steps;
   const alloc = {
@@ -318,7 +331,7 @@ async function main(): Promise<void> {
     msMean: times.reduce((a, b) => a + b, 0) / times.length,
     pipelinedMs,
     syncMs,
-    tokensPerSec: (B * T) / (msStep / 1000),
+    tokensPerSec: (accum * B * T) / (msStep / 1000),
     flops: { ...flops, total: totalFlops },
     gflops: totalFlops / msStep / 1e6,
     dispatchesPerStep: perStep("dispatches"),
@@ -360,22 +373,23 @@ async function main(): Promise<void> {
     kernels: KernelRow[];
     families: KernelRow[];
   } | null = null;
-  if (profileSteps > 0 && rt.hasTimestamps) {
+  // One timestamp pair per dispatch, in one query set of at most 4096 queries.
+  const PROFILE_CAPACITY = 2048;
+  const profilable = step.dispatchesPerStep <= PROFILE_CAPACITY;
+  if (profileSteps > 0 && rt.hasTimestamps && profilable) {
     const rows = new Map<string, KernelRow>();
     const phases = { forward: 0, backward: 0, optimizer: 0 };
     for (let s = 0; s < profileSteps; s++) {
-      rt.startProfile(2048);
+      rt.startProfile(PROFILE_CAPACITY);
       record();
       const k = await rt.stopProfile();
-      const [d0, d1, d2] = marks;
+      const d0 = marks[0].at;
       k.forEach((x, i) => {
         const r = rows.get(x.name) ?? { name: x.name, calls: 0, ms: 0 };
         r.calls++;
         r.ms += x.ms;
         rows.set(x.name, r);
-        if (d0 + i < d1) phases.forward += x.ms;
-        else if (d0 + i < d2) phases.backward += x.ms;
-        else phases.optimizer += x.ms;
+        phases[marks.findLast((m) => m.at <= d0 + i)!.phase] += x.ms;
       });
     }
     const per = (r: KernelRow) => ({ ...r, calls: r.calls / profileSteps, ms: r.ms / profileSteps });
@@ -423,7 +437,11 @@ async function main(): Promise<void> {
   } else {
     console.log(
       `\nGPU time  per-kernel timing unavailable (${
-        rt.hasTimestamps ? "--profile-steps 0" : "no timestamp-query"
+        !rt.hasTimestamps
+          ? "no timestamp-query"
+          : !profilable
+          ? `${fmt(step.dispatchesPerStep, 0)} dispatches per step, over the profiler's ${PROFILE_CAPACITY}`
+          : "--profile-steps 0"
       })`,
     );
   }
@@ -456,8 +474,7 @@ async function main(): Promise<void> {
   // ---------------------------------------------------------------- PyTorch CPU
   let torch: Awaited<ReturnType<typeof torchRef>> | null = null;
   if (!v["no-torch"]) {
-    const torchSteps = int(v["torch-steps"], "torch-steps", steps, 1);
-    torch = await torchRef(torchSteps, B, cfg);
+    torch = await torchRef(torchSteps, accum * B, cfg);
     if (torch.result) {
       const tms = Number(torch.result.ms_per_step_median);
       console.log(
@@ -474,20 +491,28 @@ async function main(): Promise<void> {
     }
   }
 
-  if (v.json) {
+  if (json) {
     const result = {
       adapter,
-      config: { ...cfg, batch: B, optimizer: "adamw", matmulKernel: kernel },
+      config: {
+        preset: v.config,
+        ...cfg,
+        batch: B,
+        gradAccum: accum,
+        optimizer: "adamw",
+        ...optOpts,
+        matmulKernel: kernel,
+      },
       step,
       alloc,
       profile,
       matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: step.gflops / ceiling },
       torch,
     };
-    await Deno.writeTextFile(v.json, JSON.stringify(result, null, 2) + "\n");
-    console.log(`\nwrote ${v.json}`);
+    await Deno.writeTextFile(json, JSON.stringify(result, null, 2) + "\n");
+    console.log(`\nwrote ${json}`);
   }
   rt.destroy();
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) runMain(main);

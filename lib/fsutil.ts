@@ -126,3 +126,20 @@ export async function appendLine(path: string, line: string): Promise<void> {
     f.close();
   }
 }
+
+/** A write that failed, naming the file: "could not write out/model.safetensors: No space left ...". */
+export class WriteError extends Error {
+  override name = "WriteError";
+  constructor(readonly file: string, cause: unknown) {
+    super(`could not write ${file}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
+
+/** Run `fn`, which writes `file`, turning a failure into a WriteError naming it. */
+export async function writing<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw e instanceof WriteError ? e : new WriteError(file, e);
+  }
+}

@@ -4,7 +4,9 @@
 //                            step): what sample.ts and other tools read.
 //   model.optim.safetensors  everything `--resume` needs to continue exactly, self-contained: the
 //                            parameters (internal names, `param.<name>`), the optimizer moments, the
-//                            step, the optimizer, lr, seed, batch size and the batch sampler's RNG state.
+//                            step, the optimizer, lr, seed, batch size, the batch sampler's RNG state
+//                            and `train_config`, the run's resolved training settings (JSON, by flag
+//                            name: schedule, betas, weight decay and its groups, clipping, accumulation).
 //
 // `saveCheckpoint` writes the resume file first, then the model. A kill between the two renames
 // leaves a model one save older than the resume file; both still load, and --resume continues from
@@ -23,7 +25,7 @@ import {
   encodeSafetensors,
   type StoredTensor,
 } from "../lib/safetensors.ts";
-import { atomicWrite } from "../lib/fsutil.ts";
+import { atomicWrite, writing } from "../lib/fsutil.ts";
 import { GPT, type GPTConfig, gptExport, gptImport, gptParamSpecs } from "./gpt.ts";
 import { type BigramConfig, type BigramKind, BigramMLP, bigramParamSpecs } from "./bigram.ts";
 import { Rng } from "../lib/rng.ts";
@@ -64,6 +66,8 @@ export interface ResumeData extends CheckpointData {
   lr?: number;
   seed?: number;
   batch?: number;
+  /** The run's training settings by flag name (`train_config`; absent in older files). */
+  settings?: Record<string, unknown>;
   /** The resume file. */
   file: string;
   /** Where the parameters came from: the resume file itself, or (legacy files) model.safetensors. */
@@ -107,6 +111,17 @@ function encodeMeta(kind: ModelKind, config: AnyConfig, vocab: string[], step: n
   return { model: kind, config: JSON.stringify(config), vocab: JSON.stringify(vocab), step: String(step) };
 }
 
+/** The training state the resume file records beside the tensors. */
+export interface TrainState {
+  optimizer: OptimizerKind;
+  lr: number;
+  seed: number;
+  batch: number;
+  rng: number[];
+  /** The resolved training settings by flag name, stored as `train_config` (JSON). */
+  settings?: Record<string, number | string>;
+}
+
 /** The model file's bytes from internal parameter values (PyTorch names for the GPT). */
 export function encodeModelCheckpoint(
   kind: ModelKind,
@@ -114,12 +129,13 @@ export function encodeModelCheckpoint(
   values: Map<string, Float32Array>,
   vocab: string[],
   step: number,
+  extraMeta: Record<string, string> = {},
 ): Uint8Array {
   const shapes = internalShapes(kind, config);
   const sd: StateDict = kind === "gpt"
     ? gptExport(config as GPTConfig, values)
     : new Map([...shapes].map(([name, shape]) => [name, { shape: [...shape], data: values.get(name)! }]));
-  return encodeSafetensors(sd, encodeMeta(kind, config, vocab, step));
+  return encodeSafetensors(sd, { ...extraMeta, ...encodeMeta(kind, config, vocab, step) });
 }
 
 /** The resume file's bytes: parameters (internal names), optimizer buffers, training metadata. */
@@ -130,7 +146,7 @@ export function encodeResumeCheckpoint(
   vocab: string[],
   step: number,
   optimState: Map<string, Float32Array>,
-  train: { optimizer: OptimizerKind; lr: number; seed: number; batch: number; rng: number[] },
+  train: TrainState,
 ): Uint8Array {
   const sd: StateDict = new Map();
   for (const [name, shape] of internalShapes(kind, config)) {
@@ -145,6 +161,7 @@ export function encodeResumeCheckpoint(
     seed: String(train.seed),
     batch: String(train.batch),
     rng: JSON.stringify(train.rng),
+    ...(train.settings ? { train_config: JSON.stringify(train.settings) } : {}),
   });
 }
 
@@ -167,6 +184,8 @@ export class NonFiniteParamsError extends Error {
 /**
  * Write the resume file, then the model file (both atomic). Throws NonFiniteParamsError, writing
  * nothing, if any parameter is NaN or infinite: a diverged model never replaces a good checkpoint.
+ * A failed write throws a WriteError naming the file (the model file's failure leaves the new resume
+ * file in place).
  */
 export async function saveCheckpoint(
   path: string,
@@ -175,16 +194,18 @@ export async function saveCheckpoint(
   vocab: string[],
   step: number,
   optimState: Map<string, Float32Array>,
-  train: { optimizer: OptimizerKind; lr: number; seed: number; batch: number; rng: number[] },
+  train: TrainState,
 ): Promise<void> {
   const values = await model.params.readAll();
   const bad = firstNonFiniteParam(values);
   if (bad !== null) throw new NonFiniteParamsError(bad);
-  await atomicWrite(
-    optimPath(path),
-    encodeResumeCheckpoint(kind, model.cfg, values, vocab, step, optimState, train),
+  const resume = encodeResumeCheckpoint(kind, model.cfg, values, vocab, step, optimState, train);
+  await writing(optimPath(path), () => atomicWrite(optimPath(path), resume));
+  const meta: Record<string, string> = train.settings ? { train_config: JSON.stringify(train.settings) } : {};
+  await writing(
+    path,
+    () => atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, values, vocab, step, meta)),
   );
-  await atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, values, vocab, step));
 }
 
 /** Write only the model file (PyTorch names). */
@@ -417,11 +438,19 @@ export async function readResume(path: string): Promise<ResumeData> {
         : rng.length === 0);
     if (!ok) throw new CheckpointError(`${p}: metadata 'rng' is not a valid generator state`);
   }
+  let settings: Record<string, unknown> | undefined;
+  if (metadata.train_config !== undefined) {
+    settings = parseJSON<Record<string, unknown>>(metadata.train_config, "train_config", p);
+    if (typeof settings !== "object" || settings === null || Array.isArray(settings)) {
+      throw new CheckpointError(`${p}: metadata 'train_config' must be a JSON object`);
+    }
+  }
   return {
     ...base,
     optimizer,
     optimState,
     rng,
+    settings,
     lr: optionalNumber(metadata, "lr", p, (x) => Number.isFinite(x) && x > 0),
     seed: optionalNumber(metadata, "seed", p, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff),
     batch: optionalNumber(metadata, "batch", p, (x) => Number.isInteger(x) && x >= 1),

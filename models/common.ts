@@ -3,7 +3,17 @@
 
 import type { Runtime } from "../ops/runtime.ts";
 import { type ParamStore, Tensor } from "../ops/tensor.ts";
-import { ADAMW_DEFAULTS, type AdamWConfig, adamwStep, sgdStep, zeroGrads } from "../ops/optim.ts";
+import {
+  ADAMW_DEFAULTS,
+  type AdamWConfig,
+  adamwStep,
+  ClipBuffers,
+  clipGradNorm,
+  decayMaskWords,
+  hyperValues,
+  sgdStep,
+  zeroGrads,
+} from "../ops/optim.ts";
 import type { Rng } from "../lib/rng.ts";
 
 /** nn.Linear's default init (kaiming_uniform with a=√5): U(±1/√fan_in) for weight and bias. */
@@ -19,32 +29,103 @@ export function embeddingInit(rng: Rng, n: number, dim: number): Float32Array {
 
 export type OptimizerKind = "sgd" | "adamw";
 
-/** torch.optim.SGD / torch.optim.AdamW over the model's single flat parameter buffer. */
+/**
+ * Which parameters AdamW's weight decay applies to:
+ *   all     every parameter (torch.optim.AdamW(model.parameters()); the lecture recipe)
+ *   matmul  the 2-D weight matrices of the Linear layers only: no biases, LayerNorm or embeddings
+ *   2d      every parameter with two or more dimensions, embeddings included (nanoGPT's literal
+ *           `p.dim() >= 2` rule; its token embedding is tied to the LM head, so it is a matmul weight)
+ */
+export type DecayParams = "all" | "matmul" | "2d";
+export const DECAY_PARAMS: readonly DecayParams[] = ["all", "matmul", "2d"];
+
+/** Whether parameter `name` of shape `shape` decays under `rule`. */
+export function decays(rule: DecayParams, name: string, shape: readonly number[]): boolean {
+  if (rule === "all") return true;
+  if (shape.length < 2) return false;
+  return rule === "2d" || !/embedding\.weight$/.test(name);
+}
+
+/** Everything about the update except the step: constants, plus the lr schedule's current value. */
+export interface OptimizerOptions {
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  decayParams?: DecayParams;
+  /** Clip the global gradient L2 norm to this before the update (0: off). */
+  gradClip?: number;
+}
+
+/**
+ * torch.optim.SGD / torch.optim.AdamW over the model's single flat parameter buffer, optionally after
+ * torch.nn.utils.clip_grad_norm_. The learning rate may change every step (`setLr`) without a new
+ * uniform or bind group: it lives in the small `hyper` tensor [lr, 1 − lr·wd] written each step.
+ */
 export class Optimizer {
   readonly m: Tensor | null;
   readonly v: Tensor | null;
   readonly adamw: AdamWConfig;
+  readonly decayParams: DecayParams;
+  readonly gradClip: number;
+  readonly hyper: Tensor;
+  private readonly decayMask: Tensor | null;
+  private readonly clip: ClipBuffers | null;
+  private current: number;
 
   constructor(
     readonly rt: Runtime,
     readonly store: ParamStore,
     readonly kind: OptimizerKind,
-    readonly lr: number,
+    lr: number,
+    opts: OptimizerOptions = {},
   ) {
-    this.adamw = { ...ADAMW_DEFAULTS, lr };
+    const { decayParams = "all", gradClip = 0, ...adam } = opts;
+    this.adamw = { ...ADAMW_DEFAULTS, ...adam, lr };
+    this.decayParams = decayParams;
+    this.gradClip = gradClip;
+    this.current = lr;
+    this.hyper = Tensor.from(rt, hyperValues(lr, this.adamw.weightDecay), [2], "optim-hyper");
+    const n = store.params.size;
     if (kind === "adamw") {
-      this.m = Tensor.from(rt, new Float32Array(store.params.size), [store.params.size], "adam.m");
-      this.v = Tensor.from(rt, new Float32Array(store.params.size), [store.params.size], "adam.v");
+      this.m = Tensor.from(rt, new Float32Array(n), [n], "adam.m");
+      this.v = Tensor.from(rt, new Float32Array(n), [n], "adam.v");
     } else {
       this.m = this.v = null;
     }
+    this.decayMask = null;
+    if (kind === "adamw" && decayParams !== "all") {
+      const ranges = store.list.flatMap((t, i): [number, number][] =>
+        decays(decayParams, t.name, t.shape) ? [[store.offsets[i], store.offsets[i] + t.size]] : []
+      );
+      this.decayMask = Tensor.from(rt, decayMaskWords(n, ranges), undefined, "decay-mask");
+    }
+    this.clip = gradClip > 0 ? new ClipBuffers(rt, store.grads.size) : null;
   }
 
-  /** Record one update (step number t comes from the step state's word 1). */
+  /** The learning rate of the next update. */
+  get lr(): number {
+    return this.current;
+  }
+
+  /** Set the learning rate for the next recorded update (a 2-word buffer write, nothing allocated). */
+  setLr(lr: number): void {
+    if (lr === this.current) return;
+    this.current = lr;
+    this.hyper.write(hyperValues(lr, this.adamw.weightDecay));
+  }
+
+  /** Record one update (step number t comes from the step state's word 1), after clipping if enabled. */
   step(state: Tensor): void {
     const { params, grads } = this.store;
-    if (this.kind === "sgd") sgdStep(this.rt, params, grads, this.lr);
-    else adamwStep(this.rt, params, grads, this.m!, this.v!, state, this.adamw);
+    if (this.clip) clipGradNorm(this.rt, grads, this.gradClip, this.clip);
+    if (this.kind === "sgd") sgdStep(this.rt, params, grads, this.hyper);
+    else adamwStep(this.rt, params, grads, this.m!, this.v!, state, this.hyper, this.adamw, this.decayMask);
+  }
+
+  /** [norm before clipping, scale applied] of the last recorded clip (null when clipping is off). */
+  get clipCoef(): Tensor | null {
+    return this.clip?.coef ?? null;
   }
 
   zeroGrad(): void {

@@ -1,16 +1,20 @@
 // Optimizers over flat buffers (the whole ParamStore.params / .grads tensors): zeroing the
-// gradients, plain SGD and AdamW, one elementwise dispatch each.
+// gradients, plain SGD and AdamW, one elementwise dispatch each, and global-norm gradient clipping
+// (torch.nn.utils.clip_grad_norm_) in three dispatches that never wait for the host.
 //
 // AdamW is PyTorch's torch.optim.AdamW update, element for element:
 //   p *= 1 − lr·wd;  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
 //   p −= lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)
-// The step t comes from the u32 step-state tensor [seed, step, 0, 0] (see hash.ts), so the uniform
-// never changes between steps. 1−β^t is computed without cancellation: the host passes 1−β
+// Per-step values never go into a uniform (uniforms are cached by content, so a changing value would
+// allocate one per step): the step t comes from the u32 step-state tensor [seed, step, 0, 0] (see
+// hash.ts), and lr and the decay factor 1 − lr·wd from the f32 "hyper" tensor [lr, 1 − lr·wd] the
+// host writes each step (both computed in float64, rounded once). Weight decay may be restricted to
+// some parameters by a bit mask (bit i of word i/32: element i decays). 1−β^t is computed without cancellation: the host passes 1−β
 // (rounded once from float64), the kernel forms t·log(1−q) by its series and 1−e^L by the expm1
 // series while |L| is small (a plain f32 1 - pow(β, t) is off by ~5e-5 relative near t = 1).
 
 import { f32, groups, type Runtime } from "./runtime.ts";
-import type { Tensor } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
 
 const WG = 256;
 const ADAMW_PER_THREAD = 8;
@@ -35,26 +39,30 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 }`;
 
 const SGD = /* wgsl */ `
-struct U { n: u32, stride: u32, lr: f32 }
+struct U { n: u32, stride: u32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read_write> P: array<f32>;
 @group(0) @binding(2) var<storage, read> G: array<f32>;
+@group(0) @binding(3) var<storage, read> H: array<f32>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let i = g.x + g.y * u.stride;
   if (i >= u.n) { return; }
-  P[i] = P[i] - u.lr * G[i];
+  P[i] = P[i] - H[0] * G[i];
 }`;
 
-const ADAMW = /* wgsl */ `
-struct U { n: u32, threads: u32, stride: u32, lr: f32, b1: f32, b2: f32, q1: f32, q2: f32, eps: f32, decay: f32 }
+/** The AdamW kernel; with `masked`, only elements whose bit is set in D decay. */
+const adamwWGSL = (masked: boolean) => /* wgsl */ `
+struct U { n: u32, threads: u32, stride: u32, b1: f32, b2: f32, q1: f32, q2: f32, eps: f32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read_write> P: array<f32>;
 @group(0) @binding(2) var<storage, read> G: array<f32>;
 @group(0) @binding(3) var<storage, read_write> M: array<f32>;
 @group(0) @binding(4) var<storage, read_write> V: array<f32>;
 @group(0) @binding(5) var<storage, read> S: array<u32>;
+@group(0) @binding(6) var<storage, read> H: array<f32>;
+${masked ? "@group(0) @binding(7) var<storage, read> D: array<u32>;" : ""}
 
 // 1 - b^t for b = 1 - q (q given accurately), t >= 1, to a few f32 ulps.
 fn one_minus_pow(b: f32, q: f32, t: f32) -> f32 {
@@ -98,6 +106,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let tid = g.x + g.y * u.stride;
   if (tid >= u.threads) { return; }
   let t = f32(S[1]);
+  let lr = H[0];
+  let hdecay = H[1];
   let bc1 = one_minus_pow(u.b1, u.q1, t);
   let bc2 = one_minus_pow(u.b2, u.q2, t);
   for (var k = 0u; k < ${ADAMW_PER_THREAD}u; k++) {
@@ -108,7 +118,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     let v = u.b2 * V[i] + u.q2 * gr * gr;
     M[i] = m;
     V[i] = v;
-    P[i] = P[i] * u.decay - u.lr * (m / bc1) / (sqrt(v / bc2) + u.eps);
+    let decay = ${masked ? "select(1.0, hdecay, ((D[i >> 5u] >> (i & 31u)) & 1u) != 0u)" : "hdecay"};
+    P[i] = P[i] * decay - lr * (m / bc1) / (sqrt(v / bc2) + u.eps);
   }
 }`;
 
@@ -135,14 +146,27 @@ export function zeroGrads(rt: Runtime, grads: Tensor): void {
   rt.dispatch("zero_grads", ZERO, [grads], [grads.size, stride], wgs);
 }
 
-/** p -= lr·g (torch.optim.SGD without momentum or weight decay). */
-export function sgdStep(rt: Runtime, params: Tensor, grads: Tensor, lr: number): void {
-  sameSize("sgdStep", params, grads);
-  distinct("sgdStep", params, grads);
-  const { wgs, stride } = grid1d(params.size, WG);
-  rt.dispatch("sgd_step", SGD, [params, grads], [params.size, stride, f32(lr)], wgs);
+/** The f32 hyper tensor's contents for one step: [lr, 1 − lr·wd], each rounded once from float64. */
+export function hyperValues(lr: number, weightDecay: number): Float32Array {
+  return Float32Array.of(lr, 1 - lr * weightDecay);
 }
 
+function checkHyper(what: string, hyper: Tensor): void {
+  if (hyper.dtype !== "f32" || hyper.size < 2) {
+    throw new Error(`${what}: hyper must be the f32 [lr, decay] tensor`);
+  }
+}
+
+/** p -= lr·g (torch.optim.SGD without momentum or weight decay); lr = hyper[0]. */
+export function sgdStep(rt: Runtime, params: Tensor, grads: Tensor, hyper: Tensor): void {
+  sameSize("sgdStep", params, grads);
+  distinct("sgdStep", params, grads, hyper);
+  checkHyper("sgdStep", hyper);
+  const { wgs, stride } = grid1d(params.size, WG);
+  rt.dispatch("sgd_step", SGD, [params, grads, hyper], [params.size, stride], wgs);
+}
+
+/** AdamW's constants (lr and weight decay reach the kernel through the hyper tensor, per step). */
 export interface AdamWConfig {
   lr: number;
   beta1: number;
@@ -162,7 +186,9 @@ export const ADAMW_DEFAULTS: AdamWConfig = {
 
 /**
  * One AdamW step over flat buffers: params, grads, m, v all the same size (m, v zero-initialised by
- * the caller before step 1); state is the u32 step state [seed, step, 0, 0] with step = t >= 1.
+ * the caller before step 1); state is the u32 step state [seed, step, 0, 0] with step = t >= 1; hyper
+ * is [lr, 1 − lr·wd] (see hyperValues). `decayMask` (u32, one bit per element) limits the decay to
+ * the elements whose bit is set; without it every element decays.
  */
 export function adamwStep(
   rt: Runtime,
@@ -171,26 +197,135 @@ export function adamwStep(
   m: Tensor,
   v: Tensor,
   state: Tensor,
-  cfg: AdamWConfig,
+  hyper: Tensor,
+  cfg: Pick<AdamWConfig, "beta1" | "beta2" | "eps">,
+  decayMask: Tensor | null = null,
 ): void {
   sameSize("adamwStep", params, grads, m, v);
-  distinct("adamwStep", params, grads, m, v, state);
+  distinct("adamwStep", params, grads, m, v, state, hyper, ...(decayMask ? [decayMask] : []));
   if (state.dtype !== "u32" || state.size < 2) throw new Error("adamwStep: state must be the u32 step state");
+  checkHyper("adamwStep", hyper);
+  if (decayMask && (decayMask.dtype !== "u32" || decayMask.size < Math.ceil(params.size / 32))) {
+    throw new Error(`adamwStep: decayMask needs ${Math.ceil(params.size / 32)} u32 words`);
+  }
   for (const b of [cfg.beta1, cfg.beta2]) {
     if (!(b >= 0 && b < 1)) throw new Error(`adamwStep: beta must be in [0, 1), got ${b}`);
   }
   const threads = Math.ceil(params.size / ADAMW_PER_THREAD);
   const { wgs, stride } = grid1d(threads, WG);
-  rt.dispatch("adamw_step", ADAMW, [params, grads, m, v, state], [
+  const views = [params, grads, m, v, state, hyper, ...(decayMask ? [decayMask] : [])];
+  rt.dispatch("adamw_step", adamwWGSL(!!decayMask), views, [
     params.size,
     threads,
     stride,
-    f32(cfg.lr),
     f32(cfg.beta1),
     f32(cfg.beta2),
     f32(1 - cfg.beta1),
     f32(1 - cfg.beta2),
     f32(cfg.eps),
-    f32(1 - cfg.lr * cfg.weightDecay),
   ], wgs);
+}
+
+/** The decay mask for adamwStep: bit i set for each element i of the flat buffer inside one of `ranges` ([start, end)). */
+export function decayMaskWords(n: number, ranges: readonly [number, number][]): Uint32Array {
+  const words = new Uint32Array(Math.max(1, Math.ceil(n / 32)));
+  for (const [start, end] of ranges) {
+    for (let i = start; i < end; i++) words[i >>> 5] |= 1 << (i & 31);
+  }
+  return words;
+}
+
+// ---------------------------------------------------------------- gradient clipping
+
+const NORM_WG = 256;
+/** Most workgroups of partial sums (the final reduction is one workgroup over these). */
+const NORM_PARTS = 1024;
+
+// Pass 1: workgroup w sums g² over the elements i ≡ thread (mod total threads), then a tree in
+// workgroup memory; the fixed order makes the norm bit-reproducible.
+const SUMSQ = /* wgsl */ `
+struct U { n: u32, threads: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> G: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Part: array<f32>;
+var<workgroup> acc: array<f32, ${NORM_WG}>;
+
+@compute @workgroup_size(${NORM_WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+        @builtin(workgroup_id) w: vec3<u32>) {
+  var s = 0.0;
+  for (var i = g.x; i < u.n; i += u.threads) { s += G[i] * G[i]; }
+  acc[l.x] = s;
+  workgroupBarrier();
+  for (var h = ${NORM_WG / 2}u; h > 0u; h >>= 1u) {
+    if (l.x < h) { acc[l.x] += acc[l.x + h]; }
+    workgroupBarrier();
+  }
+  if (l.x == 0u) { Part[w.x] = acc[0]; }
+}`;
+
+// Pass 2 (one workgroup): C = [norm, scale] with torch's clip_coef = max_norm / (norm + 1e-6),
+// clamped to 1.
+const CLIP_COEF = /* wgsl */ `
+struct U { parts: u32, maxNorm: f32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> Part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+var<workgroup> acc: array<f32, ${NORM_WG}>;
+
+@compute @workgroup_size(${NORM_WG})
+fn main(@builtin(local_invocation_id) l: vec3<u32>) {
+  var s = 0.0;
+  for (var i = l.x; i < u.parts; i += ${NORM_WG}u) { s += Part[i]; }
+  acc[l.x] = s;
+  workgroupBarrier();
+  for (var h = ${NORM_WG / 2}u; h > 0u; h >>= 1u) {
+    if (l.x < h) { acc[l.x] += acc[l.x + h]; }
+    workgroupBarrier();
+  }
+  if (l.x == 0u) {
+    let norm = sqrt(acc[0]);
+    C[0] = norm;
+    C[1] = min(1.0, u.maxNorm / (norm + 1e-6));
+  }
+}`;
+
+// Pass 3: g *= scale.
+const SCALE_BY = /* wgsl */ `
+struct U { n: u32, stride: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read_write> G: array<f32>;
+@group(0) @binding(2) var<storage, read> C: array<f32>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let i = g.x + g.y * u.stride;
+  if (i >= u.n) { return; }
+  G[i] = G[i] * C[1];
+}`;
+
+/** Scratch for clipGradNorm: the partial sums and C = [norm, scale] (read C to log the norm). */
+export class ClipBuffers {
+  readonly parts: number;
+  readonly partials: Tensor;
+  readonly coef: Tensor;
+  constructor(rt: Runtime, n: number) {
+    this.parts = Math.max(1, Math.min(NORM_PARTS, Math.ceil(n / (NORM_WG * 8))));
+    this.partials = Tensor.empty(rt, [this.parts], "f32", "clip-partials");
+    this.coef = Tensor.empty(rt, [2], "f32", "clip-coef");
+  }
+}
+
+/**
+ * torch.nn.utils.clip_grad_norm_(grads, maxNorm) on the GPU: the global L2 norm of the flat gradient
+ * buffer (norm = sqrt(Σ g²)), then g *= min(1, maxNorm / (norm + 1e-6)). Nothing is read back.
+ */
+export function clipGradNorm(rt: Runtime, grads: Tensor, maxNorm: number, buf: ClipBuffers): void {
+  if (!(maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
+  distinct("clipGradNorm", grads, buf.partials, buf.coef);
+  const n = grads.size;
+  rt.dispatch("grad_sumsq", SUMSQ, [grads, buf.partials], [n, buf.parts * NORM_WG], [buf.parts]);
+  rt.dispatch("grad_clip_coef", CLIP_COEF, [buf.partials, buf.coef], [buf.parts, f32(maxNorm)], [1]);
+  const { wgs, stride } = grid1d(n, WG);
+  rt.dispatch("grad_clip_scale", SCALE_BY, [grads, buf.coef], [n, stride], wgs);
 }

@@ -88,6 +88,7 @@ export class Runtime {
     if (!("gpu" in navigator) || !navigator.gpu) {
       throw new GPUFailure("WebGPU is not available in this Deno (need Deno >= 2.x with navigator.gpu)");
     }
+    quietLoaderWarnings();
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) {
       throw new GPUFailure(
@@ -107,19 +108,11 @@ export class Runtime {
     return new Runtime(adapter, device);
   }
 
-  /**
-   * Which wgpu backend drives the adapter: DENO_WEBGPU_BACKEND when set, else inferred (WebGPU does
-   * not report it): wgpu prefers Vulkan on Linux/Windows and Metal on macOS; lavapipe reports 8-wide
-   * subgroups.
-   */
+  /** Which wgpu backend drives the adapter: DENO_WEBGPU_BACKEND when set, else inferBackend's guess. */
   backendName(): string {
     const env = Deno.env.get("DENO_WEBGPU_BACKEND");
     if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
-    const os = Deno.build.os;
-    const guess = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
-    return `${guess} (wgpu default, inferred${
-      this.adapter.info.subgroupMaxSize === 8 ? "; 8-wide subgroups" : ""
-    })`;
+    return inferBackend(this.adapter.info, this.adapter.features, Deno.build.os);
   }
 
   /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), software fallback]". */
@@ -349,6 +342,41 @@ export class Runtime {
 
   destroy(): void {
     this.device.destroy();
+  }
+}
+
+/**
+ * The wgpu backend behind an adapter, from what it reports (WebGPU itself does not say). wgpu's GL
+ * backend cannot query subgroups and reports the whole allowed range, 4..128, and it offers no
+ * shader-f16; Vulkan and Metal report the device's real subgroup sizes. Anything else: "unknown".
+ */
+export function inferBackend(
+  info: { subgroupMinSize?: number; subgroupMaxSize?: number },
+  features: { has(f: string): boolean },
+  os: string,
+): string {
+  const min = info.subgroupMinSize, max = info.subgroupMaxSize;
+  if (min === 4 && max === 128 && !features.has("shader-f16")) {
+    return "gl (inferred: no subgroup size reported)";
+  }
+  if (min && max) {
+    const native = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
+    return `${native} (inferred: ${min === max ? `${min}` : `${min}..${max}`}-wide subgroups reported)`;
+  }
+  return "unknown (WebGPU does not report it; wgpu tries Vulkan first, then GL)";
+}
+
+/**
+ * With XDG_RUNTIME_DIR unset, the Vulkan loader's window-system code prints "error: XDG_RUNTIME_DIR is
+ * invalid or not set in the environment." (twice) on every start, which reads like a failure though
+ * compute needs no display. Point it at the temp directory first (nothing is created there).
+ */
+function quietLoaderWarnings(): void {
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") || "/tmp");
+  } catch {
+    // no --allow-env: leave the environment alone
   }
 }
 

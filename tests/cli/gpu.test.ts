@@ -70,3 +70,44 @@ Deno.test("device lost while training: one line, exit 1, the last checkpoint is 
     await cleanup();
   }
 });
+
+Deno.test("start-up: no loader noise without XDG_RUNTIME_DIR; the adapter line names the backend that runs", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const data = await writeData(dir);
+    const args = runArgs(new URL("../../train.ts", import.meta.url).pathname, dir, [
+      `--data=${data}`,
+      ...TINY,
+      "--steps=1",
+    ]);
+    // A bare environment: no XDG_RUNTIME_DIR, no DENO_WEBGPU_BACKEND (only what deno itself needs).
+    const keep = ["PATH", "HOME", "DENO_DIR", "TMPDIR"].filter((k) => Deno.env.get(k) !== undefined);
+    const bare = Object.fromEntries(keep.map((k) => [k, Deno.env.get(k)!]));
+    const run = async (out: string, env: Record<string, string>) => {
+      const o = await new Deno.Command("deno", {
+        args: [...args, `--out=${dir}/${out}`],
+        clearEnv: true,
+        env: { ...bare, NO_COLOR: "1", ...env },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const dec = new TextDecoder();
+      return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+    };
+    const vk = await run("vk", {});
+    assert.equal(vk.code, 0, vk.stderr);
+    assert.equal(vk.stderr, "", "nothing on stderr (the Vulkan loader's XDG_RUNTIME_DIR complaint is gone)");
+    assert.match(vk.stdout, /^adapter: .*\[backend (vulkan|gl) \(inferred: /m);
+    // No Vulkan driver: wgpu falls back to GL, and the adapter line says so (it used to say vulkan).
+    const gl = await run("gl", {
+      VK_ICD_FILENAMES: "/nonexistent/icd.json",
+      VK_DRIVER_FILES: "/nonexistent/icd.json",
+    });
+    assert.equal(gl.code, 0, gl.stderr);
+    assert.equal(gl.stderr, "");
+    assert.match(gl.stdout, /^adapter: .*\[backend gl \(inferred: no subgroup size reported\)/m);
+  } finally {
+    await cleanup();
+  }
+});

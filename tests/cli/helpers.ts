@@ -158,6 +158,47 @@ export function corpus(words = 300, seed = 1): string {
   return out.join(" ");
 }
 
+/** A temp directory for a whole test file, removed when the process unloads. */
+export async function fileTempDir(): Promise<string> {
+  const { dir } = await tempDir();
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* already gone */ }
+  });
+  return dir;
+}
+
+/**
+ * A --resume command line naming no model or training flags (the checkpoint supplies them): only the
+ * data, the output, the step count and the logging/eval settings (which do not affect training).
+ */
+export function resumeArgs(data: string, out: string, steps: number): string[] {
+  return [
+    `--data=${data}`,
+    `--out=${out}`,
+    "--resume",
+    `--steps=${steps}`,
+    "--sample-tokens=0",
+    "--eval-interval=5",
+    "--eval-iters=1",
+    "--log-interval=3",
+  ];
+}
+
+/** Per-step losses 1..steps of `got` are bit-identical to `want`'s, and metrics.jsonl is clean. */
+export function assertSameLosses(got: Inspection, want: Inspection, what: string, steps: number): void {
+  assert.equal(got.badLines, 0, `${what}: metrics.jsonl has torn or repeated lines`);
+  assert.equal(want.losses.length, steps + 1);
+  for (let s = 1; s <= steps; s++) {
+    assert.ok(typeof want.losses[s] === "number", `reference has no loss for step ${s}`);
+    assert.ok(
+      Object.is(got.losses[s], want.losses[s]),
+      `${what}: step ${s} loss ${got.losses[s]} != ${want.losses[s]}`,
+    );
+  }
+}
+
 /** Write the corpus to dir/data.txt and return its path. */
 export async function writeData(dir: string, text = corpus()): Promise<string> {
   const path = `${dir}/data.txt`;
@@ -201,9 +242,15 @@ export async function writeCheckpoint(
 /** What `inspect.ts` reports about an --out directory. */
 export interface Inspection {
   files: string[];
-  model?: { step: number; kind: string; finite: boolean; sha256: string };
+  model?: {
+    step: number;
+    kind: string;
+    finite: boolean;
+    sha256: string;
+    trainConfig?: Record<string, unknown>;
+  };
   modelError?: string;
-  resume?: { step: number; finite: boolean };
+  resume?: { step: number; finite: boolean; settings?: Record<string, unknown> };
   resumeError?: string;
   /** Per-step batch losses from metrics.jsonl (index = step; null where absent). */
   losses: (number | null)[];

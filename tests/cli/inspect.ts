@@ -14,7 +14,7 @@ const out: Record<string, unknown> = {
 
 try {
   const bytes = await Deno.readFile(ckpt);
-  decodeSafetensors(bytes, ckpt);
+  const { metadata } = decodeSafetensors(bytes, ckpt);
   const sha256 = Array.from(
     new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
     (b) => b.toString(16).padStart(2, "0"),
@@ -22,7 +22,13 @@ try {
   const rt = await Runtime.create();
   const m = await loadModel(rt, ckpt);
   const values = await m.model.params.readAll();
-  out.model = { step: m.step, kind: m.kind, finite: firstNonFiniteParam(values) === null, sha256 };
+  out.model = {
+    step: m.step,
+    kind: m.kind,
+    finite: firstNonFiniteParam(values) === null,
+    sha256,
+    trainConfig: metadata.train_config === undefined ? undefined : JSON.parse(metadata.train_config),
+  };
   rt.destroy();
 } catch (e) {
   out.modelError = String(e);
@@ -30,7 +36,7 @@ try {
 
 try {
   const r = await readResume(ckpt);
-  out.resume = { step: r.step, finite: firstNonFiniteParam(r.params) === null };
+  out.resume = { step: r.step, finite: firstNonFiniteParam(r.params) === null, settings: r.settings };
 } catch (e) {
   out.resumeError = String(e);
 }

@@ -1,0 +1,53 @@
+// `deno task train` runs with exactly the permissions deno.json grants: the project folder, read and
+// write, so `--out runs/a` (any --out, --data or --config inside the project) works with no terminal
+// to answer a prompt. Checked by running train.ts with the task's own flags from a scratch folder
+// standing in for the project.
+
+import assert from "node:assert/strict";
+import { tempDir, TINY, TRAIN, writeData } from "./helpers.ts";
+
+const config = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
+const task: string = config.tasks.train;
+
+Deno.test("deno task train's permissions: --out runs/a works without a terminal; outside the folder, one line", async () => {
+  const m = task.match(/^deno run (.*) train\.ts$/);
+  assert.ok(m, task);
+  const perms = m[1].split(" ");
+  assert.deepEqual(perms.filter((p) => !/^--allow-(read|write)=\.$|^--allow-env$/.test(p)), [], task);
+  const { dir, cleanup } = await tempDir();
+  try {
+    await writeData(dir);
+    const run = (out: string) =>
+      new Deno.Command("deno", {
+        args: [
+          "run",
+          "--no-config",
+          "--no-lock",
+          "--quiet",
+          ...perms,
+          TRAIN,
+          "--data=data.txt",
+          ...TINY,
+          "--steps=1",
+          `--out=${out}`,
+        ],
+        cwd: dir,
+        env: { NO_COLOR: "1", XDG_RUNTIME_DIR: "/tmp", TINYGPT_DEBUG: "" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const ok = await run("runs/a");
+    const dec = new TextDecoder();
+    assert.equal(ok.code, 0, dec.decode(ok.stderr));
+    assert.match(dec.decode(ok.stdout), /done: 1 steps/);
+    const outside = await run("/nonexistent-outside/out");
+    assert.equal(outside.code, 2);
+    assert.equal(
+      dec.decode(outside.stderr).trim(),
+      "error: read access to /nonexistent-outside/out is needed: add --allow-read=/nonexistent-outside/out",
+    );
+  } finally {
+    await cleanup();
+  }
+});
