@@ -13,6 +13,7 @@ import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
 import { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig } from "./models/gpt.ts";
 import { Optimizer, StepState } from "./models/common.ts";
 import { Rng } from "./lib/rng.ts";
+import { benchSampling, type SamplingCase, summarize } from "./bench/sampling.ts";
 
 const USAGE = `Benchmark one training step of the reference GPT (WebGPU) and the matmul kernels.
 
@@ -26,6 +27,7 @@ Usage: deno task bench [flags]
   --mm-kernels LIST  kernels in the matmul micro-benchmark (default window,storage; "" skips it)
   --no-torch         skip the PyTorch CPU comparison
   --torch-steps N    PyTorch timed steps (default: --steps)
+  --sampling         also time sampling (chars/s, before/after the KV cache; bench/sampling.ts)
   --json FILE        also write every result as JSON
   -h, --help         this text`;
 
@@ -190,6 +192,7 @@ async function main(): Promise<void> {
       "no-torch": { type: "boolean", default: false },
       "torch-steps": { type: "string" },
       json: { type: "string" },
+      sampling: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -474,6 +477,13 @@ async function main(): Promise<void> {
     }
   }
 
+  let sampling: SamplingCase[] | null = null;
+  if (v.sampling) {
+    console.log("\nsampling (random-init weights, temperature 0.8; bench/sampling.ts)");
+    sampling = await benchSampling(rt, { log: (l) => console.log(l) });
+    for (const l of summarize(sampling)) console.log(l);
+  }
+
   if (v.json) {
     const result = {
       adapter,
@@ -483,6 +493,7 @@ async function main(): Promise<void> {
       profile,
       matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: step.gflops / ceiling },
       torch,
+      sampling,
     };
     await Deno.writeTextFile(v.json, JSON.stringify(result, null, 2) + "\n");
     console.log(`\nwrote ${v.json}`);
