@@ -5,7 +5,8 @@
 //
 // * While the context is shorter than block_size, each new character costs one position's work per
 //   layer: the previous positions' keys and values stay on the GPU, in the [B*T, 3C] qkv buffers of
-//   the window pass (`win`), which are the KV cache; `step` holds one position per sequence.
+//   the window pass (`win`), which are the KV cache; `step` holds one position per sequence. A prompt
+//   of up to block_size/8 characters is fed the same way, a longer one in one window pass.
 // * Past block_size the window slides, and with absolute position embeddings every position's
 //   embedding (so every key and value) changes: each character is then a fresh, exact forward pass
 //   over the window (cached keys would be wrong, not approximate).
@@ -44,9 +45,13 @@ export class GPTDecoder {
   private readonly staging: GPUBuffer[];
   private readonly rt: Runtime;
 
+  /** Prompts up to this length are fed through cached passes instead of a window pass. */
+  readonly prefillMax: number;
+
   constructor(readonly model: GPT, readonly B: number) {
     const rt = this.rt = model.rt;
     const { blockSize: T, vocabSize: V } = model.cfg;
+    this.prefillMax = Math.max(1, Math.floor(T / 8));
     this.win = new GPTActivations(rt, model.cfg, B, T);
     this.step = new GPTActivations(rt, model.cfg, B, 1);
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
@@ -96,6 +101,22 @@ export class GPTDecoder {
     // Decoding state: `len` ids are in each window; `cached` when the KV cache holds positions
     // 0..len-2 and the newest id (at len-1) has not been through the model yet.
     let len = ctx.length, cached = false;
+    if (cache && len <= this.prefillMax) {
+      // A short prompt goes in one position at a time (a window pass costs block_size positions):
+      // positions 0..len-2 here, one submit each (the host writes each one's id); the chunk loop's
+      // first pass takes the last one.
+      const feed = (t: number) => {
+        this.step.idx.write(new Uint32Array(B).fill(ctx[t]));
+        this.step.pos.write(new Uint32Array(B).fill(t));
+      };
+      for (let t = 0; t < len - 1; t++) {
+        feed(t);
+        this.cachedPass(t);
+        rt.submit();
+      }
+      feed(len - 1);
+      cached = true;
+    }
     const pass = (): { logits: Tensor; rowStride: number; rowOffset: number } => {
       if (cached) {
         this.cachedPass(len - 1);
@@ -174,6 +195,7 @@ export class GPTDecoder {
       rt.submit();
       rt.stats.readbacks++;
       const map = buf.mapAsync(1 /* GPUMapMode.READ */);
+      map.catch(() => {}); // awaited in collect(); if the loop throws first, no unhandled rejection
       await collect(); // the previous chunk, while the GPU runs this one
       pending = { map, buf, m };
     }

@@ -39,6 +39,14 @@ Deno.test("greedy: KV cache + GPU sampling gives exactly the crop-and-recompute 
   }
 });
 
+Deno.test("greedy: a prompt fed one cached position at a time gives the recompute ids too", async () => {
+  const big = new GPT(rt, { ...cfg, blockSize: 24 }, 3); // prompts of up to 3 ids are fed position by position
+  for (const start of [[9], [1, 2], [4, 5, 6], [4, 5, 6, 7]]) {
+    const want = await big.generateRecompute(start, 40, { temperature: 0 });
+    same(await big.generate(start, 40, { temperature: 0 }), want, `block 24, prompt ${start.length}`);
+  }
+});
+
 Deno.test("sampling: every path and chunk size draws the same ids; seeds and samples differ", async () => {
   const opts = { temperature: 1.1, topK: 20, topP: 0.9, seed: 123 };
   const start = [3, 1];
