@@ -191,6 +191,10 @@ Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [fl
   -h, --help   this text`);
     Deno.exit(0);
   }
+  if (v.json && Deno.permissions.querySync({ name: "write", path: v.json }).state !== "granted") {
+    console.error(`--json ${v.json}: no write permission there (run with --allow-write for it)`);
+    Deno.exit(2);
+  }
   const { Runtime } = await import("../ops/runtime.ts");
   const rt = await Runtime.create();
   console.log(`adapter   ${rt.describe()}`);
