@@ -191,8 +191,12 @@ Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [fl
   -h, --help   this text`);
     Deno.exit(0);
   }
-  if (v.json && Deno.permissions.querySync({ name: "write", path: v.json }).state !== "granted") {
-    console.error(`--json ${v.json}: no write permission there (run with --allow-write for it)`);
+  const granted = (name: "read" | "write") =>
+    Deno.permissions.querySync({ name, path: v.json }).state === "granted";
+  if (v.json && !(granted("read") && granted("write"))) {
+    console.error(
+      `--json ${v.json}: needs read and write permission there (atomic write: temp file, rename)`,
+    );
     Deno.exit(2);
   }
   const { Runtime } = await import("../ops/runtime.ts");
