@@ -134,8 +134,10 @@ export async function benchSampling(
   return out;
 }
 
+const rate = (x: number) => x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2);
+
 function row(r: SamplingCase): string {
-  const cps = r.charsPerSec >= 100 ? r.charsPerSec.toFixed(0) : r.charsPerSec.toFixed(1);
+  const cps = rate(r.charsPerSec);
   return `${r.config.padEnd(31)} ${r.case.padEnd(16)} ${r.mode.padEnd(15)} ${
     `${r.samples}x${r.newChars}`.padStart(6)
   } chars ${r.seconds.toFixed(2).padStart(7)} s ${cps.padStart(7)} chars/s`;
@@ -151,7 +153,7 @@ export function summarize(rows: SamplingCase[]): string[] {
       const before = find(config, c, "before"), after = find(config, c, "cache, GPU");
       if (before && after) {
         lines.push(
-          `${config} ${c}: ${before.charsPerSec.toFixed(1)} -> ${after.charsPerSec.toFixed(1)} chars/s (${
+          `${config} ${c}: ${rate(before.charsPerSec)} -> ${rate(after.charsPerSec)} chars/s (${
             (after.charsPerSec / before.charsPerSec).toFixed(1)
           }x)`,
         );
