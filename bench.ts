@@ -15,6 +15,7 @@ import { Rng } from "./lib/rng.ts";
 import { choiceFlag, ensureWritePermission, type FlagSpec, intFlag, parseFlags, runMain } from "./lib/cli.ts";
 import { PRESETS } from "./train/config.ts";
 import { GPTStep, type Phase } from "./train/step.ts";
+import { benchSampling, type SamplingCase, summarize } from "./bench/sampling.ts";
 
 const USAGE = `Benchmark one training step of the GPT (WebGPU) and the matmul kernels.
 
@@ -51,6 +52,12 @@ const FLAGS: FlagSpec[] = [
   },
   { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch CPU comparison" },
   { name: "torch-steps", type: "string", help: "PyTorch timed steps (default: --steps)" },
+  {
+    name: "sampling",
+    type: "boolean",
+    default: false,
+    help: "also time sampling (chars/s, before/after the KV cache; bench/sampling.ts)",
+  },
   { name: "json", type: "string", help: "also write every result as JSON to this file" },
 ];
 
@@ -491,6 +498,13 @@ async function main(): Promise<void> {
     }
   }
 
+  let sampling: SamplingCase[] | null = null;
+  if (v.sampling) {
+    console.log("\nsampling (random-init weights, temperature 0.8; bench/sampling.ts)");
+    sampling = await benchSampling(rt, { log: (l) => console.log(l) });
+    for (const l of summarize(sampling)) console.log(l);
+  }
+
   if (json) {
     const result = {
       adapter,
@@ -508,6 +522,7 @@ async function main(): Promise<void> {
       profile,
       matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: step.gflops / ceiling },
       torch,
+      sampling,
     };
     await Deno.writeTextFile(json, JSON.stringify(result, null, 2) + "\n");
     console.log(`\nwrote ${json}`);

@@ -15,7 +15,8 @@ import {
   UsageError,
 } from "./lib/cli.ts";
 import { buildModel, readModelCheckpoint } from "./models/checkpoint.ts";
-import type { GPT } from "./models/gpt.ts";
+import type { GPT, GPTConfig } from "./models/gpt.ts";
+import { DEFAULT_CHUNK } from "./models/gpt_decode.ts";
 import type { BigramMLP } from "./models/bigram.ts";
 
 export const DEFAULT_CHECKPOINT = "out/model.safetensors";
@@ -50,7 +51,17 @@ const FLAGS: FlagSpec[] = [
     help: "prompt text (its characters must be in the vocabulary)",
   },
   { name: "seed", type: "string", default: "0", help: "sampling seed (same seed => same text)" },
+  {
+    name: "num-samples",
+    type: "string",
+    default: "1",
+    help: "samples of the prompt, decoded as one batch (GPT); printed one after another",
+  },
 ];
+/** Most samples decoded at once (each costs a [block_size]-row window pass per character). */
+const MAX_SAMPLES = 256;
+/** nanoGPT's sample.py prints this line after every sample. */
+export const SAMPLE_SEPARATOR = "---------------";
 
 const USAGE = `Sample text from a trained checkpoint.
 
@@ -67,6 +78,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   const topK = intFlag(v["top-k"], "top-k", { min: 0, max: 1 << 20 });
   const maxNew = intFlag(v["max-new-tokens"], "max-new-tokens", { min: 0, max: 1_000_000 });
   const seed = intFlag(v.seed, "seed", { min: 0, max: 0xffffffff });
+  const numSamples = intFlag(v["num-samples"], "num-samples", { min: 1, max: MAX_SAMPLES });
   if (v.start === "") fail("--start must contain at least one character");
   const path = v.checkpoint;
   await ensureReadPermission([path], `--allow-read=${path === DEFAULT_CHECKPOINT ? "out" : path}`);
@@ -94,22 +106,47 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   }
   const rt = await Runtime.create();
   try {
+    if (ckpt.kind === "gpt") {
+      // The largest decoding buffer: each layer's attention probabilities, [N, heads, block, block].
+      const { nHead, blockSize } = ckpt.config as GPTConfig;
+      const bytes = 4 * numSamples * nHead * blockSize * blockSize;
+      const limit = Math.min(rt.device.limits.maxStorageBufferBindingSize, rt.device.limits.maxBufferSize);
+      if (bytes > limit) {
+        fail(
+          `--num-samples ${numSamples}: decoding needs a ${
+            (bytes / 2 ** 20).toFixed(0)
+          } MiB attention buffer, ` +
+            `over this adapter's ${(limit / 2 ** 20).toFixed(0)} MiB limit; use fewer samples`,
+        );
+      }
+    }
     const model = buildModel(rt, ckpt);
     const enc = new TextEncoder();
-    const opts = {
-      temperature,
-      topK,
-      topP,
-      seed,
-      onToken: (id: number) => Deno.stdout.writeSync(enc.encode(tok.decode([id]))),
-    };
-    Deno.stdout.writeSync(enc.encode(v.start));
+    const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));
+    const opts = { temperature, topK, topP, seed };
+    // Sample 0 streams as it is generated; with --num-samples N the others follow it, each printed
+    // with its prompt and followed by a separator line, as nanoGPT's sample.py does.
+    write(v.start);
+    const onToken = (id: number) => write(tok.decode([id]));
+    let rest: number[][] = [];
     if (ckpt.kind === "gpt") {
-      await (model as GPT).generate(start, maxNew, opts);
+      // A terminal gets smaller chunks, so the text streams smoothly; a pipe gets fewer readbacks.
+      const chunk = Deno.stdout.isTerminal() ? 4 : DEFAULT_CHUNK;
+      const all = await (model as GPT).generateBatch(start, maxNew, numSamples, { ...opts, chunk, onToken });
+      rest = all.slice(1);
     } else {
-      await (model as BigramMLP).generate(start[start.length - 1], maxNew, opts);
+      // Bigram models decode one sample at a time; sample i uses seed + i.
+      const bigram = model as BigramMLP, last = start[start.length - 1];
+      await bigram.generate(last, maxNew, { ...opts, onToken });
+      for (let i = 1; i < numSamples; i++) {
+        rest.push(await bigram.generate(last, maxNew, { ...opts, seed: seed + i }));
+      }
     }
-    Deno.stdout.writeSync(enc.encode("\n"));
+    write("\n");
+    if (numSamples > 1) {
+      write(SAMPLE_SEPARATOR + "\n");
+      for (const ids of rest) write(v.start + tok.decode(ids) + "\n" + SAMPLE_SEPARATOR + "\n");
+    }
   } catch (e) {
     throw await gpuCause(rt, e);
   }

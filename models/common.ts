@@ -209,7 +209,7 @@ export interface GenerateOptions {
 /** Temperature, then top-k, then nucleus (top-p) filtering, then a draw; temperature 0 is greedy. */
 export function sampleLogits(
   logits: ArrayLike<number>,
-  rng: Rng,
+  rng: Pick<Rng, "uniform">, // any source of uniforms in [0, 1) (the GPU path's counter-based one)
   opts: { temperature?: number; topK?: number; topP?: number } = {},
 ): number {
   const { temperature = 1, topK = 0, topP = 1 } = opts;

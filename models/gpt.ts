@@ -17,6 +17,7 @@ import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
+import { type DecodeOptions, GPTDecoder } from "./gpt_decode.ts";
 
 export interface GPTConfig {
   vocabSize: number;
@@ -125,7 +126,7 @@ export function gptImport(
   return out;
 }
 
-interface LayerActs {
+export interface LayerActs {
   res: Tensor; // block input (residual stream before attention)
   xn1: Tensor;
   mean1: Tensor;
@@ -217,6 +218,7 @@ export class GPTActivations {
 export class GPT {
   readonly params: ParamStore;
   private genActs: GPTActivations | null = null;
+  private decoders = new Map<number, GPTDecoder>();
   private genState: Tensor | null = null;
 
   constructor(readonly rt: Runtime, readonly cfg: GPTConfig, seed = 1337) {
@@ -232,7 +234,13 @@ export class GPT {
    * Record the forward pass of acts.idx (and the loss if `withLoss`: mean cross-entropy against
    * acts.targets, with dlogits prepared for backward). `train` enables dropout, keyed by `state`.
    */
-  forward(acts: GPTActivations, state: Tensor, train: boolean, withLoss = true): void {
+  forward(
+    acts: GPTActivations,
+    state: Tensor,
+    train: boolean,
+    withLoss = true,
+    attend?: (layer: number, a: LayerActs) => void, // replaces the attention core (KV-cache decoding)
+  ): void {
     const { rt, cfg } = this;
     const { B, T, N } = acts;
     const { nEmbd: C, nHead: H, vocabSize: V, dropout: p } = cfg;
@@ -250,7 +258,8 @@ export class GPT {
       // x = x + dropout(proj(attention(ln1(x))))
       layernormForward(rt, a.res, w("ln1.weight"), w("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
       linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
-      attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
+      if (attend) attend(l, a);
+      else attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
       linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
       residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
       // x = x + dropout(mlp(ln2(x)))
@@ -373,9 +382,35 @@ export class GPT {
 
   /**
    * Generate `maxNewTokens` ids after `start` (context cropped to the last block_size ids), calling
-   * `onToken` as each arrives. Reads back one row of logits per token; everything else stays on the GPU.
+   * `onToken` as they arrive: the KV-cache decoder with GPU sampling (models/gpt_decode.ts).
    */
-  async generate(
+  async generate(start: number[], maxNewTokens: number, opts: DecodeOptions = {}): Promise<number[]> {
+    return (await this.decoder(1).generate(start, maxNewTokens, opts))[0];
+  }
+
+  /** N samples of the same prompt decoded as one batch; sample i is reproducible from (seed, i). */
+  generateBatch(
+    start: number[],
+    maxNewTokens: number,
+    n: number,
+    opts: DecodeOptions = {},
+  ): Promise<number[][]> {
+    return this.decoder(n).generate(start, maxNewTokens, opts);
+  }
+
+  /** The decoder for `batch` sequences (its buffers are allocated once per batch size). */
+  decoder(batch: number): GPTDecoder {
+    let d = this.decoders.get(batch);
+    if (!d) this.decoders.set(batch, d = new GPTDecoder(this, batch));
+    return d;
+  }
+
+  /**
+   * The slow reference path (today's decoding before the KV cache, kept for tests and the bench):
+   * a full forward over the context cropped to the last block_size ids and one readback of a logits
+   * row per token, sampled on the host with an Rng seeded by `seed`.
+   */
+  async generateRecompute(
     start: number[],
     maxNewTokens: number,
     opts: GenerateOptions = {},

@@ -20,7 +20,7 @@ fn dropout_scale(seed: u32, step: u32, stream: u32, idx: u32, p: f32) -> f32 {
   return select(0.0, 1.0 / (1.0 - p), u >= p);
 }`;
 
-function pcgHash(x: number): number {
+export function pcgHash(x: number): number {
   const s = (Math.imul(x >>> 0, 747796405) + 2891336453) >>> 0;
   const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
   return ((w >>> 22) ^ w) >>> 0;

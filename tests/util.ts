@@ -105,3 +105,33 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 export const f64 = (a: ArrayLike<number>): Float64Array => Float64Array.from(a);
+
+/**
+ * Per-element error max_i |got_i - want_i| / (|want_i| + atol) against a float64 reference; throws
+ * above `tol` naming the worst element. Non-finite values fail.
+ */
+export function assertCloseElementwise(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  atol: number,
+  label: string,
+): void {
+  if (got.length !== want.length) throw new Error(`${label}: length ${got.length} vs ${want.length}`);
+  let worstErr = 0, at = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i] - want[i]) / (Math.abs(want[i]) + atol);
+    if (!Number.isFinite(got[i]) || !(e <= worstErr)) {
+      worstErr = Number.isFinite(got[i]) ? e : Infinity;
+      at = i;
+    }
+  }
+  worst.set(label, Math.max(worst.get(label) ?? 0, worstErr));
+  if (!(worstErr <= tol)) {
+    throw new Error(
+      `${label}: element ${at}: got ${got[at]}, want ${want[at]} (error ${
+        worstErr.toExponential(3)
+      } > ${tol})`,
+    );
+  }
+}

@@ -1,0 +1,205 @@
+// Fast GPT decoding: a KV cache, sampling on the GPU, and N sequences decoded as one batch.
+//
+// Every generated character sees exactly the last block_size characters, as nanoGPT's `generate`
+// (and GPT.generateRecompute, the slow reference path) crop the context:
+//
+// * While the context is shorter than block_size, each new character costs one position's work per
+//   layer: the previous positions' keys and values stay on the GPU, in the [B*T, 3C] qkv buffers of
+//   the window pass (`win`), which are the KV cache; `step` holds one position per sequence. A prompt
+//   of up to block_size/8 characters is fed the same way, a longer one in one window pass.
+// * Past block_size the window slides, and with absolute position embeddings every position's
+//   embedding (so every key and value) changes: each character is then a fresh, exact forward pass
+//   over the window (cached keys would be wrong, not approximate).
+// * With GPU sampling (ops/sampling.ts) the host records `chunk` characters per command buffer
+//   (sample, append to the context window and to the history, next pass), submits once, and reads
+//   the chunk's ids back while the GPU runs the next chunk (two staging buffers): no per-character
+//   readback. Host sampling instead reads each character's logits rows back (sampleLogits).
+//
+// Seeds: sample i of N draws its n-th character with u = sampleUniform(seed, i, n) on both paths, so
+// each sample is reproducible from (seed, i), and sample 0 of N is the single-sample output.
+
+import type { Runtime } from "../ops/runtime.ts";
+import { Tensor } from "../ops/tensor.ts";
+import { appendTokens, attentionDecode } from "../ops/decode.ts";
+import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
+import { type GenerateOptions, sampleLogits } from "./common.ts";
+import { type GPT, GPTActivations } from "./gpt.ts";
+
+export interface DecodeOptions extends GenerateOptions {
+  cache?: boolean; // KV cache while the context is shorter than block_size (default true)
+  gpuSampling?: boolean; // sample on the GPU and read ids back per chunk (default true)
+  chunk?: number; // characters per command buffer / readback with GPU sampling (default 16)
+  onTokens?: (sample: number, ids: number[]) => void; // each sample's ids as each chunk arrives
+}
+
+export const DEFAULT_CHUNK = 16;
+const MAX_CHUNK = 256;
+
+export class GPTDecoder {
+  readonly win: GPTActivations; // window pass [B, T]: idx = context windows, layers' qkv = KV cache
+  readonly step: GPTActivations; // one position per sequence: idx = last ids, pos = their positions
+  readonly probs: Tensor;
+  readonly order: Tensor;
+  readonly state: Tensor; // [seed, n of the chunk's first draw, 0, 0]
+  readonly hist: Tensor; // [B, MAX_CHUNK] ids of the current chunk
+  private readonly staging: GPUBuffer[];
+  private readonly rt: Runtime;
+
+  /** Prompts up to this length are fed through cached passes instead of a window pass. */
+  readonly prefillMax: number;
+
+  constructor(readonly model: GPT, readonly B: number) {
+    const rt = this.rt = model.rt;
+    const { blockSize: T, vocabSize: V } = model.cfg;
+    this.prefillMax = Math.max(1, Math.floor(T / 8));
+    this.win = new GPTActivations(rt, model.cfg, B, T);
+    this.step = new GPTActivations(rt, model.cfg, B, 1);
+    this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
+    this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
+    this.state = Tensor.empty(rt, [4], "u32", "sample-state");
+    this.hist = Tensor.empty(rt, [B * MAX_CHUNK], "u32", "sample-history");
+    const bytes = this.hist.byteLength;
+    this.staging = [0, 1].map(() => rt.createBuffer(bytes, 0x01 | 0x08, "sample-staging")); // MAP_READ | COPY_DST
+  }
+
+  /** The window pass over win.idx; sequence b's next-token logits are row b·T + len - 1. */
+  windowPass(): void {
+    this.model.forward(this.win, this.state, false, false);
+  }
+
+  /** One position per sequence (step.idx at step.pos = t), attending over the cached rows 0..t. */
+  cachedPass(t: number): void {
+    const { B, model } = this;
+    const { blockSize: T, nEmbd: C, nHead: H } = model.cfg;
+    model.forward(this.step, this.state, false, false, (l, a) => {
+      attentionDecode(this.rt, a.qkv, this.win.layers[l].qkv, a.att, B, T, C, H, t);
+    });
+  }
+
+  /**
+   * Generate maxNew ids after `start` for each of the B sequences (all start from the same prompt).
+   * Returns one array of ids per sequence.
+   */
+  async generate(start: number[], maxNew: number, opts: DecodeOptions = {}): Promise<number[][]> {
+    const { B, rt } = this;
+    const { blockSize: T, vocabSize: V } = this.model.cfg;
+    const { cache = true, gpuSampling = true, seed = 0 } = opts;
+    const chunk = Math.min(MAX_CHUNK, Math.max(1, Math.floor(opts.chunk ?? DEFAULT_CHUNK)));
+    const ctx = start.length ? start.slice(-T) : [0];
+    const win = new Uint32Array(B * T);
+    for (let b = 0; b < B; b++) win.set(ctx, b * T);
+    this.win.idx.write(win);
+    const out: number[][] = Array.from({ length: B }, () => []);
+    const emit = (ids: number[][]) => {
+      ids.forEach((s, b) => {
+        out[b].push(...s);
+        opts.onTokens?.(b, s);
+      });
+      if (opts.onToken) { for (const id of ids[0]) opts.onToken(id); }
+    };
+    const sampling = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+    // Decoding state: `len` ids are in each window; `cached` when the KV cache holds positions
+    // 0..len-2 and the newest id (at len-1) has not been through the model yet.
+    let len = ctx.length, cached = false;
+    if (cache && len <= this.prefillMax) {
+      // A short prompt goes in one position at a time (a window pass costs block_size positions):
+      // positions 0..len-2 here, one submit each (the host writes each one's id); the chunk loop's
+      // first pass takes the last one.
+      const feed = (t: number) => {
+        this.step.idx.write(new Uint32Array(B).fill(ctx[t]));
+        this.step.pos.write(new Uint32Array(B).fill(t));
+      };
+      for (let t = 0; t < len - 1; t++) {
+        feed(t);
+        this.cachedPass(t);
+        rt.submit();
+      }
+      feed(len - 1);
+      cached = true;
+    }
+    const pass = (): { logits: Tensor; rowStride: number; rowOffset: number } => {
+      if (cached) {
+        this.cachedPass(len - 1);
+        return { logits: this.step.logits, rowStride: 1, rowOffset: 0 };
+      }
+      this.windowPass();
+      return { logits: this.win.logits, rowStride: T, rowOffset: len - 1 };
+    };
+    const advance = () => {
+      cached = cache && len < T;
+      len = Math.min(len + 1, T);
+    };
+
+    if (!gpuSampling) {
+      const host = Array.from({ length: B }, () => [...ctx]);
+      for (let n = 0; n < maxNew; n++) {
+        const { logits, rowStride, rowOffset } = pass();
+        const first = rowOffset * V, span = ((B - 1) * rowStride + 1) * V;
+        const rows = await rt.read({
+          buffer: logits.buffer,
+          offset: logits.offset + first * 4,
+          byteLength: span * 4,
+        });
+        const ids = host.map((_, b) =>
+          sampleLogits(rows.subarray(b * rowStride * V, (b * rowStride + 1) * V), {
+            uniform: () => sampleUniform(seed, b, n),
+          }, sampling)
+        );
+        ids.forEach((id, b) => {
+          host[b].push(id);
+          if (host[b].length > T) host[b].shift();
+        });
+        advance();
+        if (cached) {
+          this.step.idx.write(Uint32Array.from(ids));
+          this.step.pos.write(new Uint32Array(B).fill(len - 1));
+        } else {
+          host.forEach((h, b) => win.set(h, b * T));
+          this.win.idx.write(win);
+        }
+        emit(ids.map((id) => [id]));
+      }
+      return out;
+    }
+
+    // GPU sampling: chunks of `chunk` draws per submit, read back one chunk behind.
+    let pending: { map: Promise<void>; buf: GPUBuffer; m: number } | null = null;
+    const collect = async () => {
+      if (!pending) return;
+      const { map, buf, m } = pending;
+      pending = null;
+      await map;
+      const words = new Uint32Array(buf.getMappedRange(0, this.hist.byteLength).slice(0));
+      buf.unmap();
+      rt.throwIfFailed();
+      emit(Array.from({ length: B }, (_, b) => Array.from(words.subarray(b * MAX_CHUNK, b * MAX_CHUNK + m))));
+    };
+    for (let n = 0, c = 0; n < maxNew; n += chunk, c++) {
+      const m = Math.min(chunk, maxNew - n);
+      this.state.write(new Uint32Array([seed >>> 0, n, 0, 0]));
+      for (let j = 0; j < m; j++) {
+        const { logits, rowStride, rowOffset } = pass();
+        sampleTokens(rt, logits, this.probs, this.order, this.step.idx, this.state, {
+          ...sampling,
+          B,
+          V,
+          rowStride,
+          rowOffset,
+          step: j,
+        });
+        appendTokens(rt, this.step.idx, this.win.idx, this.hist, this.step.pos, B, T, len, MAX_CHUNK, j);
+        advance();
+      }
+      const buf = this.staging[c % 2];
+      rt.copy(this.hist, { buffer: buf, offset: 0, byteLength: this.hist.byteLength });
+      rt.submit();
+      rt.stats.readbacks++;
+      const map = buf.mapAsync(1 /* GPUMapMode.READ */);
+      map.catch(() => {}); // awaited in collect(); if the loop throws first, no unhandled rejection
+      await collect(); // the previous chunk, while the GPU runs this one
+      pending = { map, buf, m };
+    }
+    await collect();
+    return out;
+  }
+}

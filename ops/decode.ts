@@ -1,0 +1,188 @@
+// Kernels of incremental decoding (models/gpt_decode.ts), one position per sequence at a time:
+//
+// * attentionDecode: causal self-attention of the one query at position t of each sequence against
+//   the KV cache. The cache is the [B*T, 3C] qkv buffer of a full forward pass (ops/attention.ts's
+//   layout: row (b, j) = [q | k | v]); the new position's row is appended to it (row t) first, then
+//   out[b, h*hs ..] = softmax(q kᵀ · hs^-½ over keys j <= t) · v, with the same two passes as the
+//   training kernel (online max and sum, then P·v). One invocation per (b, h).
+// * appendTokens: after a draw, push each sequence's new id into its context window (ctx [B, T], the
+//   token ids a full forward pass reads): at index len while the window has room, else shift the
+//   window left by one and put it last. Also stores it in the history [B, cap] at `slot` (what the
+//   host reads back, a chunk at a time) and its position in the window in pos [B] (what the next
+//   incremental step's position embedding gathers).
+
+import { f32, groups, type Runtime } from "./runtime.ts";
+import { Tensor } from "./tensor.ts";
+import { MAX_HS } from "./attention.ts";
+
+const WG = 64;
+
+function attentionDecodeWGSL(hs: number): string {
+  return /* wgsl */ `
+struct P { B: u32, T: u32, C: u32, H: u32, t: u32, append: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+const HS: u32 = ${hs}u;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let bh = g.x;
+  if (bh >= p.B * p.H) { return; }
+  let b = bh / p.H;
+  let h = bh % p.H;
+  let C = p.C;
+  let C3 = 3u * C;
+  let base = b * p.T * C3 + h * HS; // q of (b, 0), head h; + C for k, + 2C for v
+  let row = base + p.t * C3;
+  var q: array<f32, HS>;
+  if (p.append != 0u) {
+    let s = b * C3 + h * HS;
+    for (var d = 0u; d < HS; d++) {
+      q[d] = src[s + d];
+      cache[row + d] = q[d];
+      cache[row + C + d] = src[s + C + d];
+      cache[row + 2u * C + d] = src[s + 2u * C + d];
+    }
+  } else {
+    for (var d = 0u; d < HS; d++) { q[d] = cache[row + d]; }
+  }
+  // Pass 1: online row max m and l = sum exp(s - m) of the scaled scores.
+  var m = -3.4028235e38;
+  var l = 0.0;
+  for (var j = 0u; j <= p.t; j++) {
+    let ko = base + j * C3 + C;
+    var s = 0.0;
+    for (var d = 0u; d < HS; d++) { s = fma(q[d], cache[ko + d], s); }
+    s = s * p.scale;
+    let mn = max(m, s);
+    l = fma(l, exp(m - mn), exp(s - mn));
+    m = mn;
+  }
+  // Pass 2: out = P · v.
+  let inv = 1.0 / l;
+  var acc: array<f32, HS>;
+  for (var j = 0u; j <= p.t; j++) {
+    let ko = base + j * C3 + C;
+    var s = 0.0;
+    for (var d = 0u; d < HS; d++) { s = fma(q[d], cache[ko + d], s); }
+    let w = exp(s * p.scale - m) * inv;
+    for (var d = 0u; d < HS; d++) { acc[d] = fma(w, cache[ko + C + d], acc[d]); }
+  }
+  let o = b * C + h * HS;
+  for (var d = 0u; d < HS; d++) { out[o + d] = acc[d]; }
+}`;
+}
+
+const attnCache = new Map<number, string>();
+
+/**
+ * Attention of the query at position t (0-based, < T) of each of B sequences over positions 0..t.
+ * cache: [B*T, 3C] qkv rows (positions < t filled). With `row` ([B, 3C], the new position's qkv) it
+ * is first written into cache row t; with row = null, row t of the cache is already there (the last
+ * position of a full pass). out: [B, C].
+ */
+export function attentionDecode(
+  rt: Runtime,
+  row: Tensor | null,
+  cache: Tensor,
+  out: Tensor,
+  B: number,
+  T: number,
+  C: number,
+  H: number,
+  t: number,
+): void {
+  if (C % H !== 0) throw new Error(`attentionDecode: C=${C} is not divisible by H=${H}`);
+  const hs = C / H;
+  if (hs > MAX_HS) throw new Error(`attentionDecode: head size ${hs} exceeds ${MAX_HS}`);
+  if (!Number.isInteger(t) || t < 0 || t >= T) throw new Error(`attentionDecode: t=${t} outside [0, ${T})`);
+  if (cache.size < B * T * 3 * C || out.size < B * C || (row && row.size < B * 3 * C)) {
+    throw new Error("attentionDecode: tensor too small");
+  }
+  let code = attnCache.get(hs);
+  if (!code) attnCache.set(hs, code = attentionDecodeWGSL(hs));
+  // Without a new row `src` is not read, but must be bound: to a small placeholder (binding the
+  // cache there too would be a read/read_write aliasing error).
+  rt.dispatch(
+    "attention_decode",
+    code,
+    [row ?? dummy(rt), cache, out],
+    [B, T, C, H, t, row ? 1 : 0, f32(1 / Math.sqrt(hs))],
+    [groups(B * H, WG)],
+  );
+}
+
+const dummies = new WeakMap<Runtime, Tensor>();
+function dummy(rt: Runtime): Tensor {
+  let d = dummies.get(rt);
+  if (!d) {
+    d = Tensor.empty(rt, [4], "f32", "attention-decode-placeholder");
+    dummies.set(rt, d);
+  }
+  return d;
+}
+
+const APPEND_WGSL = /* wgsl */ `
+struct P { T: u32, len: u32, cap: u32, slot: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ctx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> hist: array<u32>;
+@group(0) @binding(4) var<storage, read_write> pos: array<u32>;
+const WG: u32 = ${WG}u;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wg.x;
+  let T = p.T;
+  let w = b * T;
+  let id = ids[b];
+  if (p.len >= T) {
+    // Shift left by one, WG entries at a time: all reads of a block happen before its writes.
+    for (var c = 0u; c < T; c += WG) {
+      let j = c + lid;
+      var v = 0u;
+      if (j + 1u < T) { v = ctx[w + j + 1u]; }
+      storageBarrier();
+      if (j + 1u < T) { ctx[w + j] = v; }
+      storageBarrier();
+    }
+  }
+  if (lid == 0u) {
+    let at = min(p.len, T - 1u);
+    ctx[w + at] = id;
+    pos[b] = at;
+    hist[b * p.cap + p.slot] = id;
+  }
+}`;
+
+/**
+ * After a draw: ids [B] -> context windows ctx [B*T] (len = ids already in each window: append at
+ * len if len < T, else shift left and put it at T-1), history hist [B*cap] at `slot`, and pos [B]
+ * (the new id's position in its window).
+ */
+export function appendTokens(
+  rt: Runtime,
+  ids: Tensor,
+  ctx: Tensor,
+  hist: Tensor,
+  pos: Tensor,
+  B: number,
+  T: number,
+  len: number,
+  cap: number,
+  slot: number,
+): void {
+  for (const t of [ids, ctx, hist, pos]) {
+    if (t.dtype !== "u32") throw new Error("appendTokens: u32 tensors only");
+  }
+  if (ids.size < B || pos.size < B || ctx.size < B * T || hist.size < B * cap) {
+    throw new Error("appendTokens: tensor too small");
+  }
+  if (!(len >= 0 && len <= T && slot >= 0 && slot < cap)) {
+    throw new Error("appendTokens: len/slot out of range");
+  }
+  rt.dispatch("append_tokens", APPEND_WGSL, [ids, ctx, hist, pos], [T, len, cap, slot], [B]);
+}

@@ -1,0 +1,96 @@
+// Incremental-decoding kernels: single-query attention over the KV cache vs the float64 attention
+// reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), and the
+// context-window append/shift vs a host mirror.
+
+import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
+import { appendTokens, attentionDecode } from "../../ops/decode.ts";
+import { attentionRef } from "../reference/attention.ts";
+
+const rng = new Rng(909);
+
+// (B, T, C, H): head sizes 4, 4, 4, 16, 15, 48 and MAX_HS = 128; T = 1 and T = 256.
+const SHAPES: [number, number, number, number][] = [
+  [1, 1, 4, 1],
+  [2, 7, 12, 3],
+  [3, 13, 16, 4],
+  [1, 32, 64, 4],
+  [2, 9, 30, 2],
+  [2, 17, 96, 2],
+  [1, 5, 128, 1],
+  [1, 256, 8, 2],
+];
+
+Deno.test("attentionDecode: query t over cache rows 0..t equals row t of full causal attention", async () => {
+  for (const [B, T, C, H] of SHAPES) {
+    const qkv = rng.uniformArray(B * T * 3 * C, -2, 2);
+    const want = attentionRef(qkv, { B, T, C, H, p: 0, seed: 0, step: 0, stream: 0, train: false }).out;
+    const C3 = 3 * C;
+    for (const t of new Set([0, 1, Math.floor(T / 2), T - 1].filter((x) => x < T))) {
+      for (const append of [true, false]) {
+        // The cache holds rows < t (plus row t when not appending); everything after is NaN.
+        const host = new Float32Array(B * T * C3).fill(NaN);
+        const last = append ? t : t + 1;
+        for (let b = 0; b < B; b++) host.set(qkv.subarray(b * T * C3, (b * T + last) * C3), b * T * C3);
+        const cache = Tensor.from(rt, host);
+        const row = new Float32Array(B * C3);
+        for (let b = 0; b < B; b++) row.set(qkv.subarray((b * T + t) * C3, (b * T + t + 1) * C3), b * C3);
+        const out = Tensor.empty(rt, [B * C]);
+        out.poison();
+        attentionDecode(rt, append ? Tensor.from(rt, row) : null, cache, out, B, T, C, H, t);
+        const got = await out.read();
+        const ref = new Float64Array(B * C);
+        for (let b = 0; b < B; b++) ref.set(want.subarray((b * T + t) * C, (b * T + t + 1) * C), b * C);
+        const tag = `(${B},${T},${C},${H}) t=${t} ${append ? "append" : "in place"}`;
+        assertCloseElementwise(got, ref, 1e-4, 1e-3, `attention decode ${tag}`);
+        if (append) {
+          // Row t of the cache now holds the new q|k|v; rows after it are untouched (still NaN).
+          const c = await cache.read();
+          for (let b = 0; b < B; b++) {
+            for (let i = 0; i < C3; i++) {
+              if (c[(b * T + t) * C3 + i] !== row[b * C3 + i]) {
+                throw new Error(`${tag}: cache row t not written`);
+              }
+            }
+            for (let i = (b * T + t + 1) * C3; i < (b + 1) * T * C3; i++) {
+              if (!Number.isNaN(c[i])) throw new Error(`${tag}: wrote past row t`);
+            }
+          }
+        }
+      }
+    }
+  }
+});
+
+Deno.test("appendTokens: append while the window has room, shift left when full; history and positions", async () => {
+  for (const [B, T] of [[1, 1], [3, 5], [2, 64], [2, 65], [1, 129], [4, 256]]) {
+    for (const len of new Set([0, Math.floor(T / 2), T - 1, T])) {
+      const cap = 7, slot = rng.int(cap);
+      const ctxHost = Uint32Array.from({ length: B * T }, () => rng.int(1000));
+      const idsHost = Uint32Array.from({ length: B }, () => 1000 + rng.int(1000));
+      const ctx = Tensor.from(rt, ctxHost);
+      const hist = Tensor.empty(rt, [B * cap], "u32");
+      hist.poison();
+      const pos = Tensor.empty(rt, [B], "u32");
+      pos.poison();
+      appendTokens(rt, Tensor.from(rt, idsHost), ctx, hist, pos, B, T, len, cap, slot);
+      const [c, h, p] = [await ctx.readU32(), await hist.readU32(), await pos.readU32()];
+      const want = ctxHost.slice();
+      for (let b = 0; b < B; b++) {
+        const w = want.subarray(b * T, (b + 1) * T);
+        if (len < T) w[len] = idsHost[b];
+        else {
+          w.copyWithin(0, 1);
+          w[T - 1] = idsHost[b];
+        }
+        const tag = `B=${B} T=${T} len=${len} seq ${b}`;
+        if (p[b] !== Math.min(len, T - 1)) throw new Error(`${tag}: pos ${p[b]}`);
+        for (let s = 0; s < cap; s++) {
+          if (h[b * cap + s] !== (s === slot ? idsHost[b] : 0xffffffff)) {
+            throw new Error(`${tag}: history slot ${s}`);
+          }
+        }
+      }
+      if (c.join() !== want.join()) throw new Error(`B=${B} T=${T} len=${len}: context window differs`);
+    }
+  }
+});
