@@ -1,9 +1,11 @@
 // tinygpt-webgpu: character-level language models trained with WGSL compute kernels on WebGPU.
 // Public API: tokenizer and data, the runtime and tensors, every op (forward + backward), the models,
-// optimizers and checkpoints.
+// optimizers and checkpoints (as bytes). Everything here runs in a browser as well as in Deno; the Deno
+// file helpers (loadText, readModelCheckpoint, saveCheckpoint, ...) are in lib/files.ts.
 
 export { Tokenizer } from "./lib/tokenizer.ts";
-export { bigramEntropy, GPTData, idPairs, loadText, oneHotPairs } from "./lib/data.ts";
+export { bigramEntropy, decodeText, GPTData, idPairs, oneHotPairs } from "./lib/data.ts";
+export { fail, UsageError } from "./lib/errors.ts";
 export { Rng } from "./lib/rng.ts";
 export { CheckpointError, decodeSafetensors, encodeSafetensors } from "./lib/safetensors.ts";
 
@@ -22,4 +24,11 @@ export * from "./ops/optim.ts";
 export { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig } from "./models/gpt.ts";
 export { BigramActivations, BigramEmbeddingMLP, BigramMLP, BigramOneHotMLP } from "./models/bigram.ts";
 export { filteredProbs, LossHistory, Optimizer, sampleLogits, StepState } from "./models/common.ts";
-export { loadModel, loadOptim, saveModel, saveOptim } from "./models/checkpoint.ts";
+export {
+  buildModel,
+  checkpointBytes,
+  encodeModelCheckpoint,
+  modelBytes,
+  parseModelCheckpoint,
+  parseResume,
+} from "./models/checkpoint.ts";

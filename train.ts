@@ -2,11 +2,13 @@
 // Every forward, backward and optimizer op runs as a WGSL kernel; one command buffer per step; the
 // host reads back only the losses (every --log-interval steps) and the weights when it checkpoints.
 
-import { Runtime } from "./ops/runtime.ts";
+import type { Runtime } from "./ops/runtime.ts";
+import { createRuntime } from "./lib/backend.ts";
 import { MAX_HS } from "./ops/attention.ts";
 import type { Tensor } from "./ops/tensor.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
-import { bigramEntropy, GPTData, loadText } from "./lib/data.ts";
+import { bigramEntropy, GPTData } from "./lib/data.ts";
+import { loadText, readResume, saveCheckpoint } from "./lib/files.ts";
 import { Rng } from "./lib/rng.ts";
 import {
   choiceFlag,
@@ -32,9 +34,7 @@ import {
   NonFiniteParamsError,
   optimPath,
   paramCount,
-  readResume,
   type ResumeData,
-  saveCheckpoint,
 } from "./models/checkpoint.ts";
 import { basename, join } from "node:path";
 
@@ -528,7 +528,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   await Deno.mkdir(run.out, { recursive: true });
   await removeStaleTemps(run.out, [basename(ckpt), basename(optimPath(ckpt)), "metrics.jsonl", "loss.svg"]);
 
-  const rt = await Runtime.create();
+  const rt = await createRuntime();
   try {
     await train(rt, run, resume, notes, tok, ids, gptData, ckpt, metricsPath);
   } catch (e) {

@@ -2,7 +2,7 @@
 // ordered by code point like Python's sorted(set(text))); ids are positions in that list. Strings are
 // split by code point, so an astral character (e.g. an emoji) is one token, not two surrogates.
 
-import { UsageError } from "./cli.ts";
+import { UsageError } from "./errors.ts";
 
 /** At most this many unknown characters are listed in encode's error message. */
 const MAX_LISTED = 10;

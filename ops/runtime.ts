@@ -74,6 +74,7 @@ export class Runtime {
   private constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
+    private readonly backend: string,
   ) {
     device.addEventListener("uncapturederror", (e) => {
       this.errors.push((e as GPUUncapturedErrorEvent).error.message.trim());
@@ -83,10 +84,16 @@ export class Runtime {
     });
   }
 
-  /** Acquire the adapter and device; a clear GPUFailure if there is none. */
-  static async create(opts: { timestamps?: boolean } = {}): Promise<Runtime> {
+  /**
+   * Acquire the adapter and device; a clear GPUFailure if there is none. WebGPU does not report which
+   * native API drives the adapter: `backend` names it for `describe()` (the CLIs pass lib/backend.ts'
+   * inference, the web page the browser's implementation).
+   */
+  static async create(
+    opts: { timestamps?: boolean; backend?: (adapter: GPUAdapter) => string } = {},
+  ): Promise<Runtime> {
     if (!("gpu" in navigator) || !navigator.gpu) {
-      throw new GPUFailure("WebGPU is not available in this Deno (need Deno >= 2.x with navigator.gpu)");
+      throw new GPUFailure("WebGPU is not available here (navigator.gpu is missing)");
     }
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) {
@@ -104,22 +111,12 @@ export class Runtime {
         maxBufferSize: adapter.limits.maxBufferSize,
       },
     });
-    return new Runtime(adapter, device);
+    return new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported");
   }
 
-  /**
-   * Which wgpu backend drives the adapter: DENO_WEBGPU_BACKEND when set, else inferred (WebGPU does
-   * not report it): wgpu prefers Vulkan on Linux/Windows and Metal on macOS; lavapipe reports 8-wide
-   * subgroups.
-   */
+  /** Which native API drives the adapter, as given to `create` ("not reported" when not given). */
   backendName(): string {
-    const env = Deno.env.get("DENO_WEBGPU_BACKEND");
-    if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
-    const os = Deno.build.os;
-    const guess = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
-    return `${guess} (wgpu default, inferred${
-      this.adapter.info.subgroupMaxSize === 8 ? "; 8-wide subgroups" : ""
-    })`;
+    return this.backend;
   }
 
   /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), software fallback]". */
