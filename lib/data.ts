@@ -65,9 +65,12 @@ export function idPairs(
 
 /** The GPT data: the first floor(trainFrac * len) tokens train, the rest validate (views, not copies). */
 export class GPTData {
+  /** The first `trainFrac` of the tokens. */
   readonly train: Uint32Array;
+  /** The remaining tokens (validation). */
   readonly val: Uint32Array;
 
+  /** Split `ids` (views, not copies). */
   constructor(ids: Uint32Array, trainFrac = 0.9) {
     if (!(trainFrac > 0 && trainFrac <= 1)) throw new Error(`trainFrac must be in (0, 1], got ${trainFrac}`);
     const n = Math.floor(trainFrac * ids.length);

@@ -3,6 +3,7 @@
 
 /** Bad user input: reported as one `error: <message>` line and exit status 2, never a stack trace. */
 export class UsageError extends Error {
+  /** The class name, also when only the name survives (e.g. across realms). */
   override name = "UsageError";
 }
 

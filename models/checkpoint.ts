@@ -29,8 +29,11 @@ import { type BigramConfig, type BigramKind, BigramMLP, bigramParamSpecs } from 
 import { Rng } from "../lib/rng.ts";
 import type { OptimizerKind } from "./common.ts";
 
+/** The model families a checkpoint can hold. */
 export type ModelKind = "gpt" | BigramKind;
+/** A model of any family. */
 export type AnyModel = GPT | BigramMLP;
+/** The config of any family. */
 export type AnyConfig = GPTConfig | BigramConfig;
 export const MODEL_KINDS: readonly ModelKind[] = ["gpt", "bigram-onehot", "bigram-embedding"];
 
@@ -44,17 +47,23 @@ export interface LoadedModel {
 
 /** A checkpoint read and validated on the CPU (nothing allocated on the GPU yet). */
 export interface CheckpointData {
+  /** The model family. */
   kind: ModelKind;
+  /** The model config (vocabulary size included). */
   config: AnyConfig;
+  /** The tokenizer's characters (id order). */
   vocab: string[];
+  /** Optimizer steps done. */
   step: number;
   /** Parameter values by internal name (the GPT's Q/K/V fused), each checked against the config. */
   params: Map<string, Float32Array>;
+  /** The file's raw string metadata. */
   metadata: Record<string, string>;
 }
 
 /** What `--resume` continues from: the model plus the training state. */
 export interface ResumeData extends CheckpointData {
+  /** The optimizer of the run. */
   optimizer: OptimizerKind;
   /** Optimizer buffers by name (adam.m, adam.v; empty for SGD). Sizes are checked by `buildResume`. */
   optimState: Map<string, Float32Array>;
@@ -62,7 +71,9 @@ export interface ResumeData extends CheckpointData {
   rng: number[];
   /** Hyperparameters the run used (absent in files written before they were recorded). */
   lr?: number;
+  /** Seed of the run. */
   seed?: number;
+  /** Batch size of the run. */
   batch?: number;
   /** The resume file. */
   file: string;
@@ -166,9 +177,13 @@ export class NonFiniteParamsError extends Error {
 
 /** What the resume file records about the run besides the model and the optimizer moments. */
 export interface TrainState {
+  /** The optimizer of the run. */
   optimizer: OptimizerKind;
+  /** Learning rate of the run. */
   lr: number;
+  /** Seed of the run. */
   seed: number;
+  /** Batch size of the run. */
   batch: number;
   /** The batch sampler's RNG state. */
   rng: number[];

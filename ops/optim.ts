@@ -143,11 +143,17 @@ export function sgdStep(rt: Runtime, params: Tensor, grads: Tensor, lr: number):
   rt.dispatch("sgd_step", SGD, [params, grads], [params.size, stride, f32(lr)], wgs);
 }
 
+/** AdamW hyperparameters (torch.optim.AdamW's names). */
 export interface AdamWConfig {
+  /** Learning rate. */
   lr: number;
+  /** First-moment decay. */
   beta1: number;
+  /** Second-moment decay. */
   beta2: number;
+  /** Added to the square root of the second moment. */
   eps: number;
+  /** Decoupled weight decay. */
   weightDecay: number;
 }
 

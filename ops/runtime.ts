@@ -7,28 +7,41 @@
 
 /** Thrown for anything the GPU side reports: no adapter, device lost, WGSL/validation errors. */
 export class GPUFailure extends Error {
+  /** The class name (the CLIs report it as a GPU failure, exit status 1). */
   override name = "GPUFailure";
 }
 
+/** Counters of a Runtime (see `Runtime.stats`). */
 export interface RuntimeStats {
+  /** GPU buffers created. */
   buffersCreated: number;
+  /** Bind groups created. */
   bindGroupsCreated: number;
+  /** Uniform buffers created. */
   uniformsCreated: number;
+  /** Compute pipelines compiled. */
   pipelinesCreated: number;
+  /** Kernel launches recorded. */
   dispatches: number;
+  /** Command buffers submitted. */
   submits: number;
+  /** Buffers read back to the host. */
   readbacks: number;
 }
 
 /** A region of a GPU buffer: what one kernel binding sees. Offsets are in bytes. */
 export interface BufferView {
+  /** The buffer. */
   readonly buffer: GPUBuffer;
+  /** Start of the region, in bytes. */
   readonly offset: number;
+  /** Length of the region, in bytes. */
   readonly byteLength: number;
 }
 
 /** Uniform parameters of a dispatch: u32 words and f32 words, in the order the WGSL struct declares. */
 export type Param = number | { f32: number } | { i32: number };
+/** A uniform parameter passed as f32 (plain numbers are u32). */
 export const f32 = (x: number): Param => ({ f32: x });
 export const i32 = (x: number): Param => ({ i32: x });
 
@@ -45,12 +58,17 @@ function bufferId(b: GPUBuffer): number {
   return id;
 }
 
+/** One profiled dispatch. */
 export interface TimedKernel {
+  /** The dispatch's label. */
   name: string;
+  /** GPU time, milliseconds. */
   ms: number;
 }
 
+/** One WebGPU device with its pipeline, bind-group and uniform caches and the step's command encoder. */
 export class Runtime {
+  /** Counters of what was created and recorded (allocation checks, the bench). */
   readonly stats: RuntimeStats = {
     buffersCreated: 0,
     bindGroupsCreated: 0,
@@ -127,12 +145,14 @@ export class Runtime {
     }]`;
   }
 
+  /** Whether the device has timestamp queries (per-kernel profiling). */
   get hasTimestamps(): boolean {
     return this.device.features.has("timestamp-query");
   }
 
   // ---------------------------------------------------------------- buffers
 
+  /** A buffer of at least `byteLength` bytes (rounded up to 16), counted in `stats`. */
   createBuffer(byteLength: number, usage: number = STORAGE, label?: string): GPUBuffer {
     this.stats.buffersCreated++;
     // Storage bindings must be a multiple of 4 bytes; round up so every tensor can be bound.
@@ -140,6 +160,7 @@ export class Runtime {
     return this.device.createBuffer({ size, usage, label });
   }
 
+  /** Queue a write of `data` into `view`. */
   write(view: BufferView, data: ArrayBufferView): void {
     this.device.queue.writeBuffer(
       view.buffer,
@@ -152,6 +173,7 @@ export class Runtime {
 
   // ---------------------------------------------------------------- pipelines & dispatch
 
+  /** The compute pipeline for WGSL `code` (entry point main), compiled once. */
   pipeline(code: string, label = "kernel"): { pipeline: GPUComputePipeline; id: number } {
     let p = this.pipelines.get(code);
     if (!p) {
@@ -167,6 +189,7 @@ export class Runtime {
     return p;
   }
 
+  /** The uniform buffer holding `params` (cached by content). */
   private uniform(params: readonly Param[]): GPUBuffer {
     const words = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
     const f = new Float32Array(words.buffer);
@@ -231,6 +254,7 @@ export class Runtime {
     if (this.profiler) this.endPass();
   }
 
+  /** The compute pass to record into (one per dispatch while profiling). */
   private beginPass(label: string): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (this.profiler) {
@@ -251,6 +275,7 @@ export class Runtime {
     return this.pass;
   }
 
+  /** End the open compute pass, if any. */
   private endPass(): void {
     this.pass?.end();
     this.pass = null;
@@ -281,6 +306,7 @@ export class Runtime {
     this.throwIfFailed();
   }
 
+  /** Throw a GPUFailure if the device was lost or reported an error. */
   throwIfFailed(): void {
     if (this.lostReason) throw new GPUFailure(`the GPU device was lost: ${this.lostReason}`);
     if (this.errors.length) {
@@ -309,6 +335,7 @@ export class Runtime {
     return out.slice(0, view.byteLength);
   }
 
+  /** Submit pending work and read a view back as float32. */
   async read(view: BufferView): Promise<Float32Array> {
     return new Float32Array(await this.readBytes(view));
   }
@@ -344,6 +371,7 @@ export class Runtime {
     return out;
   }
 
+  /** Destroy the device (every buffer with it). */
   destroy(): void {
     this.device.destroy();
   }
