@@ -85,6 +85,7 @@ export class Browser {
   private nextId = 1;
   private pending = new Map<number, { resolve: (v: Json) => void; reject: (e: Error) => void }>();
   private waiters: { method: string; sessionId?: string; resolve: (p: Json) => void }[] = [];
+  private downloadDir = "";
 
   private constructor(
     private readonly child: Deno.ChildProcess,
@@ -216,9 +217,37 @@ export class Browser {
     return page;
   }
 
-  /** Let downloads land in `dir` (absolute path). */
+  /** Let downloads land in `dir` (absolute path), under the name the page suggests. */
   async allowDownloads(dir: string): Promise<void> {
-    await this.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: dir });
+    this.downloadDir = dir;
+    await this.send("Browser.setDownloadBehavior", {
+      behavior: "allow",
+      downloadPath: dir,
+      eventsEnabled: true,
+    });
+  }
+
+  /** The path of the next download, once it has completed (call before triggering it). */
+  async waitForDownload(timeoutMs = 60_000): Promise<string> {
+    const begin = this.once("Browser.downloadWillBegin");
+    const finished = (async () => {
+      const { guid, suggestedFilename } = await begin as { guid: string; suggestedFilename: string };
+      while (true) {
+        const p = await this.once("Browser.downloadProgress") as { guid: string; state: string };
+        if (p.guid !== guid) continue;
+        if (p.state === "completed") return `${this.downloadDir}/${suggestedFilename}`;
+        if (p.state === "canceled") throw new Error(`the download of ${suggestedFilename} was canceled`);
+      }
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no download completed within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([finished, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async close(): Promise<void> {
