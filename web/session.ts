@@ -6,7 +6,7 @@
 import type { Runtime } from "../ops/runtime.ts";
 import type { Tensor } from "../ops/tensor.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
-import { bigramEntropy, GPTData } from "../lib/data.ts";
+import { bigramEntropy, GPTData, idPairs } from "../lib/data.ts";
 import { Rng } from "../lib/rng.ts";
 import { GPT, GPT_REFERENCE, GPTActivations } from "../models/gpt.ts";
 import { BIGRAM_REFERENCE, BigramActivations, BigramMLP } from "../models/bigram.ts";
@@ -118,13 +118,10 @@ export class Session {
       this.model = model;
       this.opt = new Optimizer(rt, model.params, optimizer, cfg.lr);
       const acts = new BigramActivations(rt, model.kind, model.cfg, n);
-      model.setInputs(acts, first.subarray(0, n));
-      if (model.kind === "bigram-onehot") acts.targets.write(first.slice(1));
-      else {
-        const t = new Float32Array(n * V);
-        for (let i = 0; i < n; i++) t[i * V + first[i + 1]] = 1;
-        acts.targets.write(t);
-      }
+      const pairs = idPairs(first, V);
+      model.setInputs(acts, pairs.inputs);
+      // Class ids for the one-hot model's loss, one-hot rows for the embedding model's (as train.ts).
+      acts.targets.write(model.kind === "bigram-onehot" ? pairs.targetIds : pairs.targets);
       const evalHist = new LossHistory(rt, 1);
       this.tokensPerStep = n;
       this.floor = bigramEntropy(first, V);
