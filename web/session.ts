@@ -157,8 +157,25 @@ export class Session {
     if (this.step === 0) hooks.onEval(await this.evaluate(0));
     let active = 0, done = 0;
     let t0 = performance.now();
+    const report = async () => {
+      const losses = await hist.drain();
+      for (const l of losses) {
+        if (!Number.isFinite(l)) throw new Error(`training diverged: the loss became ${l}; try a lower lr`);
+      }
+      all.push(...losses);
+      const dt = (active + performance.now() - t0) / 1000;
+      hooks.onProgress({
+        step: this.step,
+        losses,
+        tokensPerSec: (done * this.tokensPerStep) / dt,
+        etaSec: ((cfg.steps - this.step) * dt) / done,
+      });
+      // Let the page paint and handle clicks between readbacks.
+      await new Promise((r) => setTimeout(r, 0));
+    };
     while (this.step < cfg.steps) {
       if (hooks.paused()) {
+        if (hist.pending) await report(); // the page then shows the step it holds at
         active += performance.now() - t0;
         while (hooks.paused()) await new Promise((r) => setTimeout(r, 100));
         t0 = performance.now();
@@ -169,22 +186,7 @@ export class Session {
       rt.submit();
       done++;
       const isEval = this.step % cfg.evalInterval === 0 || this.step === cfg.steps;
-      if (hist.full || isEval) {
-        const losses = await hist.drain();
-        for (const l of losses) {
-          if (!Number.isFinite(l)) throw new Error(`training diverged: the loss became ${l}; try a lower lr`);
-        }
-        all.push(...losses);
-        const dt = (active + performance.now() - t0) / 1000;
-        hooks.onProgress({
-          step: this.step,
-          losses,
-          tokensPerSec: (done * this.tokensPerStep) / dt,
-          etaSec: ((cfg.steps - this.step) * dt) / done,
-        });
-        // Let the page paint and handle clicks between readbacks.
-        await new Promise((r) => setTimeout(r, 0));
-      }
+      if (hist.full || isEval) await report();
       if (isEval) hooks.onEval(await this.evaluate(this.step));
     }
     return all;

@@ -12,9 +12,17 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const h = await openPage({ "/op_tests.js": new URL("./op_tests.ts", import.meta.url) });
+    const h = await openPage({
+      "/op_tests.js": new URL("./op_tests.ts", import.meta.url),
+      "/mod.js": new URL("../../mod.ts", import.meta.url),
+    });
     try {
       await h.page.goto(h.server.url);
+      // The package's entry point imports in a browser (no Deno API anywhere in the core).
+      const names = await h.page.eval<string[]>(`import("/mod.js").then((m) => Object.keys(m))`);
+      for (const n of ["GPT", "Runtime", "Tokenizer", "matmul", "attentionForward", "parseModelCheckpoint"]) {
+        assert.ok(names.includes(n), `mod.ts exports ${n} in the browser`);
+      }
       await h.page.eval(`import("/op_tests.js")`);
       const r = await h.page.eval<
         { results: OpTestResult[]; worst: Record<string, number>; adapter: string }

@@ -20,6 +20,8 @@ const BATCH = 8;
 const GREEDY_CHARS = 120;
 /** Steps of the tiny CLI-trained GPT: enough (at lr 1e-2) for a greedy sample that is not one letter. */
 const TINY_STEPS = 300;
+/** Steps of the bigram run that is paused and resumed. */
+const BIGRAM_STEPS = 60;
 /** Where the screenshot is left for a person to look at. */
 const SCREENSHOT = "/tmp/tinygpt-web-screenshot.png";
 
@@ -83,6 +85,13 @@ Deno.test({
           "--n-head=2",
           "--n-layer=1",
           `--eval-interval=${TINY_STEPS}`,
+        ]),
+        train(dir, [
+          ...common,
+          `--out=${dir}/bigram`,
+          "--model=bigram-onehot",
+          `--steps=${BIGRAM_STEPS}`,
+          `--eval-interval=${BIGRAM_STEPS}`,
         ]),
       ]);
 
@@ -189,6 +198,38 @@ Deno.test({
         assert.ok(distinct >= 6, `a greedy sample with ${distinct} distinct characters is too weak a check`);
         console.log(`greedy sample of the CLI checkpoint, page = sample.ts:\n${text}`);
       });
+
+      await t.step(
+        "pause holds the run, resume finishes it: the same losses as train.ts uninterrupted",
+        async () => {
+          await h.page.goto(`${h.server.url}?model=bigram-onehot&steps=${BIGRAM_STEPS}&autostart=1`);
+          const step = async () => Number((await h.page.eval<Status>(STATUS)).step ?? 0);
+          await h.page.waitFor(`Number(${STATUS}.step) >= 20`, 120_000, "the bigram run to start");
+          await h.page.eval(`document.getElementById("pause").click()`);
+          assert.equal(await h.page.eval(`document.getElementById("pause").textContent`), "Resume");
+          // Pausing reads back the pending losses: data-step is then the step the run holds at.
+          await new Promise((r) => setTimeout(r, 1000));
+          const held = await step();
+          await new Promise((r) => setTimeout(r, 2000));
+          assert.equal(await step(), held, "no step while paused");
+          assert.equal((await h.page.eval<Status>(STATUS)).state, "training");
+          assert.ok(held < BIGRAM_STEPS, `paused before the end (step ${held})`);
+          await h.page.eval(`document.getElementById("pause").click()`);
+          const s = await waitForRun(h.page, 300_000);
+          const page: number[] = JSON.parse(s.losses!);
+          const ref = await denoLosses(`${dir}/bigram`);
+          assert.equal(page.length, BIGRAM_STEPS);
+          assert.equal(ref.length, BIGRAM_STEPS);
+          let worst = 0;
+          page.forEach((l, i) => (worst = Math.max(worst, Math.abs(l - ref[i]) / Math.abs(ref[i]))));
+          assert.ok(worst <= 1e-4, `bigram losses: worst relative difference ${worst.toExponential(2)}`);
+          console.log(
+            `paused at step ${held}; bigram ${BIGRAM_STEPS} steps: worst relative difference vs Deno ${
+              worst.toExponential(2)
+            }`,
+          );
+        },
+      );
 
       await t.step("no WebGPU, no adapter, a bad URL value: one clear message each", async () => {
         const cases: [string, string, RegExp][] = [
