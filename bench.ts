@@ -6,7 +6,8 @@
 // ceiling, window kernel vs the storage kernel), the allocation counters of steady-state steps (must
 // all be 0), and — when `python3 -c "import torch"` works — the same step in PyTorch on the CPU.
 
-import { Runtime } from "./ops/runtime.ts";
+import type { Runtime } from "./ops/runtime.ts";
+import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
 import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "./models/gpt.ts";
@@ -219,7 +220,7 @@ async function main(): Promise<void> {
     await ensureWritePermission([json], `--allow-write=${json} (deno task bench allows writes under .)`);
   }
 
-  const rt = await Runtime.create({ timestamps: true });
+  const rt = await createRuntime({ timestamps: true });
   setMatmulKernel(rt, kernel);
   const info = rt.adapter.info;
   const adapter = {

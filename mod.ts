@@ -1,14 +1,30 @@
 // tinygpt-webgpu: character-level language models trained with WGSL compute kernels on WebGPU.
 // Public API: tokenizer and data, the runtime and tensors, every op (forward + backward), the models,
-// optimizers and checkpoints.
+// optimizers and checkpoints (as bytes). Everything here runs in a browser as well as in Deno; the Deno
+// file helpers (loadText, readModelCheckpoint, saveCheckpoint, ...) are in lib/files.ts.
 
 export { Tokenizer } from "./lib/tokenizer.ts";
-export { bigramEntropy, GPTData, idPairs, loadText, oneHotPairs } from "./lib/data.ts";
+export { bigramEntropy, decodeText, GPTData, idPairs, oneHotPairs } from "./lib/data.ts";
+export { fail, UsageError } from "./lib/errors.ts";
 export { Rng } from "./lib/rng.ts";
-export { CheckpointError, decodeSafetensors, encodeSafetensors } from "./lib/safetensors.ts";
+export {
+  CheckpointError,
+  decodeSafetensors,
+  encodeSafetensors,
+  type StoredTensor,
+} from "./lib/safetensors.ts";
 
-export { f32, getRuntime, GPUFailure, Runtime } from "./ops/runtime.ts";
-export { ParamStore, Tensor } from "./ops/tensor.ts";
+export {
+  type BufferView,
+  f32,
+  getRuntime,
+  GPUFailure,
+  type Param,
+  Runtime,
+  type RuntimeStats,
+  type TimedKernel,
+} from "./ops/runtime.ts";
+export { type DType, ParamStore, Tensor } from "./ops/tensor.ts";
 export * from "./ops/matmul.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/layernorm.ts";
@@ -19,7 +35,35 @@ export * from "./ops/elementwise.ts";
 export * from "./ops/cross_entropy.ts";
 export * from "./ops/optim.ts";
 
-export { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig } from "./models/gpt.ts";
-export { BigramActivations, BigramEmbeddingMLP, BigramMLP, BigramOneHotMLP } from "./models/bigram.ts";
-export { filteredProbs, LossHistory, Optimizer, sampleLogits, StepState } from "./models/common.ts";
-export { loadModel, loadOptim, saveModel, saveOptim } from "./models/checkpoint.ts";
+export { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig, type LayerActs } from "./models/gpt.ts";
+export {
+  BigramActivations,
+  type BigramConfig,
+  BigramEmbeddingMLP,
+  type BigramKind,
+  BigramMLP,
+  BigramOneHotMLP,
+} from "./models/bigram.ts";
+export {
+  filteredProbs,
+  type GenerateOptions,
+  LossHistory,
+  Optimizer,
+  type OptimizerKind,
+  sampleLogits,
+  StepState,
+} from "./models/common.ts";
+export {
+  type AnyConfig,
+  type AnyModel,
+  buildModel,
+  checkpointBytes,
+  type CheckpointData,
+  encodeModelCheckpoint,
+  modelBytes,
+  type ModelKind,
+  parseModelCheckpoint,
+  parseResume,
+  type ResumeData,
+  type TrainState,
+} from "./models/checkpoint.ts";

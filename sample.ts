@@ -1,7 +1,7 @@
 // deno run --unstable-webgpu sample.ts --temperature 0.8
 // Stream text from a trained checkpoint (default: out/model.safetensors, written by `deno task train`).
 
-import { Runtime } from "./ops/runtime.ts";
+import { createRuntime } from "./lib/backend.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
 import {
   ensureReadPermission,
@@ -14,7 +14,8 @@ import {
   runMain,
   UsageError,
 } from "./lib/cli.ts";
-import { buildModel, readModelCheckpoint } from "./models/checkpoint.ts";
+import { buildModel } from "./models/checkpoint.ts";
+import { readModelCheckpoint } from "./lib/files.ts";
 import type { GPT, GPTConfig } from "./models/gpt.ts";
 import { DEFAULT_CHUNK } from "./models/gpt_decode.ts";
 import type { BigramMLP } from "./models/bigram.ts";
@@ -104,7 +105,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     }
     throw e;
   }
-  const rt = await Runtime.create();
+  const rt = await createRuntime();
   try {
     if (ckpt.kind === "gpt") {
       // The largest decoding buffer: each layer's attention probabilities, [N, heads, block, block].

@@ -9,9 +9,11 @@
 // train/signals.ts (Ctrl-C), train/errors.ts (divergence, failed saves).
 
 import { basename, join } from "node:path";
-import { Runtime } from "./ops/runtime.ts";
+import type { Runtime } from "./ops/runtime.ts";
+import { createRuntime } from "./lib/backend.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
-import { GPTData, loadText } from "./lib/data.ts";
+import { GPTData } from "./lib/data.ts";
+import { loadText, readResume, saveCheckpoint } from "./lib/files.ts";
 import { ensureReadPermission, ensureWritePermission, fail, gpuCause, runMain } from "./lib/cli.ts";
 import { WriteError } from "./lib/fsutil.ts";
 import { GPT } from "./models/gpt.ts";
@@ -23,9 +25,7 @@ import {
   NonFiniteParamsError,
   optimPath,
   paramCount,
-  readResume,
   type ResumeData,
-  saveCheckpoint,
 } from "./models/checkpoint.ts";
 import {
   checkApplicable,
@@ -82,7 +82,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       "metrics.jsonl",
       "loss.svg",
     ]);
-    const rt = await Runtime.create();
+    const rt = await createRuntime();
     try {
       await train(rt, run, p);
     } catch (e) {

@@ -8,16 +8,9 @@
 // Set TINYGPT_DEBUG=1 to also print the stack trace.
 
 import { parseArgs } from "node:util";
+import { fail, UsageError } from "./errors.ts";
 
-/** Bad user input: reported as one `error: <message>` line and exit status 2, never a stack trace. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-/** Throw a UsageError. */
-export function fail(msg: string): never {
-  throw new UsageError(msg);
-}
+export { fail, UsageError };
 
 /** The message collapsed onto one line. */
 function oneLine(s: string): string {

@@ -1,8 +1,9 @@
-// Training data: loading the text file, the (current char -> next char) pairs the bigram and MLP
-// models train on, the GPT train/val split with random window batches (the seed notebook's
-// get_batch), and the exact bigram entropy of a token stream (the floor for any bigram model's loss).
+// Training data (browser-safe; lib/files.ts reads the file): decoding the text, the (current char ->
+// next char) pairs the bigram and MLP models train on, the GPT train/val split with random window
+// batches (the seed notebook's get_batch), and the exact bigram entropy of a token stream (the floor
+// for any bigram model's loss).
 
-import { UsageError } from "./cli.ts";
+import { UsageError } from "./errors.ts";
 import type { Rng } from "./rng.ts";
 
 /** UTF-8 text of `bytes`; empty or invalid UTF-8 is a UsageError naming `label` (a file path). */
@@ -16,19 +17,6 @@ export function decodeText(bytes: Uint8Array, label: string): string {
   }
   if (text.length === 0) throw new UsageError(`data file is empty: ${label}`); // only a byte-order mark
   return text;
-}
-
-/** Read a UTF-8 text file. Missing, a directory, empty, or invalid UTF-8: a UsageError naming the path. */
-export async function loadText(path: string): Promise<string> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UsageError(`data file not found: ${path}`);
-    if (e instanceof Deno.errors.IsADirectory) throw new UsageError(`data file is a directory: ${path}`);
-    throw e; // permission problems etc. keep their own type (runMain reports them)
-  }
-  return decodeText(bytes, path);
 }
 
 function checkIds(ids: ArrayLike<number>, V: number): void {
@@ -77,9 +65,12 @@ export function idPairs(
 
 /** The GPT data: the first floor(trainFrac * len) tokens train, the rest validate (views, not copies). */
 export class GPTData {
+  /** The first `trainFrac` of the tokens. */
   readonly train: Uint32Array;
+  /** The remaining tokens (validation). */
   readonly val: Uint32Array;
 
+  /** Split `ids` (views, not copies). */
   constructor(ids: Uint32Array, trainFrac = 0.9) {
     if (!(trainFrac > 0 && trainFrac <= 1)) throw new Error(`trainFrac must be in (0, 1], got ${trainFrac}`);
     const n = Math.floor(trainFrac * ids.length);

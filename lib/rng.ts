@@ -12,16 +12,19 @@ function splitmix32(seed: number): () => number {
   };
 }
 
+/** Seeded xoshiro128** generator: the same seed gives the same stream everywhere. */
 export class Rng {
   private s: Uint32Array;
   private spare: number | null = null;
 
+  /** A generator seeded (via splitmix32) from a 32-bit `seed`. */
   constructor(seed = 0) {
     const sm = splitmix32(seed);
     this.s = new Uint32Array([sm(), sm(), sm(), sm()]);
     if (this.s.every((x) => x === 0)) this.s[0] = 1;
   }
 
+  /** A generator continuing from a `state()` snapshot. */
   static fromState(state: readonly number[]): Rng {
     if (state.length !== 4) throw new Error("Rng state must have 4 words");
     const r = new Rng(0);
@@ -29,6 +32,7 @@ export class Rng {
     return r;
   }
 
+  /** The 4-word state, to continue the exact stream with `fromState`. */
   state(): number[] {
     return Array.from(this.s);
   }
@@ -84,6 +88,7 @@ export class Rng {
     return a;
   }
 
+  /** Float32Array of n draws from N(0, std²). */
   normalArray(n: number, std = 1): Float32Array {
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) a[i] = std * this.normal();

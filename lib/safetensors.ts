@@ -9,12 +9,17 @@
 // ends at the end of the file (no trailing bytes). The header may list tensors in any order; the
 // decoded Map is in data-offset order (which is the encoder's Map order).
 
+/** A checkpoint file that cannot be used: one line naming the file and the problem. */
 export class CheckpointError extends Error {
+  /** The class name (the CLIs map it to exit status 2). */
   override name = "CheckpointError";
 }
 
+/** One tensor of a safetensors file (F32). */
 export interface StoredTensor {
+  /** Dimensions, outermost first. */
   shape: number[];
+  /** The values, row-major. */
   data: Float32Array;
 }
 

@@ -2,12 +2,14 @@
 // ordered by code point like Python's sorted(set(text))); ids are positions in that list. Strings are
 // split by code point, so an astral character (e.g. an emoji) is one token, not two surrogates.
 
-import { UsageError } from "./cli.ts";
+import { UsageError } from "./errors.ts";
 
 /** At most this many unknown characters are listed in encode's error message. */
 const MAX_LISTED = 10;
 
+/** Character-level tokenizer: ids are positions in the sorted character list. */
 export class Tokenizer {
+  /** The vocabulary: `chars[id]` is the character with that id. */
   readonly chars: string[];
   private readonly index: Map<string, number>;
 
@@ -31,6 +33,7 @@ export class Tokenizer {
     return new Tokenizer(set);
   }
 
+  /** Number of characters in the vocabulary. */
   get vocabSize(): number {
     return this.chars.length;
   }

@@ -13,11 +13,16 @@ import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 
+/** The two bigram MLPs of the seed notebook. */
 export type BigramKind = "bigram-onehot" | "bigram-embedding";
+/** A bigram MLP's sizes. */
 export interface BigramConfig {
+  /** Vocabulary size V. */
   vocabSize: number;
-  hidden: number; // 8 in the seed
-  embd: number; // 5 in the seed (embedding model only)
+  /** Hidden width (8 in the seed). */
+  hidden: number;
+  /** Embedding width (5 in the seed; embedding model only). */
+  embd: number;
 }
 export const BIGRAM_REFERENCE = { hidden: 8, embd: 5 };
 
@@ -38,17 +43,29 @@ export function bigramParamSpecs(kind: BigramKind, cfg: BigramConfig, rng: Rng):
 
 /** Buffers for a batch of n inputs, allocated once. */
 export class BigramActivations {
-  readonly input: Tensor; // one-hot [n, V] f32, or ids [n] u32
-  readonly targets: Tensor; // class ids [n] u32 (one-hot model) or one-hot [n, V] f32 (embedding model)
+  /** One-hot [n, V] f32, or ids [n] u32. */
+  readonly input: Tensor;
+  /** Class ids [n] u32 (one-hot model) or one-hot [n, V] f32 (embedding model) */
+  readonly targets: Tensor;
+  /** Embedded inputs [n, E] (embedding model; null for one-hot). */
   readonly emb: Tensor | null;
+  /** Hidden layer after LeakyReLU [n, H]. */
   readonly h: Tensor;
+  /** Output logits [n, V]. */
   readonly logits: Tensor;
+  /** Gradient of the mean loss w.r.t. the logits. */
   readonly dlogits: Tensor;
+  /** Gradient w.r.t. the hidden activations. */
   readonly dh: Tensor;
+  /** Gradient w.r.t. the hidden pre-activations. */
   readonly dh2: Tensor;
+  /** Gradient w.r.t. the embedded inputs (embedding model; null for one-hot). */
   readonly demb: Tensor | null;
+  /** Per-row cross-entropy [n]. */
   readonly rowLoss: Tensor;
+  /** Mean cross-entropy (a scalar). */
   readonly loss: Tensor;
+  /** Allocate every buffer for `n` rows. */
   constructor(rt: Runtime, readonly kind: BigramKind, cfg: BigramConfig, readonly n: number) {
     const { vocabSize: V, hidden: Hd, embd: E } = cfg;
     const f = (shape: number[], name: string) => Tensor.empty(rt, shape, "f32", name);
@@ -67,10 +84,13 @@ export class BigramActivations {
   }
 }
 
+/** The seed notebook's bigram MLPs: (one-hot or embedded) input -> Linear -> LeakyReLU -> Linear. */
 class BigramMLP {
+  /** All parameters (and gradients) in one flat buffer. */
   readonly params: ParamStore;
   private genActs: BigramActivations | null = null;
 
+  /** Initialise the parameters like PyTorch's defaults from `seed`. */
   constructor(readonly rt: Runtime, readonly kind: BigramKind, readonly cfg: BigramConfig, seed = 1337) {
     this.params = new ParamStore(rt, bigramParamSpecs(kind, cfg, new Rng(seed)));
   }
@@ -141,13 +161,17 @@ class BigramMLP {
   }
 }
 
+/** The one-hot bigram MLP with the reference sizes. */
 export class BigramOneHotMLP extends BigramMLP {
+  /** A one-hot bigram MLP over `vocabSize` characters. */
   constructor(rt: Runtime, vocabSize: number, seed = 1337) {
     super(rt, "bigram-onehot", { vocabSize, ...BIGRAM_REFERENCE }, seed);
   }
 }
 
+/** The embedding bigram MLP with the reference sizes. */
 export class BigramEmbeddingMLP extends BigramMLP {
+  /** An embedding bigram MLP over `vocabSize` characters. */
   constructor(rt: Runtime, vocabSize: number, seed = 1337) {
     super(rt, "bigram-embedding", { vocabSize, ...BIGRAM_REFERENCE }, seed);
   }

@@ -8,12 +8,13 @@
 //                            and `train_config`, the run's resolved training settings (JSON, by flag
 //                            name: schedule, betas, weight decay and its groups, clipping, accumulation).
 //
-// `saveCheckpoint` writes the resume file first, then the model. A kill between the two renames
+// This module is browser-safe: bytes in, bytes out. lib/files.ts reads and writes the files (Deno):
+// `saveCheckpoint` there writes the resume file first, then the model. A kill between the two renames
 // leaves a model one save older than the resume file; both still load, and --resume continues from
 // the newer resume file, so no completed step is lost and nothing is mixed.
 //
-// Reading validates everything on the CPU before any GPU allocation (`readModelCheckpoint`,
-// `readResume`): metadata, the config against the vocabulary and the supported limits, the parameter
+// Parsing validates everything on the CPU before any GPU allocation (`parseModelCheckpoint`,
+// `parseResume`): metadata, the config against the vocabulary and the supported limits, the parameter
 // count the config implies against what the file holds, every tensor name and shape. Any problem is a
 // CheckpointError naming the file.
 
@@ -25,14 +26,16 @@ import {
   encodeSafetensors,
   type StoredTensor,
 } from "../lib/safetensors.ts";
-import { atomicWrite, writing } from "../lib/fsutil.ts";
 import { GPT, type GPTConfig, gptExport, gptImport, gptParamSpecs } from "./gpt.ts";
 import { type BigramConfig, type BigramKind, BigramMLP, bigramParamSpecs } from "./bigram.ts";
 import { Rng } from "../lib/rng.ts";
 import type { OptimizerKind } from "./common.ts";
 
+/** The model families a checkpoint can hold. */
 export type ModelKind = "gpt" | BigramKind;
+/** A model of any family. */
 export type AnyModel = GPT | BigramMLP;
+/** The config of any family. */
 export type AnyConfig = GPTConfig | BigramConfig;
 export const MODEL_KINDS: readonly ModelKind[] = ["gpt", "bigram-onehot", "bigram-embedding"];
 
@@ -46,17 +49,23 @@ export interface LoadedModel {
 
 /** A checkpoint read and validated on the CPU (nothing allocated on the GPU yet). */
 export interface CheckpointData {
+  /** The model family. */
   kind: ModelKind;
+  /** The model config (vocabulary size included). */
   config: AnyConfig;
+  /** The tokenizer's characters (id order). */
   vocab: string[];
+  /** Optimizer steps done. */
   step: number;
   /** Parameter values by internal name (the GPT's Q/K/V fused), each checked against the config. */
   params: Map<string, Float32Array>;
+  /** The file's raw string metadata. */
   metadata: Record<string, string>;
 }
 
 /** What `--resume` continues from: the model plus the training state. */
 export interface ResumeData extends CheckpointData {
+  /** The optimizer of the run. */
   optimizer: OptimizerKind;
   /** Optimizer buffers by name (adam.m, adam.v; empty for SGD). Sizes are checked by `buildResume`. */
   optimState: Map<string, Float32Array>;
@@ -64,7 +73,9 @@ export interface ResumeData extends CheckpointData {
   rng: number[];
   /** Hyperparameters the run used (absent in files written before they were recorded). */
   lr?: number;
+  /** Seed of the run. */
   seed?: number;
+  /** Batch size of the run. */
   batch?: number;
   /** The run's training settings by flag name (`train_config`; absent in older files). */
   settings?: Record<string, unknown>;
@@ -181,67 +192,64 @@ export class NonFiniteParamsError extends Error {
   }
 }
 
+/** What the resume file records about the run besides the model and the optimizer moments. */
+export interface TrainState {
+  /** The optimizer of the run. */
+  optimizer: OptimizerKind;
+  /** Learning rate of the run. */
+  lr: number;
+  /** Seed of the run. */
+  seed: number;
+  /** Batch size of the run. */
+  batch: number;
+  /** The batch sampler's RNG state. */
+  rng: number[];
+}
+
 /**
- * Write the resume file, then the model file (both atomic). Throws NonFiniteParamsError, writing
- * nothing, if any parameter is NaN or infinite: a diverged model never replaces a good checkpoint.
- * A failed write throws a WriteError naming the file (the model file's failure leaves the new resume
- * file in place).
+ * The bytes of both checkpoint files from the model on the GPU. Throws NonFiniteParamsError if any
+ * parameter is NaN or infinite: a diverged model never replaces a good checkpoint.
  */
-export async function saveCheckpoint(
-  path: string,
+export async function checkpointBytes(
   kind: ModelKind,
   model: AnyModel,
   vocab: string[],
   step: number,
   optimState: Map<string, Float32Array>,
   train: TrainState,
-): Promise<void> {
+): Promise<{ resume: Uint8Array; model: Uint8Array }> {
   const values = await model.params.readAll();
   const bad = firstNonFiniteParam(values);
   if (bad !== null) throw new NonFiniteParamsError(bad);
-  const resume = encodeResumeCheckpoint(kind, model.cfg, values, vocab, step, optimState, train);
-  await writing(optimPath(path), () => atomicWrite(optimPath(path), resume));
   const meta: Record<string, string> = train.settings ? { train_config: JSON.stringify(train.settings) } : {};
-  await writing(
-    path,
-    () => atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, values, vocab, step, meta)),
-  );
+  return {
+    resume: encodeResumeCheckpoint(kind, model.cfg, values, vocab, step, optimState, train),
+    model: encodeModelCheckpoint(kind, model.cfg, values, vocab, step, meta),
+  };
 }
 
-/** Write only the model file (PyTorch names). */
-export async function saveModel(
-  path: string,
+/** The model file's bytes (PyTorch names) from the model on the GPU: what `model.safetensors` holds. */
+export async function modelBytes(
   kind: ModelKind,
   model: AnyModel,
   vocab: string[],
   step: number,
-): Promise<void> {
-  await atomicWrite(path, encodeModelCheckpoint(kind, model.cfg, await model.params.readAll(), vocab, step));
+): Promise<Uint8Array> {
+  return encodeModelCheckpoint(kind, model.cfg, await model.params.readAll(), vocab, step);
 }
 
-/** Write a legacy optimizer-only resume file (moments and metadata, no parameters). */
-export async function saveOptim(
-  path: string,
+/** A legacy optimizer-only resume file's bytes (moments and metadata, no parameters). */
+export function encodeOptim(
   state: Map<string, Float32Array>,
   step: number,
   extra: Record<string, string>,
-): Promise<void> {
+): Uint8Array {
   const sd: StateDict = new Map([...state].map(([k, v]) => [k, { shape: [v.length], data: v }]));
-  await atomicWrite(optimPath(path), encodeSafetensors(sd, { step: String(step), ...extra }));
+  return encodeSafetensors(sd, { step: String(step), ...extra });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reading
-
-async function readFileChecked(path: string, what = "checkpoint"): Promise<Uint8Array> {
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CheckpointError(`${what} not found: ${path}`);
-    if (e instanceof Deno.errors.IsADirectory) throw new CheckpointError(`${what} is a directory: ${path}`);
-    throw e;
-  }
-}
 
 function parseJSON<T>(s: string | undefined, what: string, path: string): T {
   try {
@@ -354,11 +362,6 @@ export function parseModelCheckpoint(bytes: Uint8Array, path: string): Checkpoin
   return { ...h, params: importParams(h.kind, h.config, tensors, path, true), metadata };
 }
 
-/** Read and validate a model file (CPU only). */
-export async function readModelCheckpoint(path: string): Promise<CheckpointData> {
-  return parseModelCheckpoint(await readFileChecked(path), path);
-}
-
 /** Allocate the model on the GPU and upload the checkpoint's parameters. */
 export function buildModel(rt: Runtime, c: CheckpointData): AnyModel {
   const model = c.kind === "gpt"
@@ -366,12 +369,6 @@ export function buildModel(rt: Runtime, c: CheckpointData): AnyModel {
     : new BigramMLP(rt, c.kind, c.config as BigramConfig);
   model.params.writeAll(c.params);
   return model;
-}
-
-/** Read a checkpoint's metadata and tensors, validating everything against its own config. */
-export async function loadModel(rt: Runtime, path: string): Promise<LoadedModel> {
-  const c = await readModelCheckpoint(path);
-  return { kind: c.kind, config: c.config, vocab: c.vocab, step: c.step, model: buildModel(rt, c) };
 }
 
 function optionalNumber(
@@ -389,12 +386,16 @@ function optionalNumber(
 }
 
 /**
- * Read and validate what `--resume` continues from (CPU only): the resume file `optimPath(path)`, and
- * for legacy resume files without parameters, the model file `path` at the same step.
+ * Decode and validate what `--resume` continues from (CPU only): the bytes of the resume file `p`, and
+ * for legacy resume files without parameters, the model file `legacyModel.path` (read only then) at
+ * the same step.
  */
-export async function readResume(path: string): Promise<ResumeData> {
-  const p = optimPath(path);
-  const { tensors, metadata } = decodeSafetensors(await readFileChecked(p, "resume state"), p);
+export async function parseResume(
+  bytes: Uint8Array,
+  p: string,
+  legacyModel: { path: string; read(): Promise<CheckpointData> },
+): Promise<ResumeData> {
+  const { tensors, metadata } = decodeSafetensors(bytes, p);
   const params: StateDict = new Map();
   const optimState = new Map<string, Float32Array>();
   for (const [name, t] of tensors) {
@@ -411,12 +412,12 @@ export async function readResume(path: string): Promise<ResumeData> {
     base = { ...h, params: importParams(h.kind, h.config, params, p, false), metadata };
   } else {
     // Legacy layout: parameters only in the model file, which must be from the same step.
-    base = await readModelCheckpoint(path);
-    source = path;
+    base = await legacyModel.read();
+    source = legacyModel.path;
     const step = Number(metadata.step);
     if (step !== base.step) {
       throw new CheckpointError(
-        `${p}: optimizer state is from step ${metadata.step}, ${path} from step ${base.step}`,
+        `${p}: optimizer state is from step ${metadata.step}, ${source} from step ${base.step}`,
       );
     }
   }
@@ -469,12 +470,12 @@ export function checkOptimState(r: ResumeData, model: AnyModel): void {
   }
 }
 
-/** Optimizer moments and resume metadata from the resume file (legacy API). */
-export async function loadOptim(
-  path: string,
-): Promise<{ state: Map<string, Float32Array>; step: number; metadata: Record<string, string> }> {
-  const p = optimPath(path);
-  const { tensors, metadata } = decodeSafetensors(await readFileChecked(p, "resume state"), p);
+/** Optimizer moments and resume metadata from a resume file's bytes (legacy API). */
+export function parseOptim(
+  bytes: Uint8Array,
+  p: string,
+): { state: Map<string, Float32Array>; step: number; metadata: Record<string, string> } {
+  const { tensors, metadata } = decodeSafetensors(bytes, p);
   const step = Number(metadata.step);
   if (!Number.isInteger(step) || step < 0) {
     throw new CheckpointError(`${p}: metadata 'step' is not an integer`);

@@ -27,6 +27,7 @@ export function embeddingInit(rng: Rng, n: number, dim: number): Float32Array {
   return rng.normalArray(n * dim);
 }
 
+/** torch.optim.SGD or torch.optim.AdamW. */
 export type OptimizerKind = "sgd" | "adamw";
 
 /**
@@ -63,8 +64,11 @@ export interface OptimizerOptions {
  * uniform or bind group: it lives in the small `hyper` tensor [lr, 1 − lr·wd] written each step.
  */
 export class Optimizer {
+  /** AdamW first moments (null for SGD). */
   readonly m: Tensor | null;
+  /** AdamW second moments (null for SGD). */
   readonly v: Tensor | null;
+  /** The AdamW hyperparameters (PyTorch defaults with this lr). */
   readonly adamw: AdamWConfig;
   readonly decayParams: DecayParams;
   readonly gradClip: number;
@@ -73,6 +77,7 @@ export class Optimizer {
   private readonly clip: ClipBuffers | null;
   private current: number;
 
+  /** An optimizer of `kind` over `store` with learning rate `lr`; the moments start at 0. */
   constructor(
     readonly rt: Runtime,
     readonly store: ParamStore,
@@ -128,6 +133,7 @@ export class Optimizer {
     return this.clip?.coef ?? null;
   }
 
+  /** Record zeroing every gradient. */
   zeroGrad(): void {
     zeroGrads(this.rt, this.store.grads);
   }
@@ -142,6 +148,7 @@ export class Optimizer {
     return out;
   }
 
+  /** Restore the moments saved by `readState` (a no-op for SGD). */
   writeState(state: Map<string, Float32Array>): void {
     if (!this.m || !this.v) return;
     const m = state.get("adam.m"), v = state.get("adam.v");
@@ -155,10 +162,13 @@ export class Optimizer {
 
 /** The u32 step state [seed, step, 0, 0] read by dropout and AdamW kernels (see ops/hash.ts). */
 export class StepState {
+  /** The 4-word u32 tensor the kernels read. */
   readonly tensor: Tensor;
+  /** The step state for `seed`, at step 0. */
   constructor(readonly rt: Runtime, readonly seed: number) {
     this.tensor = Tensor.from(rt, new Uint32Array([seed >>> 0, 0, 0, 0]), [4], "step-state");
   }
+  /** Upload [seed, step, 0, 0] for the next recorded step. */
   set(step: number): void {
     this.tensor.write(new Uint32Array([this.seed >>> 0, step >>> 0, 0, 0]));
   }
@@ -169,14 +179,18 @@ export class StepState {
  * the host reads the filled slots back in one go (every readback costs ≥ 10 ms in Deno).
  */
 export class LossHistory {
+  /** The on-GPU slots, one f32 loss each. */
   readonly buffer: Tensor;
   private n = 0;
+  /** A history of `capacity` slots. */
   constructor(readonly rt: Runtime, readonly capacity = 1024) {
     this.buffer = Tensor.empty(rt, [capacity], "f32", "loss-history");
   }
+  /** Losses recorded and not yet read back. */
   get pending(): number {
     return this.n;
   }
+  /** Whether every slot is taken (drain before the next push). */
   get full(): boolean {
     return this.n >= this.capacity;
   }
@@ -199,11 +213,16 @@ export class LossHistory {
 
 /** Sampling options shared by every model's `generate`. */
 export interface GenerateOptions {
-  temperature?: number; // 0 = greedy
-  topK?: number; // 0 = off
-  topP?: number; // 1 = off
+  /** Softmax temperature; 0 = greedy. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK?: number;
+  /** Nucleus sampling mass; 1 = off. */
+  topP?: number;
+  /** Seed of the sampling RNG (same seed, same text). */
   seed?: number;
-  onToken?: (id: number) => void; // called as each id is generated (streaming)
+  /** Called as each id is generated (streaming). */
+  onToken?: (id: number) => void;
 }
 
 /** Temperature, then top-k, then nucleus (top-p) filtering, then a draw; temperature 0 is greedy. */

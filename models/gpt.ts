@@ -19,15 +19,23 @@ import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 import { type DecodeOptions, GPTDecoder } from "./gpt_decode.ts";
 
+/** The GPT's shape and dropout. */
 export interface GPTConfig {
+  /** Vocabulary size V. */
   vocabSize: number;
+  /** Embedding width C. */
   nEmbd: number;
+  /** Attention heads (divides nEmbd). */
   nHead: number;
+  /** Transformer blocks. */
   nLayer: number;
+  /** Context length T. */
   blockSize: number;
+  /** Dropout probability on attention weights, attention projection and MLP output. */
   dropout: number;
 }
 
+/** The course's reference config (vocabulary size from the data). */
 export const GPT_REFERENCE: Omit<GPTConfig, "vocabSize"> = {
   nEmbd: 64,
   nHead: 4,
@@ -126,48 +134,85 @@ export function gptImport(
   return out;
 }
 
+/** One block's saved activations (what its backward reads). */
 export interface LayerActs {
-  res: Tensor; // block input (residual stream before attention)
+  /** Block input (residual stream before attention). */
+  res: Tensor;
+  /** ln1 output. */
   xn1: Tensor;
+  /** ln1 row means. */
   mean1: Tensor;
+  /** ln1 row reciprocal standard deviations. */
   rstd1: Tensor;
+  /** Fused Q/K/V [N, 3C]. */
   qkv: Tensor;
+  /** Attention probabilities [B, H, T, T] (before dropout). */
   probs: Tensor;
+  /** Attention output (heads concatenated) [N, C]. */
   att: Tensor;
+  /** Attention projection output [N, C]. */
   proj: Tensor;
-  res2: Tensor; // residual stream after attention (input of the MLP sub-block)
+  /** Residual stream after attention (input of the MLP sub-block). */
+  res2: Tensor;
+  /** ln2 output. */
   xn2: Tensor;
+  /** ln2 row means. */
   mean2: Tensor;
+  /** ln2 row reciprocal standard deviations. */
   rstd2: Tensor;
-  h: Tensor; // ReLU(fc) output
+  /** ReLU(fc) output [N, 4C]. */
+  h: Tensor;
+  /** MLP output [N, C]. */
   mlp: Tensor;
 }
 
 /** Every buffer one forward/backward pass of a [B, T] batch needs, allocated once. */
 export class GPTActivations {
+  /** Rows of the batch: B * T. */
   readonly N: number;
+  /** Token ids [B*T] (u32). */
   readonly idx: Tensor;
+  /** Position ids [B*T] (u32). */
   readonly pos: Tensor;
+  /** Next-token ids [B*T] (u32). */
   readonly targets: Tensor;
+  /** Per-block activations. */
   readonly layers: LayerActs[] = [];
-  readonly out: Tensor; // residual stream after the last block
+  /** Residual stream after the last block. */
+  readonly out: Tensor;
+  /** Output of the final LayerNorm [N, C]. */
   readonly xf: Tensor;
+  /** Final LayerNorm row means. */
   readonly meanf: Tensor;
+  /** Final LayerNorm row reciprocal standard deviations. */
   readonly rstdf: Tensor;
+  /** Logits [N, V]. */
   readonly logits: Tensor;
+  /** Gradient of the mean loss w.r.t. the logits. */
   readonly dlogits: Tensor;
+  /** Per-row cross-entropy [N]. */
   readonly rowLoss: Tensor;
+  /** Mean cross-entropy (a scalar). */
   readonly loss: Tensor;
   // backward scratch, shared by all layers
+  /** Backward scratch: gradient of the residual stream. */
   readonly dres: Tensor;
+  /** Backward scratch: gradient of a LayerNorm output. */
   readonly dxn: Tensor;
+  /** Backward scratch: gradient of a branch output before dropout. */
   readonly dbranch: Tensor;
+  /** Backward scratch: gradient of the attention output. */
   readonly datt: Tensor;
+  /** Backward scratch: gradient of the fused Q/K/V. */
   readonly dqkv: Tensor;
+  /** Backward scratch: gradient of the MLP hidden activations. */
   readonly dh: Tensor;
+  /** Backward scratch: gradient of the MLP pre-activations. */
   readonly dh2: Tensor;
+  /** Backward scratch: gradient of the attention scores. */
   readonly dscores: Tensor;
 
+  /** Allocate every buffer for a [B, T] batch. */
   constructor(rt: Runtime, cfg: GPTConfig, readonly B: number, readonly T: number) {
     const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
     const N = this.N = B * T;
@@ -215,17 +260,21 @@ export class GPTActivations {
   }
 }
 
+/** The GPT: embeddings, pre-LayerNorm blocks (causal attention, 4x MLP), final LayerNorm, linear head. */
 export class GPT {
+  /** All parameters (and gradients) in one flat buffer. */
   readonly params: ParamStore;
   private genActs: GPTActivations | null = null;
   private decoders = new Map<number, GPTDecoder>();
   private genState: Tensor | null = null;
 
+  /** Initialise the parameters like PyTorch's defaults from `seed`. */
   constructor(readonly rt: Runtime, readonly cfg: GPTConfig, seed = 1337) {
     if (cfg.nEmbd % cfg.nHead !== 0) throw new Error("n_embd must be divisible by n_head");
     this.params = new ParamStore(rt, gptParamSpecs(cfg, new Rng(seed)));
   }
 
+  /** The parameter named `name`. */
   private p(name: string): Tensor {
     return this.params.get(name);
   }

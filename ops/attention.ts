@@ -185,7 +185,8 @@ ${rowIdx(R)}
     for (var j = tEnd; j < T; j++) { probs[ro + j] = 0.0; }
   }
 ${loadRows(R, hs, "q", "qkv", (r) => `qkvB + tr${r} * C3`)}
-${each(R, (r) => `  var m${r} = -3.4028235e38;\n  var l${r} = 0.0;`)}
+${each(R, (r) => `  var m${r} = -3.4028234e38;\n  var l${r} = 0.0;`)}
+  // (-f32 max: Tint rejects 3.4028235e38 as above the f32 range, naga rounds it.)
   // Pass 1: online row max m and l = Σ exp(s - m) of the scaled scores.
   for (var j = 0u; j < tEnd; j++) {
     let ko = qkvB + j * C3 + C;

@@ -13,6 +13,7 @@
 import { f32, groups, type Param, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 
+/** Invocations per workgroup of the elementwise kernels. */
 export const EW_WG = 256;
 
 /** Workgroup grid for n one-per-element invocations of size EW_WG (2-D past the per-dimension limit). */
@@ -43,10 +44,13 @@ export function assertNoAlias(label: string, written: Tensor, read: readonly Ten
 
 /** One elementwise kernel: out[i] = expr (or out[i] + expr), expr over the named f32 inputs at i. */
 export interface Elementwise {
+  /** Kernel label (pipeline and error messages). */
   label: string;
   /** f32 inputs, read at the element index; `names[k]` is the WGSL `let` holding inputs[k][i]. */
   inputs: readonly Tensor[];
+  /** WGSL names of the inputs, in order. */
   names: readonly string[];
+  /** The f32 output, one element per invocation. */
   out: Tensor;
   /** WGSL f32 expression of the input names, the uniforms `p.<field>`, and `i` (flat index, u32). */
   expr: string;
@@ -54,6 +58,7 @@ export interface Elementwise {
   accumulate?: boolean;
   /** Extra uniform fields after `n`, e.g. "s: f32", and their values in order. */
   fields?: readonly string[];
+  /** Values of `fields`, in order. */
   params?: readonly Param[];
   /** A read-only u32 tensor bound as `st` (dropout's step state). */
   state?: Tensor;

@@ -20,6 +20,7 @@ import { assertNoAlias } from "./elementwise.ts";
 import { f32, groups, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
 
+/** LayerNorm epsilon (PyTorch's default). */
 export const LN_EPS = 1e-5;
 const WG = 32;
 /** Rows per invocation of the generic kernels: they walk their columns together. */

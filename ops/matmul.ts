@@ -27,42 +27,65 @@
 import { type BufferView, f32, groups, type Param, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 
+/** Applied to each element of C after the bias. */
 export type Epilogue = "none" | "relu" | "leaky_relu";
+/** Which matmul kernel: operands in uniform-buffer windows, or in storage buffers. */
 export type MatmulKernel = "window" | "storage";
 
+/** Options of `matmul`. */
 export interface MatmulOpts {
-  transA?: boolean; // A is stored [K, M] instead of [M, K]
-  transB?: boolean; // B is stored [N, K] instead of [K, N]
-  bias?: Tensor | null; // [N], broadcast over rows
-  accumulate?: boolean; // C += result (bias/epilogue not allowed with accumulate)
+  /** A is stored [K, M] instead of [M, K]. */
+  transA?: boolean;
+  /** B is stored [N, K] instead of [K, N]. */
+  transB?: boolean;
+  /** [N], broadcast over rows. */
+  bias?: Tensor | null;
+  /** C += result (bias/epilogue not allowed with accumulate) */
+  accumulate?: boolean;
+  /** Activation applied after the bias (default none). */
   epilogue?: Epilogue;
-  batch?: number; // number of independent products; A, B, C are packed [batch, ...]
+  /** Number of independent products; A, B, C are packed [batch, ...]. */
+  batch?: number;
+  /** Scale of the product (default 1). */
   alpha?: number;
   // Also write Σ_k op(A)[i, k] into rowSums[i] (added to it with `accumulate`; not scaled by alpha):
   // the bias gradient of a Linear, fused into its weight-gradient product. Needs batch 1.
+  /** Also write Σ_k op(A)[i, k] into rowSums[i] (see above). */
   rowSums?: Tensor | null;
-  kernel?: MatmulKernel; // default: the runtime's choice (see setMatmulKernel), else "window"
-  tile?: MatmulTile; // storage kernel tile
-  windowTile?: WindowTile; // window kernel tile (default DEFAULT_WINDOW_TILE)
+  /** Default: the runtime's choice (see setMatmulKernel), else "window". */
+  kernel?: MatmulKernel;
+  /** Storage kernel tile. */
+  tile?: MatmulTile;
+  /** Window kernel tile (default DEFAULT_WINDOW_TILE) */
+  windowTile?: WindowTile;
 }
 
 /** Register tile of the storage kernel. */
 export interface MatmulTile {
-  tm: number; // rows of C per invocation
-  tn: number; // columns of C per invocation (multiple of 4: accumulators are vec4 along a row)
-  wgx: number; // invocations per workgroup along columns
-  wgy: number; // ... and along rows
+  /** Rows of C per invocation. */
+  tm: number;
+  /** Columns of C per invocation (multiple of 4: accumulators are vec4 along a row) */
+  tn: number;
+  /** Invocations per workgroup along columns. */
+  wgx: number;
+  /** ... and along rows. */
+  wgy: number;
 }
 
+/** The storage kernel's default tile. */
 export const DEFAULT_TILE: MatmulTile = { tm: 16, tn: 16, wgx: 4, wgy: 8 };
 
 /** Register tile of the window kernel: TM rows x TN columns per invocation, WX invocations per workgroup. */
 export interface WindowTile {
+  /** Rows of C per invocation. */
   tm: number;
+  /** Columns of C per invocation. */
   tn: number;
+  /** Invocations per workgroup. */
   wx: number;
 }
 
+/** The window kernel's default tile. */
 export const DEFAULT_WINDOW_TILE: WindowTile = { tm: 8, tn: 8, wx: 8 };
 
 /**
@@ -207,13 +230,21 @@ function pairLimits(rt: Runtime): { single: number; k: number } {
   return { single: Math.max(1, Math.min(14, ubos - 1)), k: Math.max(1, Math.min(7, Math.floor(ubos / 2))) };
 }
 
+/** What one window-kernel variant is specialised for. */
 export interface WindowKernelSpec {
-  np: number; // pairs per dispatch
+  /** Pairs per dispatch. */
+  np: number;
+  /** How (A, B) window pairs map to bindings. */
   map: PairMap;
+  /** Add a bias row. */
   bias: boolean;
+  /** The epilogue. */
   ep: Epilogue;
-  rowSums: boolean; // also reduce Σ_k op(A)[i, k] (the bias gradient of a Linear, fused into dW)
-  loadC: boolean; // add the existing C (accumulate, or a later dispatch of a split K)
+  /** Also reduce Σ_k op(A)[i, k] (the bias gradient of a Linear, fused into dW) */
+  rowSums: boolean;
+  /** Add the existing C (accumulate, or a later dispatch of a split K) */
+  loadC: boolean;
+  /** The register tile. */
   tile: WindowTile;
 }
 

@@ -168,10 +168,15 @@ export function sgdStep(rt: Runtime, params: Tensor, grads: Tensor, hyper: Tenso
 
 /** AdamW's constants (lr and weight decay reach the kernel through the hyper tensor, per step). */
 export interface AdamWConfig {
+  /** Learning rate. */
   lr: number;
+  /** First-moment decay. */
   beta1: number;
+  /** Second-moment decay. */
   beta2: number;
+  /** Added to the square root of the second moment. */
   eps: number;
+  /** Decoupled weight decay. */
   weightDecay: number;
 }
 

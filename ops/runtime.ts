@@ -7,28 +7,41 @@
 
 /** Thrown for anything the GPU side reports: no adapter, device lost, WGSL/validation errors. */
 export class GPUFailure extends Error {
+  /** The class name (the CLIs report it as a GPU failure, exit status 1). */
   override name = "GPUFailure";
 }
 
+/** Counters of a Runtime (see `Runtime.stats`). */
 export interface RuntimeStats {
+  /** GPU buffers created. */
   buffersCreated: number;
+  /** Bind groups created. */
   bindGroupsCreated: number;
+  /** Uniform buffers created. */
   uniformsCreated: number;
+  /** Compute pipelines compiled. */
   pipelinesCreated: number;
+  /** Kernel launches recorded. */
   dispatches: number;
+  /** Command buffers submitted. */
   submits: number;
+  /** Buffers read back to the host. */
   readbacks: number;
 }
 
 /** A region of a GPU buffer: what one kernel binding sees. Offsets are in bytes. */
 export interface BufferView {
+  /** The buffer. */
   readonly buffer: GPUBuffer;
+  /** Start of the region, in bytes. */
   readonly offset: number;
+  /** Length of the region, in bytes. */
   readonly byteLength: number;
 }
 
 /** Uniform parameters of a dispatch: u32 words and f32 words, in the order the WGSL struct declares. */
 export type Param = number | { f32: number } | { i32: number };
+/** A uniform parameter passed as f32 (plain numbers are u32). */
 export const f32 = (x: number): Param => ({ f32: x });
 export const i32 = (x: number): Param => ({ i32: x });
 
@@ -45,12 +58,17 @@ function bufferId(b: GPUBuffer): number {
   return id;
 }
 
+/** One profiled dispatch. */
 export interface TimedKernel {
+  /** The dispatch's label. */
   name: string;
+  /** GPU time, milliseconds. */
   ms: number;
 }
 
+/** One WebGPU device with its pipeline, bind-group and uniform caches and the step's command encoder. */
 export class Runtime {
+  /** Counters of what was created and recorded (allocation checks, the bench). */
   readonly stats: RuntimeStats = {
     buffersCreated: 0,
     bindGroupsCreated: 0,
@@ -74,6 +92,7 @@ export class Runtime {
   private constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
+    private readonly backend: string,
   ) {
     device.addEventListener("uncapturederror", (e) => {
       this.errors.push((e as GPUUncapturedErrorEvent).error.message.trim());
@@ -83,12 +102,17 @@ export class Runtime {
     });
   }
 
-  /** Acquire the adapter and device; a clear GPUFailure if there is none. */
-  static async create(opts: { timestamps?: boolean } = {}): Promise<Runtime> {
+  /**
+   * Acquire the adapter and device; a clear GPUFailure if there is none. WebGPU does not report which
+   * native API drives the adapter: `backend` names it for `describe()` (the CLIs pass lib/backend.ts'
+   * inference, the web page the browser's implementation).
+   */
+  static async create(
+    opts: { timestamps?: boolean; backend?: (adapter: GPUAdapter) => string } = {},
+  ): Promise<Runtime> {
     if (!("gpu" in navigator) || !navigator.gpu) {
-      throw new GPUFailure("WebGPU is not available in this Deno (need Deno >= 2.x with navigator.gpu)");
+      throw new GPUFailure("WebGPU is not available here (navigator.gpu is missing)");
     }
-    quietLoaderWarnings();
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) {
       throw new GPUFailure(
@@ -105,14 +129,12 @@ export class Runtime {
         maxBufferSize: adapter.limits.maxBufferSize,
       },
     });
-    return new Runtime(adapter, device);
+    return new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported");
   }
 
-  /** Which wgpu backend drives the adapter: DENO_WEBGPU_BACKEND when set, else inferBackend's guess. */
+  /** Which native API drives the adapter, as given to `create` ("not reported" when not given). */
   backendName(): string {
-    const env = Deno.env.get("DENO_WEBGPU_BACKEND");
-    if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
-    return inferBackend(this.adapter.info, this.adapter.features, Deno.build.os);
+    return this.backend;
   }
 
   /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), software fallback]". */
@@ -123,12 +145,14 @@ export class Runtime {
     }]`;
   }
 
+  /** Whether the device has timestamp queries (per-kernel profiling). */
   get hasTimestamps(): boolean {
     return this.device.features.has("timestamp-query");
   }
 
   // ---------------------------------------------------------------- buffers
 
+  /** A buffer of at least `byteLength` bytes (rounded up to 16), counted in `stats`. */
   createBuffer(byteLength: number, usage: number = STORAGE, label?: string): GPUBuffer {
     this.stats.buffersCreated++;
     // Storage bindings must be a multiple of 4 bytes; round up so every tensor can be bound.
@@ -136,6 +160,7 @@ export class Runtime {
     return this.device.createBuffer({ size, usage, label });
   }
 
+  /** Queue a write of `data` into `view`. */
   write(view: BufferView, data: ArrayBufferView): void {
     this.device.queue.writeBuffer(
       view.buffer,
@@ -148,6 +173,7 @@ export class Runtime {
 
   // ---------------------------------------------------------------- pipelines & dispatch
 
+  /** The compute pipeline for WGSL `code` (entry point main), compiled once. */
   pipeline(code: string, label = "kernel"): { pipeline: GPUComputePipeline; id: number } {
     let p = this.pipelines.get(code);
     if (!p) {
@@ -163,6 +189,7 @@ export class Runtime {
     return p;
   }
 
+  /** The uniform buffer holding `params` (cached by content). */
   private uniform(params: readonly Param[]): GPUBuffer {
     const words = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
     const f = new Float32Array(words.buffer);
@@ -227,6 +254,7 @@ export class Runtime {
     if (this.profiler) this.endPass();
   }
 
+  /** The compute pass to record into (one per dispatch while profiling). */
   private beginPass(label: string): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (this.profiler) {
@@ -247,6 +275,7 @@ export class Runtime {
     return this.pass;
   }
 
+  /** End the open compute pass, if any. */
   private endPass(): void {
     this.pass?.end();
     this.pass = null;
@@ -277,6 +306,7 @@ export class Runtime {
     this.throwIfFailed();
   }
 
+  /** Throw a GPUFailure if the device was lost or reported an error. */
   throwIfFailed(): void {
     if (this.lostReason) throw new GPUFailure(`the GPU device was lost: ${this.lostReason}`);
     if (this.errors.length) {
@@ -305,6 +335,7 @@ export class Runtime {
     return out.slice(0, view.byteLength);
   }
 
+  /** Submit pending work and read a view back as float32. */
   async read(view: BufferView): Promise<Float32Array> {
     return new Float32Array(await this.readBytes(view));
   }
@@ -340,43 +371,9 @@ export class Runtime {
     return out;
   }
 
+  /** Destroy the device (every buffer with it). */
   destroy(): void {
     this.device.destroy();
-  }
-}
-
-/**
- * The wgpu backend behind an adapter, from what it reports (WebGPU itself does not say). wgpu's GL
- * backend cannot query subgroups and reports the whole allowed range, 4..128, and it offers no
- * shader-f16; Vulkan and Metal report the device's real subgroup sizes. Anything else: "unknown".
- */
-export function inferBackend(
-  info: { subgroupMinSize?: number; subgroupMaxSize?: number },
-  features: { has(f: string): boolean },
-  os: string,
-): string {
-  const min = info.subgroupMinSize, max = info.subgroupMaxSize;
-  if (min === 4 && max === 128 && !features.has("shader-f16")) {
-    return "gl (inferred: no subgroup size reported)";
-  }
-  if (min && max) {
-    const native = os === "darwin" ? "metal" : os === "windows" ? "vulkan or dx12" : "vulkan";
-    return `${native} (inferred: ${min === max ? `${min}` : `${min}..${max}`}-wide subgroups reported)`;
-  }
-  return "unknown (WebGPU does not report it; wgpu tries Vulkan first, then GL)";
-}
-
-/**
- * With XDG_RUNTIME_DIR unset, the Vulkan loader's window-system code prints "error: XDG_RUNTIME_DIR is
- * invalid or not set in the environment." (twice) on every start, which reads like a failure though
- * compute needs no display. Point it at the temp directory first (nothing is created there).
- */
-function quietLoaderWarnings(): void {
-  try {
-    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
-    Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") || "/tmp");
-  } catch {
-    // no --allow-env: leave the environment alone
   }
 }
 

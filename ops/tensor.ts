@@ -5,13 +5,17 @@
 
 import { type BufferView, type Runtime, STORAGE } from "./runtime.ts";
 
+/** Element type of a tensor (both 4 bytes). */
 export type DType = "f32" | "u32";
 
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
+/** A typed view of a GPU buffer region with a shape (f32 or u32 elements). */
 export class Tensor implements BufferView {
+  /** The gradient of a parameter (its view in the ParamStore's gradient buffer). */
   grad: Tensor | null = null;
 
+  /** A view of `buffer` at byte `offset`. */
   constructor(
     readonly rt: Runtime,
     readonly buffer: GPUBuffer,
@@ -21,17 +25,21 @@ export class Tensor implements BufferView {
     readonly name = "",
   ) {}
 
+  /** Number of elements. */
   get size(): number {
     return numel(this.shape);
   }
+  /** Size in bytes (4 per element). */
   get byteLength(): number {
     return this.size * 4;
   }
 
+  /** A new zeroed tensor of `shape`. */
   static empty(rt: Runtime, shape: readonly number[], dtype: DType = "f32", name = ""): Tensor {
     return new Tensor(rt, rt.createBuffer(numel(shape) * 4, STORAGE, name), 0, shape, dtype, name);
   }
 
+  /** A new tensor holding `data` (u32 for Uint32Array/Int32Array, else f32). */
   static from(
     rt: Runtime,
     data: Float32Array | Uint32Array | Int32Array | readonly number[],
@@ -47,6 +55,7 @@ export class Tensor implements BufferView {
     return t;
   }
 
+  /** Queue a write of all elements. */
   write(data: Float32Array | Uint32Array | Int32Array): void {
     if (data.length !== this.size) throw new Error(`write: ${data.length} values into [${this.shape}]`);
     this.rt.write(this, data);
@@ -58,10 +67,12 @@ export class Tensor implements BufferView {
     this.rt.write(this, a);
   }
 
+  /** Read back as float32 (submits pending work). */
   async read(): Promise<Float32Array> {
     return await this.rt.read(this);
   }
 
+  /** Read back as u32 (submits pending work). */
   async readU32(): Promise<Uint32Array> {
     return new Uint32Array(await this.rt.readBytes(this));
   }
@@ -85,12 +96,17 @@ const ALIGN = 64; // floats: 256 bytes
 
 /** All parameters in one buffer, all gradients in another, with identical layouts. */
 export class ParamStore {
-  readonly params: Tensor; // the whole flat parameter buffer (padding included, kept at 0)
+  /** The whole flat parameter buffer (padding included, kept at 0) */
+  readonly params: Tensor;
+  /** The flat gradient buffer (same layout as params). */
   readonly grads: Tensor;
+  /** Every parameter view, in layout order. */
   readonly list: Tensor[] = [];
   private byName = new Map<string, Tensor>();
-  readonly offsets: number[] = []; // in floats
+  /** In floats. */
+  readonly offsets: number[] = [];
 
+  /** Allocate both buffers and upload each spec's initial values. */
   constructor(readonly rt: Runtime, specs: readonly ParamSpec[]) {
     let total = 0;
     for (const s of specs) {
@@ -113,12 +129,14 @@ export class ParamStore {
     this.grads.write(new Float32Array(total));
   }
 
+  /** The parameter named `name`. */
   get(name: string): Tensor {
     const t = this.byName.get(name);
     if (!t) throw new Error(`no parameter named ${name}`);
     return t;
   }
 
+  /** Number of parameters (padding excluded). */
   get count(): number {
     return this.list.reduce((a, t) => a + t.size, 0);
   }
@@ -129,6 +147,7 @@ export class ParamStore {
     return new Map(this.list.map((t, i) => [t.name, flat.slice(this.offsets[i], this.offsets[i] + t.size)]));
   }
 
+  /** Read every gradient back (name -> values). */
   async readGrads(): Promise<Map<string, Float32Array>> {
     const flat = await this.grads.read();
     return new Map(this.list.map((t, i) => [t.name, flat.slice(this.offsets[i], this.offsets[i] + t.size)]));

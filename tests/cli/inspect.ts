@@ -3,7 +3,8 @@
 // loaded onto the GPU exactly as sample.ts does; the resume file is read as --resume does.
 
 import { decodeSafetensors } from "../../lib/safetensors.ts";
-import { firstNonFiniteParam, loadModel, readResume } from "../../models/checkpoint.ts";
+import { firstNonFiniteParam } from "../../models/checkpoint.ts";
+import { loadModel, readResume } from "../../lib/files.ts";
 import { Runtime } from "../../ops/runtime.ts";
 
 const dir = Deno.args[0];

@@ -2,7 +2,8 @@
 // re-implementation of the notebook's get_batch), and the exact bigram entropy.
 
 import assert from "node:assert/strict";
-import { bigramEntropy, decodeText, GPTData, idPairs, loadText, oneHotPairs } from "../../lib/data.ts";
+import { bigramEntropy, decodeText, GPTData, idPairs, oneHotPairs } from "../../lib/data.ts";
+import { loadText } from "../../lib/files.ts";
 import { UsageError } from "../../lib/cli.ts";
 import { Rng } from "../../lib/rng.ts";
 

@@ -6,7 +6,7 @@ import { parseRun, trainingSettings } from "../../train/config.ts";
 import { resolveResume } from "../../train/resume.ts";
 import type { ResumeData } from "../../models/checkpoint.ts";
 import { UsageError } from "../../lib/cli.ts";
-import { inferBackend } from "../../ops/runtime.ts";
+import { inferBackend } from "../../lib/backend.ts";
 
 Deno.test("no --config: the lecture recipe, bit for bit what train.ts did before presets", async () => {
   const r = await parseRun([]);

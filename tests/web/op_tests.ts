@@ -1,0 +1,44 @@
+// Browser entry (bundled by tests/web/ops.test.ts): the op test files of tests/ops, unchanged, run
+// in the page: matmul (every transpose variant and epilogue), attention, layernorm, cross-entropy,
+// embedding and the optimizers, forward and backward, against the float64 references with the same
+// tolerances as under Deno. `runOpTests()` returns each test's outcome and the worst error per check.
+
+import { registered } from "./deno_shim.ts";
+import "../ops/matmul.test.ts";
+import "../ops/attention.test.ts";
+import "../ops/layernorm.test.ts";
+import "../ops/cross_entropy.test.ts";
+import "../ops/embedding.test.ts";
+import "../ops/optim.test.ts";
+import { rt, worst } from "../util.ts";
+
+/** One test's outcome in the browser. */
+export interface OpTestResult {
+  name: string;
+  ok: boolean;
+  error?: string;
+  ms: number;
+}
+
+async function runOpTests(): Promise<
+  { results: OpTestResult[]; worst: Record<string, number>; adapter: string }
+> {
+  const results: OpTestResult[] = [];
+  for (const t of registered) {
+    const t0 = performance.now();
+    try {
+      await t.fn();
+      results.push({ name: t.name, ok: true, ms: performance.now() - t0 });
+    } catch (e) {
+      results.push({
+        name: t.name,
+        ok: false,
+        error: String((e as Error)?.stack ?? e),
+        ms: performance.now() - t0,
+      });
+    }
+  }
+  return { results, worst: Object.fromEntries(worst), adapter: rt.describe() };
+}
+
+(globalThis as unknown as { runOpTests: typeof runOpTests }).runOpTests = runOpTests;
