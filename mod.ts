@@ -36,6 +36,7 @@ export * from "./ops/cross_entropy.ts";
 export * from "./ops/optim.ts";
 
 export { GPT, GPT_REFERENCE, GPTActivations, type GPTConfig, type LayerActs } from "./models/gpt.ts";
+export { type DecodeOptions, DEFAULT_CHUNK, GPTDecoder } from "./models/gpt_decode.ts";
 export {
   BigramActivations,
   type BigramConfig,
@@ -45,11 +46,15 @@ export {
   BigramOneHotMLP,
 } from "./models/bigram.ts";
 export {
+  DECAY_PARAMS,
+  type DecayParams,
+  decays,
   filteredProbs,
   type GenerateOptions,
   LossHistory,
   Optimizer,
   type OptimizerKind,
+  type OptimizerOptions,
   sampleLogits,
   StepState,
 } from "./models/common.ts";

@@ -124,10 +124,15 @@ function encodeMeta(kind: ModelKind, config: AnyConfig, vocab: string[], step: n
 
 /** The training state the resume file records beside the tensors. */
 export interface TrainState {
+  /** `sgd` or `adamw`. */
   optimizer: OptimizerKind;
+  /** The base learning rate (the schedule's peak). */
   lr: number;
+  /** The run's seed (init, batches, dropout). */
   seed: number;
+  /** Sequences per micro-batch. */
   batch: number;
+  /** The batch sampler's RNG state (Rng.state()). */
   rng: number[];
   /** The resolved training settings by flag name, stored as `train_config` (JSON). */
   settings?: Record<string, number | string>;

@@ -38,6 +38,7 @@ export type OptimizerKind = "sgd" | "adamw";
  *           `p.dim() >= 2` rule; its token embedding is tied to the LM head, so it is a matmul weight)
  */
 export type DecayParams = "all" | "matmul" | "2d";
+/** The `--decay-params` choices. */
 export const DECAY_PARAMS: readonly DecayParams[] = ["all", "matmul", "2d"];
 
 /** Whether parameter `name` of shape `shape` decays under `rule`. */
@@ -49,10 +50,15 @@ export function decays(rule: DecayParams, name: string, shape: readonly number[]
 
 /** Everything about the update except the step: constants, plus the lr schedule's current value. */
 export interface OptimizerOptions {
+  /** AdamW's first-moment decay (default 0.9). */
   beta1?: number;
+  /** AdamW's second-moment decay (default 0.999). */
   beta2?: number;
+  /** AdamW's epsilon (default 1e-8). */
   eps?: number;
+  /** Decoupled weight decay (default 0.01). */
   weightDecay?: number;
+  /** Which parameters decay (default "all"). */
   decayParams?: DecayParams;
   /** Clip the global gradient L2 norm to this before the update (0: off). */
   gradClip?: number;
@@ -70,8 +76,11 @@ export class Optimizer {
   readonly v: Tensor | null;
   /** The AdamW hyperparameters (PyTorch defaults with this lr). */
   readonly adamw: AdamWConfig;
+  /** Which parameters weight decay applies to. */
   readonly decayParams: DecayParams;
+  /** The global gradient-norm clip (0: off). */
   readonly gradClip: number;
+  /** The f32 [lr, 1 − lr·wd] tensor the update kernels read, written each step by setLr. */
   readonly hyper: Tensor;
   private readonly decayMask: Tensor | null;
   private readonly clip: ClipBuffers | null;

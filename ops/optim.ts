@@ -311,9 +311,13 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 
 /** Scratch for clipGradNorm: the partial sums and C = [norm, scale] (read C to log the norm). */
 export class ClipBuffers {
+  /** How many partial sums the first pass writes. */
   readonly parts: number;
+  /** The partial sums of squares. */
   readonly partials: Tensor;
+  /** [norm, scale] after clipGradNorm. */
   readonly coef: Tensor;
+  /** Scratch for clipping a gradient of n values. */
   constructor(rt: Runtime, n: number) {
     this.parts = Math.max(1, Math.min(NORM_PARTS, Math.ceil(n / (NORM_WG * 8))));
     this.partials = Tensor.empty(rt, [this.parts], "f32", "clip-partials");
