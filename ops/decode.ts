@@ -49,7 +49,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     for (var d = 0u; d < HS; d++) { q[d] = cache[row + d]; }
   }
   // Pass 1: online row max m and l = sum exp(s - m) of the scaled scores.
-  var m = -3.4028235e38;
+  var m = -3.4028234e38; // -f32 max (Tint rejects 3.4028235e38 as out of range)
   var l = 0.0;
   for (var j = 0u; j <= p.t; j++) {
     let ko = base + j * C3 + C;

@@ -57,7 +57,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let row = (b * p.rowStride + p.rowOffset) * V;
   let o = b * V;
   // 1. z = logits / temperature into probs (as scratch), and its max: the first index wins ties.
-  var bv = -3.4028235e38;
+  var bv = -3.4028234e38; // -f32 max (Tint rejects 3.4028235e38 as out of range)
   var bi = NONE;
   for (var i = lid; i < V; i += WG) {
     let x = logits[row + i];
