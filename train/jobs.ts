@@ -1,17 +1,21 @@
 // A training job: one of the three models with its data, buffers and optimizer, behind one interface
-// the loop drives (record a step, evaluate, sample, save/restore the batch sampler's state).
+// the loop drives (record a step, evaluate, sample, save/restore the batch sampler's state). Shared by
+// train.ts and the web page (web/session.ts), so both train the same way; browser-safe.
 
 import type { Runtime } from "../ops/runtime.ts";
 import type { Tokenizer } from "../lib/tokenizer.ts";
 import { bigramEntropy, type GPTData } from "../lib/data.ts";
 import { Rng } from "../lib/rng.ts";
-import { fail } from "../lib/cli.ts";
+import { fail } from "../lib/errors.ts";
 import type { GPT } from "../models/gpt.ts";
 import { BigramActivations, type BigramMLP } from "../models/bigram.ts";
 import { LossHistory, type Optimizer, StepState } from "../models/common.ts";
 import type { Run } from "./config.ts";
 import type { EvalResult } from "./metrics.ts";
 import { GPTStep } from "./step.ts";
+
+/** The run settings a job reads (train.ts passes its whole Run; the page its own flags). */
+export type JobSettings = Pick<Run, "batch" | "gradAccum" | "seed" | "evalIters">;
 
 export interface Job {
   tokensPerStep: number;
@@ -46,7 +50,7 @@ export function checkBufferSizes(rt: Runtime, buffers: [string, number][], hint:
 
 export function gptJob(
   rt: Runtime,
-  run: Run,
+  run: JobSettings,
   data: GPTData,
   model: GPT,
   opt: Optimizer,
@@ -91,7 +95,7 @@ export function gptJob(
 
 export function bigramJob(
   rt: Runtime,
-  run: Run,
+  run: JobSettings,
   ids: Uint32Array,
   model: BigramMLP,
   opt: Optimizer,

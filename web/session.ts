@@ -4,20 +4,13 @@
 // only the losses.
 
 import type { Runtime } from "../ops/runtime.ts";
-import type { Tensor } from "../ops/tensor.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
-import { bigramEntropy, GPTData, idPairs } from "../lib/data.ts";
-import { Rng } from "../lib/rng.ts";
-import { GPT, GPT_REFERENCE, GPTActivations } from "../models/gpt.ts";
-import { BIGRAM_REFERENCE, BigramActivations, BigramMLP } from "../models/bigram.ts";
-import {
-  type GenerateOptions,
-  LossHistory,
-  Optimizer,
-  type OptimizerKind,
-  StepState,
-} from "../models/common.ts";
+import { GPTData } from "../lib/data.ts";
+import { GPT, GPT_REFERENCE } from "../models/gpt.ts";
+import { BIGRAM_REFERENCE, BigramMLP } from "../models/bigram.ts";
+import { type GenerateOptions, LossHistory, Optimizer, type OptimizerKind } from "../models/common.ts";
 import type { AnyModel, ModelKind } from "../models/checkpoint.ts";
+import { bigramJob, gptJob, type Job, type JobSettings } from "../train/jobs.ts";
 
 export interface RunConfig {
   model: ModelKind;
@@ -57,7 +50,7 @@ export interface Eval {
   val?: number;
 }
 
-/** A trainable model with its data, optimizer and per-step recording (train.ts's gptJob/bigramJob). */
+/** A trainable model with its data and optimizer: train.ts's own job (train/jobs.ts), driven by the page. */
 export class Session {
   readonly model: AnyModel;
   readonly tok: Tokenizer;
@@ -66,78 +59,34 @@ export class Session {
   /** The exact bigram entropy of the training pairs (bigram models: the floor of their loss). */
   readonly floor?: number;
   step = 0;
-  private readonly record: (step: number) => void;
-  private readonly lossTensor: Tensor;
-  readonly evaluate: (step: number) => Promise<Eval>;
+  private readonly job: Job;
 
   constructor(readonly rt: Runtime, readonly cfg: RunConfig, text: string) {
     this.tok = Tokenizer.fromText(text);
     const ids = Uint32Array.from(this.tok.encode(text));
     const V = this.tok.vocabSize, seed = cfg.seed;
     const optimizer: OptimizerKind = cfg.model === "gpt" ? "adamw" : "sgd";
-    const state = new StepState(rt, seed);
+    const settings: JobSettings = { batch: cfg.batch, gradAccum: 1, seed, evalIters: cfg.evalIters };
     if (cfg.model === "gpt") {
-      const gcfg = { ...GPT_REFERENCE, vocabSize: V };
-      const model = new GPT(rt, gcfg, seed);
+      const model = new GPT(rt, { ...GPT_REFERENCE, vocabSize: V }, seed);
       this.model = model;
       this.opt = new Optimizer(rt, model.params, optimizer, cfg.lr);
-      const data = new GPTData(ids), T = gcfg.blockSize, B = cfg.batch;
-      const acts = new GPTActivations(rt, gcfg, B, T);
-      const rng = new Rng(seed);
-      const evalHist = new LossHistory(rt, 2 * cfg.evalIters);
-      this.tokensPerStep = B * T;
-      this.lossTensor = acts.loss;
-      this.record = (step) => {
-        const { x, y } = data.getBatch("train", B, T, rng);
-        acts.idx.write(x);
-        acts.targets.write(y);
-        state.set(step);
-        model.forward(acts, state.tensor, true);
-        model.backward(acts, state.tensor);
-        this.opt.step(state.tensor);
-      };
-      this.evaluate = async (step) => {
-        const erng = new Rng((seed ^ Math.imul(step + 1, 0x9e3779b1)) >>> 0); // as train.ts: independent
-        for (const split of ["train", "val"] as const) {
-          for (let i = 0; i < cfg.evalIters; i++) {
-            const { x, y } = data.getBatch(split, B, T, erng);
-            acts.idx.write(x);
-            acts.targets.write(y);
-            model.forward(acts, state.tensor, false);
-            evalHist.push(acts.loss);
-            rt.submit();
-          }
-        }
-        const l = await evalHist.drain();
-        return { step, train: mean(l.subarray(0, cfg.evalIters)), val: mean(l.subarray(cfg.evalIters)) };
-      };
+      this.job = gptJob(rt, settings, new GPTData(ids), model, this.opt, this.tok);
     } else {
       // Full batch over every consecutive pair of the first 5000 characters, as the seed notebook.
-      const first = ids.subarray(0, Math.min(5000, ids.length)), n = first.length - 1;
+      const first = ids.subarray(0, Math.min(5000, ids.length));
       const model = new BigramMLP(rt, cfg.model, { vocabSize: V, ...BIGRAM_REFERENCE }, seed);
       this.model = model;
       this.opt = new Optimizer(rt, model.params, optimizer, cfg.lr);
-      const acts = new BigramActivations(rt, model.kind, model.cfg, n);
-      const pairs = idPairs(first, V);
-      model.setInputs(acts, pairs.inputs);
-      // Class ids for the one-hot model's loss, one-hot rows for the embedding model's (as train.ts).
-      acts.targets.write(model.kind === "bigram-onehot" ? pairs.targetIds : pairs.targets);
-      const evalHist = new LossHistory(rt, 1);
-      this.tokensPerStep = n;
-      this.floor = bigramEntropy(first, V);
-      this.lossTensor = acts.loss;
-      this.record = (step) => {
-        state.set(step);
-        model.forward(acts, true, true);
-        model.backward(acts);
-        this.opt.step(state.tensor);
-      };
-      this.evaluate = async (step) => {
-        model.forward(acts, true, false);
-        evalHist.push(acts.loss);
-        return { step, train: (await evalHist.drain())[0] };
-      };
+      this.job = bigramJob(rt, settings, first, model, this.opt, this.tok);
     }
+    this.tokensPerStep = this.job.tokensPerStep;
+    this.floor = this.job.floor;
+  }
+
+  /** Mean losses over eval batches at `step` (GPT: train and val splits; bigram: the training pairs). */
+  async evaluate(step: number): Promise<Eval> {
+    return { step, ...(await this.job.evaluate(step)) };
   }
 
   /**
@@ -181,8 +130,7 @@ export class Session {
         t0 = performance.now();
       }
       this.step++;
-      this.record(this.step);
-      hist.push(this.lossTensor);
+      this.job.record(this.step, cfg.lr, hist);
       rt.submit();
       done++;
       const isEval = this.step % cfg.evalInterval === 0 || this.step === cfg.steps;
@@ -202,8 +150,4 @@ export async function generate(
 ): Promise<number[]> {
   if (model instanceof GPT) return await model.generate(start, n, opts);
   return await model.generate(start[start.length - 1], n, opts);
-}
-
-function mean(a: Float32Array): number {
-  return a.reduce((s, x) => s + x, 0) / a.length;
 }
