@@ -1,6 +1,7 @@
 // Browser entry (bundled by tests/web/ops.test.ts): the op test files of tests/ops, unchanged, run
 // in the page: matmul (every transpose variant and epilogue), attention, layernorm, cross-entropy,
-// embedding and the optimizers, forward and backward, against the float64 references with the same
+// embedding, the optimizers and the decoding kernels (KV-cache attention, GPU sampling), forward and
+// backward, against the float64 references (sampling: the host reference) with the same
 // tolerances as under Deno. `runOpTests()` returns each test's outcome and the worst error per check.
 
 import { registered } from "./deno_shim.ts";
@@ -10,6 +11,8 @@ import "../ops/layernorm.test.ts";
 import "../ops/cross_entropy.test.ts";
 import "../ops/embedding.test.ts";
 import "../ops/optim.test.ts";
+import "../ops/decode.test.ts";
+import "../ops/sampling.test.ts";
 import { rt, worst } from "../util.ts";
 
 /** One test's outcome in the browser. */
