@@ -20,7 +20,11 @@
 
 import type { Runtime } from "../ops/runtime.ts";
 import { Tensor } from "../ops/tensor.ts";
-import { appendTokens, attentionDecode } from "../ops/decode.ts";
+import { addLayernorm, appendTokens, attentionDecode } from "../ops/decode.ts";
+import { embeddingForward } from "../ops/embedding.ts";
+import { layernormForward } from "../ops/layernorm.ts";
+import { linearForward } from "../ops/matmul.ts";
+import { attentionForward } from "../ops/attention.ts";
 import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
 import { type GenerateOptions, sampleLogits } from "./common.ts";
 import { type GPT, GPTActivations } from "./gpt.ts";
@@ -62,18 +66,63 @@ export class GPTDecoder {
     this.staging = [0, 1].map(() => rt.createBuffer(bytes, 0x01 | 0x08, "sample-staging")); // MAP_READ | COPY_DST
   }
 
-  /** The window pass over win.idx; sequence b's next-token logits are row b·T + len - 1. */
+  /** The full window pass over win.idx (the training forward, every row's logits in win.logits): the tests' reference. */
   windowPass(): void {
     this.model.forward(this.win, this.state, false, false);
   }
 
+  /**
+   * The window pass of generation: every row of win through layers 0..L-2 and through the last
+   * layer's qkv (so every layer's KV cache holds positions 0..t), then only row t of each sequence,
+   * as nanoGPT's `lm_head(x[:, [-1], :])`: its attention over the window's keys, projection, MLP,
+   * final LayerNorm and lm_head, in step's [B]-row buffers. Logits: step.logits [B, V].
+   */
+  lastRowPass(t: number): void {
+    this.decodeForward(true, t);
+  }
+
   /** One position per sequence (step.idx at step.pos = t), attending over the cached rows 0..t. */
   cachedPass(t: number): void {
-    const { B, model } = this;
-    const { blockSize: T, nEmbd: C, nHead: H } = model.cfg;
-    model.forward(this.step, this.state, false, false, (l, a) => {
-      attentionDecode(this.rt, a.qkv, this.win.layers[l].qkv, a.att, B, T, C, H, t);
-    });
+    this.decodeForward(false, t);
+  }
+
+  /**
+   * The decode forward (eval: no dropout). Residual adds are fused with the next LayerNorm
+   * (addLayernorm), so a layer is 7 dispatches instead of 9. `window`: rows of win, the last layer
+   * on row t only; else rows of step (one position each) attending over the cache in win.
+   */
+  private decodeForward(window: boolean, t: number): void {
+    const { model, rt, B, win, step } = this;
+    const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
+    const P = (n: string) => model.params.get(n);
+    const src = window ? win : step;
+    const first = src.layers[0];
+    embeddingForward(rt, src.idx, P("token_embedding.weight"), first.res);
+    embeddingForward(rt, src.pos, P("position_embedding.weight"), first.res, true);
+    const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
+    const [w0, b0] = ln1(0);
+    layernormForward(rt, first.res, w0, b0, first.xn1, first.mean1, first.rstd1, src.N, C);
+    for (let l = 0; l < L; l++) {
+      const w = (n: string) => P(`blocks.${l}.${n}`);
+      const full = window && l < L - 1; // all B·T rows through the whole layer
+      const a = src.layers[l]; // the layer's input (res, xn1) and qkv, on src's rows
+      const o = full ? a : step.layers[l]; // everything after the attention
+      const R = full ? src.N : B;
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, src.N);
+      if (full) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      else if (window) attentionDecode(rt, null, a.qkv, o.att, B, T, C, H, t);
+      else attentionDecode(rt, a.qkv, win.layers[l].qkv, o.att, B, T, C, H, t);
+      linearForward(rt, o.att, w("attn.proj.weight"), w("attn.proj.bias"), o.proj, R);
+      // The last layer of a window pass: each sequence's residual is row t of its window.
+      const [rStride, rOff] = window && !full ? [T, t] : [1, 0];
+      addLayernorm(rt, a.res, o.proj, w("ln2.weight"), w("ln2.bias"), o.res2, o.xn2, R, C, rStride, rOff);
+      linearForward(rt, o.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), o.h, R, "relu");
+      linearForward(rt, o.h, w("mlp.proj.weight"), w("mlp.proj.bias"), o.mlp, R);
+      const next = src.layers[l + 1];
+      const [lw, lb] = next ? ln1(l + 1) : [P("ln_f.weight"), P("ln_f.bias")];
+      addLayernorm(rt, o.res2, o.mlp, lw, lb, next ? next.res : step.out, next ? next.xn1 : step.xf, R, C);
+    }
+    linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
   }
 
   /**
@@ -117,14 +166,8 @@ export class GPTDecoder {
       feed(len - 1);
       cached = true;
     }
-    const pass = (): { logits: Tensor; rowStride: number; rowOffset: number } => {
-      if (cached) {
-        this.cachedPass(len - 1);
-        return { logits: this.step.logits, rowStride: 1, rowOffset: 0 };
-      }
-      this.windowPass();
-      return { logits: this.win.logits, rowStride: T, rowOffset: len - 1 };
-    };
+    // Either pass leaves each sequence's next-token logits in step.logits [B, V].
+    const pass = () => (cached ? this.cachedPass(len - 1) : this.lastRowPass(len - 1));
     const advance = () => {
       cached = cache && len < T;
       len = Math.min(len + 1, T);
@@ -133,15 +176,10 @@ export class GPTDecoder {
     if (!gpuSampling) {
       const host = Array.from({ length: B }, () => [...ctx]);
       for (let n = 0; n < maxNew; n++) {
-        const { logits, rowStride, rowOffset } = pass();
-        const first = rowOffset * V, span = ((B - 1) * rowStride + 1) * V;
-        const rows = await rt.read({
-          buffer: logits.buffer,
-          offset: logits.offset + first * 4,
-          byteLength: span * 4,
-        });
+        pass();
+        const rows = await this.step.logits.read();
         const ids = host.map((_, b) =>
-          sampleLogits(rows.subarray(b * rowStride * V, (b * rowStride + 1) * V), {
+          sampleLogits(rows.subarray(b * V, (b + 1) * V), {
             uniform: () => sampleUniform(seed, b, n),
           }, sampling)
         );
@@ -178,13 +216,11 @@ export class GPTDecoder {
       const m = Math.min(chunk, maxNew - n);
       this.state.write(new Uint32Array([seed >>> 0, n, 0, 0]));
       for (let j = 0; j < m; j++) {
-        const { logits, rowStride, rowOffset } = pass();
-        sampleTokens(rt, logits, this.probs, this.order, this.step.idx, this.state, {
+        pass();
+        sampleTokens(rt, this.step.logits, this.probs, this.order, this.step.idx, this.state, {
           ...sampling,
           B,
           V,
-          rowStride,
-          rowOffset,
           step: j,
         });
         appendTokens(rt, this.step.idx, this.win.idx, this.hist, this.step.pos, B, T, len, MAX_CHUNK, j);

@@ -14,6 +14,7 @@
 import { f32, groups, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
 import { MAX_HS } from "./attention.ts";
+import { LN_EPS } from "./layernorm.ts";
 
 const WG = 64;
 
@@ -281,5 +282,81 @@ export function decodeLinear(
   rt.dispatch("decode_linear", code, views, [M, N, K, rStride, rOff], [
     groups(N, LIN_WG),
     groups(M, DECODE_ROWS),
+  ]);
+}
+
+// ---------------------------------------------------------------- residual add + LayerNorm (decoding)
+//
+// addLayernorm: the residual update of eval mode (dropout off) and the next LayerNorm in one kernel,
+// for the decode path (no backward, so no mean/rstd are saved): out[m] = res[m·rStride + rOff] + y[m],
+// xn[m] = LayerNorm(out[m])·w + b (ops/layernorm.ts's semantics: biased variance, eps 1e-5, Welford's
+// one-pass mean and variance). One invocation per row. rStride/rOff pick each sequence's last row
+// out of a [B·T, C] window buffer (the last layer of a window pass needs only that row).
+
+const ADD_LN_WG = 32;
+
+const ADD_LN_WGSL = /* wgsl */ `
+struct P { rows: u32, C: u32, rStride: u32, rOff: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> res: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read> b: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> xn: array<f32>;
+
+@compute @workgroup_size(${ADD_LN_WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let m = g.x;
+  if (m >= p.rows) { return; }
+  let o = m * p.C;
+  let ro = (m * p.rStride + p.rOff) * p.C;
+  var mean = 0.0;
+  var q = 0.0;
+  for (var c = 0u; c < p.C; c++) {
+    let x = res[ro + c] + y[o + c];
+    out[o + c] = x;
+    let inv = 1.0 / f32(c + 1u);
+    let d = x - mean;
+    mean = fma(d, inv, mean);
+    q = fma(d, x - mean, q);
+  }
+  let rs = inverseSqrt(q / f32(p.C) + p.eps);
+  for (var c = 0u; c < p.C; c++) {
+    xn[o + c] = fma((out[o + c] - mean) * rs, w[c], b[c]);
+  }
+}`;
+
+/**
+ * out [rows, C] = res rows (row m is res row m·rStride + rOff) + y [rows, C]; xn = LayerNorm(out)·w + b.
+ */
+export function addLayernorm(
+  rt: Runtime,
+  res: Tensor,
+  y: Tensor,
+  w: Tensor,
+  b: Tensor,
+  out: Tensor,
+  xn: Tensor,
+  rows: number,
+  C: number,
+  rStride = 1,
+  rOff = 0,
+): void {
+  if (w.size !== C || b.size !== C) throw new Error(`addLayernorm: w/b must have ${C} values`);
+  if (y.size < rows * C || out.size < rows * C || xn.size < rows * C) {
+    throw new Error("addLayernorm: tensor too small");
+  }
+  if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
+    throw new Error("addLayernorm: res too small");
+  }
+  for (const t of [out, xn]) {
+    for (const r of [res, y, w, b]) {
+      if (t.buffer === r.buffer) throw new Error("addLayernorm: an output shares a buffer with an input");
+    }
+  }
+  if (out.buffer === xn.buffer) throw new Error("addLayernorm: out and xn share a buffer");
+  rt.dispatch("add_layernorm", ADD_LN_WGSL, [res, y, w, b, out, xn], [rows, C, rStride, rOff, f32(LN_EPS)], [
+    groups(rows, ADD_LN_WG),
   ]);
 }

@@ -125,3 +125,27 @@ Deno.test("cached pass: logits of position t equal row t of the full window pass
     }
   }
 });
+
+Deno.test("last-row window pass: logits of row t equal row t of the full window pass, for every t", async () => {
+  const { blockSize: T, vocabSize: V } = cfg;
+  const B = 3, dec = model.decoder(B), rng = new Rng(6);
+  const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
+  for (let t = 0; t < T; t++) {
+    // Window filled up to t (the ids after it are zero padding, as in generation).
+    dec.win.idx.write(ids.map((x, i) => (i % T <= t ? x : 0)));
+    dec.windowPass();
+    const want = await dec.win.logits.read();
+    dec.step.logits.poison();
+    dec.lastRowPass(t);
+    const got = await dec.step.logits.read();
+    for (let b = 0; b < B; b++) {
+      assertCloseElementwise(
+        got.subarray(b * V, (b + 1) * V),
+        want.subarray((b * T + t) * V, (b * T + t + 1) * V),
+        1e-4,
+        1e-2,
+        `last-row logits t=${t} seq ${b}`,
+      );
+    }
+  }
+});

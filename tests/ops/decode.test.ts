@@ -3,7 +3,14 @@
 // context-window append/shift vs a host mirror.
 
 import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
-import { appendTokens, attentionDecode, decodeLinear, type DecodeLinearOpts } from "../../ops/decode.ts";
+import {
+  addLayernorm,
+  appendTokens,
+  attentionDecode,
+  decodeLinear,
+  type DecodeLinearOpts,
+} from "../../ops/decode.ts";
+import { layernormRef } from "../reference/layernorm.ts";
 import { linearRef } from "../reference/matmul.ts";
 import { attentionRef } from "../reference/attention.ts";
 
@@ -156,4 +163,41 @@ Deno.test("decodeLinear: small-M linear with bias, ReLU and residual-row epilogu
     threw = true;
   }
   if (!threw) throw new Error("decodeLinear: y aliasing an input was accepted");
+});
+
+Deno.test("addLayernorm: residual add + LayerNorm of strided residual rows vs the float64 reference", async () => {
+  // (rows, C, rStride, rOff): one row, awkward C, the window's last rows (stride T, offset t), rows > WG.
+  const shapes: [number, number, number, number][] = [
+    [1, 1, 1, 0],
+    [1, 7, 1, 0],
+    [3, 64, 32, 31],
+    [5, 65, 4, 1],
+    [33, 129, 1, 0],
+    [2, 384, 256, 100],
+  ];
+  for (const [rows, C, rStride, rOff] of shapes) {
+    const res = rng.uniformArray(((rows - 1) * rStride + rOff + 1) * C, -3, 3).map((v, i) =>
+      v + (i % C) * 0.1
+    );
+    const y = rng.uniformArray(rows * C, -1, 1),
+      w = rng.uniformArray(C, 0.5, 1.5),
+      b = rng.uniformArray(C, -1, 1);
+    const sum = new Float64Array(rows * C);
+    for (let m = 0; m < rows; m++) {
+      for (let c = 0; c < C; c++) sum[m * C + c] = res[(m * rStride + rOff) * C + c] + y[m * C + c];
+    }
+    const want = layernormRef(sum, w, b, rows, C).y;
+    const out = Tensor.empty(rt, [rows * C + 3]), xn = Tensor.empty(rt, [rows * C + 3]);
+    out.poison();
+    xn.poison();
+    const T = (a: Float32Array) => Tensor.from(rt, a);
+    addLayernorm(rt, T(res), T(y), T(w), T(b), out, xn, rows, C, rStride, rOff);
+    const [gotSum, gotXn] = [await out.read(), await xn.read()];
+    const tag = `addLayernorm (${rows},${C},${rStride},${rOff})`;
+    assertCloseElementwise(gotSum.subarray(0, rows * C), sum, 1e-6, 1e-3, `${tag} sum`);
+    assertCloseElementwise(gotXn.subarray(0, rows * C), want, 1e-4, 1e-2, `${tag} xn`);
+    for (const g of [gotSum, gotXn]) {
+      if (!g.subarray(rows * C).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
+    }
+  }
 });
