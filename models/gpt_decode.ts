@@ -20,9 +20,7 @@
 
 import type { Runtime } from "../ops/runtime.ts";
 import { Tensor } from "../ops/tensor.ts";
-import { addLayernorm, appendTokens, attentionDecode } from "../ops/decode.ts";
-import { embeddingForward } from "../ops/embedding.ts";
-import { layernormForward } from "../ops/layernorm.ts";
+import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../ops/decode.ts";
 import { linearForward } from "../ops/matmul.ts";
 import { attentionForward } from "../ops/attention.ts";
 import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
@@ -88,7 +86,8 @@ export class GPTDecoder {
 
   /**
    * The decode forward (eval: no dropout). Residual adds are fused with the next LayerNorm
-   * (addLayernorm), so a layer is 7 dispatches instead of 9. `window`: rows of win, the last layer
+   * (addLayernorm) and the embeddings with the first one (embedLayernorm): a layer is 7 dispatches
+   * instead of 9, the embeddings 1 instead of 3. `window`: rows of win, the last layer
    * on row t only; else rows of step (one position each) attending over the cache in win.
    */
   private decodeForward(window: boolean, t: number): void {
@@ -97,11 +96,10 @@ export class GPTDecoder {
     const P = (n: string) => model.params.get(n);
     const src = window ? win : step;
     const first = src.layers[0];
-    embeddingForward(rt, src.idx, P("token_embedding.weight"), first.res);
-    embeddingForward(rt, src.pos, P("position_embedding.weight"), first.res, true);
     const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
     const [w0, b0] = ln1(0);
-    layernormForward(rt, first.res, w0, b0, first.xn1, first.mean1, first.rstd1, src.N, C);
+    const [tok, pos] = [P("token_embedding.weight"), P("position_embedding.weight")];
+    embedLayernorm(rt, src.idx, src.pos, tok, pos, w0, b0, first.res, first.xn1, src.N);
     for (let l = 0; l < L; l++) {
       const w = (n: string) => P(`blocks.${l}.${n}`);
       const full = window && l < L - 1; // all B·T rows through the whole layer

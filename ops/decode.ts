@@ -292,29 +292,50 @@ export function decodeLinear(
 // xn[m] = LayerNorm(out[m])·w + b (ops/layernorm.ts's semantics: biased variance, eps 1e-5, Welford's
 // one-pass mean and variance). One invocation per row. rStride/rOff pick each sequence's last row
 // out of a [B·T, C] window buffer (the last layer of a window pass needs only that row).
+// embedLayernorm: the same with the token and position embedding gathers as the two summands
+// (out[m] = tok[ids[m]] + pos[positions[m]], then the first block's LayerNorm); an id or position
+// outside its table gives a NaN row, as embeddingForward does.
 
 const ADD_LN_WG = 32;
 
-const ADD_LN_WGSL = /* wgsl */ `
-struct P { rows: u32, C: u32, rStride: u32, rOff: u32, eps: f32 }
+function addLayernormWGSL(embed: boolean): string {
+  const inputs = embed
+    ? `@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read> tok: array<f32>;
+@group(0) @binding(4) var<storage, read> pos: array<f32>;`
+    : `@group(0) @binding(1) var<storage, read> res: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;`;
+  const n = embed ? 5 : 3;
+  const rows = embed
+    ? `let it = ids[m];
+  let ip = positions[m];
+  let valid = it < p.V && ip < p.T;
+  let to = min(it, p.V - 1u) * p.C;
+  let po = min(ip, p.T - 1u) * p.C;`
+    : "let ro = (m * p.rStride + p.rOff) * p.C;";
+  const x = embed
+    ? "select(bitcast<f32>(0x7fc00000u), tok[to + c] + pos[po + c], valid)"
+    : "res[ro + c] + y[o + c]";
+  return /* wgsl */ `
+struct P { rows: u32, C: u32, rStride: u32, rOff: u32, V: u32, T: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> res: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<f32>;
-@group(0) @binding(4) var<storage, read> b: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> xn: array<f32>;
+${inputs}
+@group(0) @binding(${n}) var<storage, read> w: array<f32>;
+@group(0) @binding(${n + 1}) var<storage, read> b: array<f32>;
+@group(0) @binding(${n + 2}) var<storage, read_write> out: array<f32>;
+@group(0) @binding(${n + 3}) var<storage, read_write> xn: array<f32>;
 
 @compute @workgroup_size(${ADD_LN_WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let m = g.x;
   if (m >= p.rows) { return; }
   let o = m * p.C;
-  let ro = (m * p.rStride + p.rOff) * p.C;
+  ${rows}
   var mean = 0.0;
   var q = 0.0;
   for (var c = 0u; c < p.C; c++) {
-    let x = res[ro + c] + y[o + c];
+    let x = ${x};
     out[o + c] = x;
     let inv = 1.0 / f32(c + 1u);
     let d = x - mean;
@@ -326,6 +347,30 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     xn[o + c] = fma((out[o + c] - mean) * rs, w[c], b[c]);
   }
 }`;
+}
+
+const ADD_LN_WGSL = addLayernormWGSL(false);
+const EMBED_LN_WGSL = addLayernormWGSL(true);
+
+function checkLayernormArgs(
+  label: string,
+  inputs: Tensor[],
+  w: Tensor,
+  b: Tensor,
+  out: Tensor,
+  xn: Tensor,
+  rows: number,
+  C: number,
+) {
+  if (w.size !== C || b.size !== C) throw new Error(`${label}: w/b must have ${C} values`);
+  if (out.size < rows * C || xn.size < rows * C) throw new Error(`${label}: out/xn too small`);
+  for (const t of [out, xn]) {
+    for (const r of [...inputs, w, b]) {
+      if (t.buffer === r.buffer) throw new Error(`${label}: an output shares a buffer with an input`);
+    }
+  }
+  if (out.buffer === xn.buffer) throw new Error(`${label}: out and xn share a buffer`);
+}
 
 /**
  * out [rows, C] = res rows (row m is res row m·rStride + rOff) + y [rows, C]; xn = LayerNorm(out)·w + b.
@@ -343,20 +388,54 @@ export function addLayernorm(
   rStride = 1,
   rOff = 0,
 ): void {
-  if (w.size !== C || b.size !== C) throw new Error(`addLayernorm: w/b must have ${C} values`);
-  if (y.size < rows * C || out.size < rows * C || xn.size < rows * C) {
-    throw new Error("addLayernorm: tensor too small");
-  }
+  checkLayernormArgs("addLayernorm", [res, y], w, b, out, xn, rows, C);
+  if (y.size < rows * C) throw new Error("addLayernorm: y too small");
   if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
     throw new Error("addLayernorm: res too small");
   }
-  for (const t of [out, xn]) {
-    for (const r of [res, y, w, b]) {
-      if (t.buffer === r.buffer) throw new Error("addLayernorm: an output shares a buffer with an input");
-    }
-  }
-  if (out.buffer === xn.buffer) throw new Error("addLayernorm: out and xn share a buffer");
-  rt.dispatch("add_layernorm", ADD_LN_WGSL, [res, y, w, b, out, xn], [rows, C, rStride, rOff, f32(LN_EPS)], [
+  rt.dispatch("add_layernorm", ADD_LN_WGSL, [res, y, w, b, out, xn], [
+    rows,
+    C,
+    rStride,
+    rOff,
+    0,
+    0,
+    f32(LN_EPS),
+  ], [
     groups(rows, ADD_LN_WG),
   ]);
+}
+
+/**
+ * out [rows, C] = tok[ids[m]] + pos[positions[m]] (tok [V, C], pos [T, C]); xn = LayerNorm(out)·w + b.
+ */
+export function embedLayernorm(
+  rt: Runtime,
+  ids: Tensor,
+  positions: Tensor,
+  tok: Tensor,
+  pos: Tensor,
+  w: Tensor,
+  b: Tensor,
+  out: Tensor,
+  xn: Tensor,
+  rows: number,
+): void {
+  const [V, C] = tok.shape, T = pos.shape[0];
+  if (tok.shape.length !== 2 || pos.shape.length !== 2 || pos.shape[1] !== C) {
+    throw new Error(`embedLayernorm: tables [${tok.shape}] and [${pos.shape}] must be [V, C] and [T, C]`);
+  }
+  if (ids.dtype !== "u32" || positions.dtype !== "u32" || ids.size < rows || positions.size < rows) {
+    throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
+  }
+  checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], w, b, out, xn, rows, C);
+  rt.dispatch("embed_layernorm", EMBED_LN_WGSL, [ids, positions, tok, pos, w, b, out, xn], [
+    rows,
+    C,
+    0,
+    0,
+    V,
+    T,
+    f32(LN_EPS),
+  ], [groups(rows, ADD_LN_WG)]);
 }

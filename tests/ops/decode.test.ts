@@ -1,6 +1,8 @@
 // Incremental-decoding kernels: single-query attention over the KV cache vs the float64 attention
-// reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), and the
-// context-window append/shift vs a host mirror.
+// reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), the
+// context-window append/shift vs a host mirror, and the decode path's fused kernels (small-M linear,
+// residual add + LayerNorm, embeddings + LayerNorm) per element vs float64 references, outputs
+// NaN-poisoned, on awkward shapes.
 
 import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
 import {
@@ -9,6 +11,7 @@ import {
   attentionDecode,
   decodeLinear,
   type DecodeLinearOpts,
+  embedLayernorm,
 } from "../../ops/decode.ts";
 import { layernormRef } from "../reference/layernorm.ts";
 import { linearRef } from "../reference/matmul.ts";
@@ -196,6 +199,52 @@ Deno.test("addLayernorm: residual add + LayerNorm of strided residual rows vs th
     const tag = `addLayernorm (${rows},${C},${rStride},${rOff})`;
     assertCloseElementwise(gotSum.subarray(0, rows * C), sum, 1e-6, 1e-3, `${tag} sum`);
     assertCloseElementwise(gotXn.subarray(0, rows * C), want, 1e-4, 1e-2, `${tag} xn`);
+    for (const g of [gotSum, gotXn]) {
+      if (!g.subarray(rows * C).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
+    }
+  }
+});
+
+Deno.test("embedLayernorm: token + position gathers and LayerNorm vs the float64 reference; bad ids give NaN rows", async () => {
+  for (const [rows, V, T, C] of [[1, 1, 1, 1], [7, 65, 8, 33], [40, 65, 32, 64], [3, 5, 256, 384]]) {
+    const tok = rng.uniformArray(V * C, -1, 1), pos = rng.uniformArray(T * C, -1, 1);
+    const w = rng.uniformArray(C, 0.5, 1.5), b = rng.uniformArray(C, -1, 1);
+    const ids = Uint32Array.from({ length: rows }, () => rng.int(V));
+    const at = Uint32Array.from({ length: rows }, (_, m) => (m * 5 + 3) % T);
+    if (rows > 2) [ids[1], at[2]] = [V, T]; // one id and one position out of range
+    const sum = new Float64Array(rows * C);
+    for (let m = 0; m < rows; m++) {
+      for (let c = 0; c < C; c++) sum[m * C + c] = tok[ids[m] * C + c] + pos[at[m] * C + c];
+    }
+    const want = layernormRef(sum, w, b, rows, C).y;
+    const out = Tensor.empty(rt, [rows * C + 3]), xn = Tensor.empty(rt, [rows * C + 3]);
+    out.poison();
+    xn.poison();
+    embedLayernorm(
+      rt,
+      Tensor.from(rt, ids),
+      Tensor.from(rt, at),
+      Tensor.from(rt, tok, [V, C]),
+      Tensor.from(rt, pos, [T, C]),
+      Tensor.from(rt, w),
+      Tensor.from(rt, b),
+      out,
+      xn,
+      rows,
+    );
+    const [gotSum, gotXn] = [await out.read(), await xn.read()];
+    const tag = `embedLayernorm (${rows},${V},${T},${C})`;
+    const good = (m: number) => !(rows > 2 && (m === 1 || m === 2));
+    for (let m = 0; m < rows; m++) {
+      const r = (a: ArrayLike<number> & { subarray(s: number, e: number): ArrayLike<number> }) =>
+        a.subarray(m * C, (m + 1) * C);
+      if (good(m)) {
+        assertCloseElementwise(r(gotSum), r(sum), 1e-6, 1e-3, `${tag} sum`);
+        assertCloseElementwise(r(gotXn), r(want), 1e-4, 1e-2, `${tag} xn`);
+      } else if (!Array.from(r(gotXn)).every(Number.isNaN)) {
+        throw new Error(`${tag}: row ${m} out of range is not NaN`);
+      }
+    }
     for (const g of [gotSum, gotXn]) {
       if (!g.subarray(rows * C).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
     }
