@@ -10,6 +10,9 @@
 //   window left by one and put it last. Also stores it in the history [B, cap] at `slot` (what the
 //   host reads back, a chunk at a time) and its position in the window in pos [B] (what the next
 //   incremental step's position embedding gathers).
+// * addLayernorm / embedLayernorm (below): the eval-mode residual add (or the two embedding gathers)
+//   fused with the LayerNorm that follows, so a decode pass has fewer dispatches: at B = 1 most
+//   kernels cost lavapipe's per-dispatch floor, whatever their size.
 
 import { f32, groups, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
@@ -186,103 +189,6 @@ export function appendTokens(
     throw new Error("appendTokens: len/slot out of range");
   }
   rt.dispatch("append_tokens", APPEND_WGSL, [ids, ctx, hist, pos], [T, len, cap, slot], [B]);
-}
-
-// ---------------------------------------------------------------- small-M linear (decoding)
-//
-// decodeLinear: y = act(x · Wᵀ + b) (+ res) for the few rows of a decoding step (B sequences, one
-// position each). The training matmul (ops/matmul.ts) tiles for many rows: at M = 1 most of its
-// lanes idle and a workgroup's row tile is mostly padding. Here one invocation owns one output
-// column n for up to ROWS rows: it reads W[n, :] once (vec4 loads when K % 4 == 0) and keeps a
-// ROWS-row accumulator in registers, so the weight is read once per dispatch whatever M is, and the
-// N columns spread over N / LIN_WG workgroups (both CPU cores at C = 64). The sum over k runs in
-// order with fma, as the window kernel does. The epilogue: bias, then ReLU, then a residual row
-// res[(m·rStride + rOff), n] (the residual stream of the sequence's last position in a [B·T, N]
-// window buffer, or a compact [B, N] one).
-
-const LIN_WG = 16;
-export const DECODE_ROWS = 8; // rows per invocation (more rows: more row tiles, same kernel)
-
-function decodeLinearWGSL(vec: boolean, bias: boolean, relu: boolean, res: boolean): string {
-  const L = vec ? 4 : 1, ty = vec ? "vec4<f32>" : "f32";
-  const dot = vec ? "dot(xv, w)" : "xv * w";
-  return /* wgsl */ `
-struct P { M: u32, N: u32, K: u32, rStride: u32, rOff: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<${ty}>;
-@group(0) @binding(2) var<storage, read> W: array<${ty}>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-${bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
-${res ? `@group(0) @binding(${bias ? 5 : 4}) var<storage, read> res: array<f32>;` : ""}
-const R: u32 = ${DECODE_ROWS}u;
-
-@compute @workgroup_size(${LIN_WG})
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let n = g.x;
-  let m0 = g.y * R;
-  if (n >= p.N) { return; }
-  let KL = p.K / ${L}u;
-  let rows = min(R, p.M - m0);
-  var acc: array<f32, R>;
-  for (var k = 0u; k < KL; k++) {
-    let w = W[n * KL + k];
-    for (var r = 0u; r < rows; r++) {
-      let xv = x[(m0 + r) * KL + k];
-      acc[r] = ${vec ? "acc[r] + " + dot : "fma(xv, w, acc[r])"};
-    }
-  }
-  for (var r = 0u; r < rows; r++) {
-    let m = m0 + r;
-    var v = acc[r]${bias ? " + bias[n]" : ""};
-    ${relu ? "v = max(v, 0.0);" : ""}
-    ${res ? "v = res[(m * p.rStride + p.rOff) * p.N + n] + v;" : ""}
-    y[m * p.N + n] = v;
-  }
-}`;
-}
-
-const linCache = new Map<string, string>();
-
-export interface DecodeLinearOpts {
-  bias?: Tensor | null; // [N]
-  relu?: boolean;
-  res?: Tensor | null; // residual added last: row m is res row m·rStride + rOff ([*, N])
-  rStride?: number; // default 1
-  rOff?: number; // default 0
-}
-
-/** y [M, N] = act(x [M, K] · Wᵀ + bias) (+ res rows); W is [N, K] (PyTorch Linear layout). */
-export function decodeLinear(
-  rt: Runtime,
-  x: Tensor,
-  W: Tensor,
-  y: Tensor,
-  M: number,
-  o: DecodeLinearOpts = {},
-): void {
-  const [N, K] = W.shape;
-  const { bias = null, relu = false, res = null, rStride = 1, rOff = 0 } = o;
-  if (W.shape.length !== 2 || x.size < M * K || y.size < M * N) {
-    throw new Error(`decodeLinear: shapes x[${x.size}] W[${W.shape}] y[${y.size}] for M=${M}`);
-  }
-  if (bias && bias.size !== N) throw new Error(`decodeLinear: bias has ${bias.size} values, want ${N}`);
-  if (res && res.size < ((M - 1) * rStride + rOff + 1) * N) throw new Error("decodeLinear: res too small");
-  for (const t of [x, W, ...(bias ? [bias] : []), ...(res ? [res] : [])]) {
-    if (t.buffer === y.buffer && t.offset < y.offset + M * N * 4 && y.offset < t.offset + t.byteLength) {
-      throw new Error("decodeLinear: y overlaps an input");
-    }
-  }
-  if (M === 0 || N === 0) return;
-  // vec4 loads need K % 4 == 0 and 16-byte aligned rows.
-  const vec = K % 4 === 0 && x.offset % 16 === 0 && W.offset % 16 === 0;
-  const key = `${vec}${!!bias}${relu}${!!res}`;
-  let code = linCache.get(key);
-  if (!code) linCache.set(key, code = decodeLinearWGSL(vec, !!bias, relu, !!res));
-  const views = [x, W, y, ...(bias ? [bias] : []), ...(res ? [res] : [])];
-  rt.dispatch("decode_linear", code, views, [M, N, K, rStride, rOff], [
-    groups(N, LIN_WG),
-    groups(M, DECODE_ROWS),
-  ]);
 }
 
 // ---------------------------------------------------------------- residual add + LayerNorm (decoding)

@@ -1,20 +1,12 @@
 // Incremental-decoding kernels: single-query attention over the KV cache vs the float64 attention
 // reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), the
-// context-window append/shift vs a host mirror, and the decode path's fused kernels (small-M linear,
-// residual add + LayerNorm, embeddings + LayerNorm) per element vs float64 references, outputs
+// context-window append/shift vs a host mirror, and the decode path's fused kernels (residual add +
+// LayerNorm, embeddings + LayerNorm) per element vs float64 references, outputs
 // NaN-poisoned, on awkward shapes.
 
 import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
-import {
-  addLayernorm,
-  appendTokens,
-  attentionDecode,
-  decodeLinear,
-  type DecodeLinearOpts,
-  embedLayernorm,
-} from "../../ops/decode.ts";
+import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../../ops/decode.ts";
 import { layernormRef } from "../reference/layernorm.ts";
-import { linearRef } from "../reference/matmul.ts";
 import { attentionRef } from "../reference/attention.ts";
 
 const rng = new Rng(909);
@@ -104,68 +96,6 @@ Deno.test("appendTokens: append while the window has room, shift left when full;
       if (c.join() !== want.join()) throw new Error(`B=${B} T=${T} len=${len}: context window differs`);
     }
   }
-});
-
-Deno.test("decodeLinear: small-M linear with bias, ReLU and residual-row epilogues vs the float64 reference", async () => {
-  // (M, N, K): M = 1..DECODE_ROWS and past it (two row tiles), K % 4 != 0 (scalar loads) and == 0 (vec4).
-  const shapes: [number, number, number][] = [
-    [1, 1, 1],
-    [1, 7, 5],
-    [3, 65, 12],
-    [8, 192, 64],
-    [9, 33, 129],
-    [2, 129, 256],
-    [17, 65, 7],
-  ];
-  for (const [M, N, K] of shapes) {
-    const x = rng.uniformArray(M * K, -2, 2),
-      W = rng.uniformArray(N * K, -1, 1),
-      b = rng.uniformArray(N, -1, 1);
-    const rStride = 3, rOff = 2, res = rng.uniformArray(((M - 1) * rStride + rOff + 1) * N, -2, 2);
-    const lin = linearRef(x, W, b, M, N, K), plain = linearRef(x, W, null, M, N, K);
-    const cases: { name: string; o: DecodeLinearOpts; want: (m: number, n: number) => number }[] = [
-      { name: "plain", o: {}, want: (m, n) => plain[m * N + n] },
-      { name: "bias", o: { bias: Tensor.from(rt, b) }, want: (m, n) => lin[m * N + n] },
-      {
-        name: "bias+relu",
-        o: { bias: Tensor.from(rt, b), relu: true },
-        want: (m, n) => Math.max(lin[m * N + n], 0),
-      },
-      {
-        name: "bias+residual row",
-        o: { bias: Tensor.from(rt, b), res: Tensor.from(rt, res), rStride, rOff },
-        want: (m, n) => res[(m * rStride + rOff) * N + n] + lin[m * N + n],
-      },
-      {
-        name: "relu+compact residual",
-        o: { relu: true, res: Tensor.from(rt, res.subarray(0, M * N)) },
-        want: (m, n) => res[m * N + n] + Math.max(plain[m * N + n], 0),
-      },
-    ];
-    for (const c of cases) {
-      const y = Tensor.empty(rt, [M * N + 5]); // 5 extra values must stay NaN
-      y.poison();
-      decodeLinear(rt, Tensor.from(rt, x), Tensor.from(rt, W, [N, K]), y, M, c.o);
-      const got = await y.read();
-      const want = Float64Array.from({ length: M * N }, (_, i) => c.want(Math.floor(i / N), i % N));
-      assertCloseElementwise(
-        got.subarray(0, M * N),
-        want,
-        1e-4,
-        0.02, // outputs are O(1-10): atol keeps f32 rounding of near-cancelling sums from dominating
-        `decodeLinear ${M}x${N}x${K} ${c.name}`,
-      );
-      if (!got.subarray(M * N).every(Number.isNaN)) throw new Error(`${M}x${N}x${K} ${c.name}: wrote past y`);
-    }
-  }
-  const W = Tensor.from(rt, new Float32Array(12), [3, 4]);
-  let threw = false;
-  try {
-    decodeLinear(rt, W, W, W, 1);
-  } catch {
-    threw = true;
-  }
-  if (!threw) throw new Error("decodeLinear: y aliasing an input was accepted");
 });
 
 Deno.test("addLayernorm: residual add + LayerNorm of strided residual rows vs the float64 reference", async () => {
