@@ -168,10 +168,16 @@ export class GPTActivations {
   readonly dh2: Tensor;
   readonly dscores: Tensor;
 
-  constructor(rt: Runtime, cfg: GPTConfig, readonly B: number, readonly T: number) {
+  constructor(
+    rt: Runtime,
+    cfg: GPTConfig,
+    readonly B: number,
+    readonly T: number,
+    make?: (shape: number[], name: string) => Tensor | undefined, // f32 activations (else Tensor.empty)
+  ) {
     const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
     const N = this.N = B * T;
-    const f = (shape: number[], name: string) => Tensor.empty(rt, shape, "f32", name);
+    const f = (shape: number[], name: string) => make?.(shape, name) ?? Tensor.empty(rt, shape, "f32", name);
     this.idx = Tensor.empty(rt, [N], "u32", "idx");
     this.targets = Tensor.empty(rt, [N], "u32", "targets");
     this.pos = Tensor.from(rt, Uint32Array.from({ length: N }, (_, i) => i % T), [N], "positions");

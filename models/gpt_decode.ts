@@ -18,10 +18,10 @@
 // Seeds: sample i of N draws its n-th character with u = sampleUniform(seed, i, n) on both paths, so
 // each sample is reproducible from (seed, i), and sample 0 of N is the single-sample output.
 
-import type { Runtime } from "../ops/runtime.ts";
-import { Tensor } from "../ops/tensor.ts";
+import { type Runtime, STORAGE } from "../ops/runtime.ts";
+import { numel, Tensor } from "../ops/tensor.ts";
 import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../ops/decode.ts";
-import { linearForward } from "../ops/matmul.ts";
+import { linearForward, WINDOW } from "../ops/matmul.ts";
 import { attentionForward } from "../ops/attention.ts";
 import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
 import { type GenerateOptions, sampleLogits } from "./common.ts";
@@ -37,6 +37,25 @@ export interface DecodeOptions extends GenerateOptions {
 export const DEFAULT_CHUNK = 16;
 const MAX_CHUNK = 256;
 
+// The window matmul (ops/matmul.ts) reads its operands through 64 KiB uniform windows: bound in place
+// when the operand's buffer has UNIFORM usage and room for a whole window after it, else copied into
+// a staging area first (two copies per product, each ending the compute pass). The decoder's matmul
+// operands (activations that feed a Linear, and its copy of the weights) are allocated that way.
+const UNIFORM = 0x40;
+const SLACK = WINDOW * 4;
+const OPERANDS = new Set(["xn1", "att", "xn2", "h", "xf"]);
+
+function operand(rt: Runtime, shape: readonly number[], name: string): Tensor {
+  return new Tensor(
+    rt,
+    rt.createBuffer(numel(shape) * 4 + SLACK, STORAGE | UNIFORM, name),
+    0,
+    shape,
+    "f32",
+    name,
+  );
+}
+
 export class GPTDecoder {
   readonly win: GPTActivations; // window pass [B, T]: idx = context windows, layers' qkv = KV cache
   readonly step: GPTActivations; // one position per sequence: idx = last ids, pos = their positions
@@ -46,6 +65,8 @@ export class GPTDecoder {
   readonly hist: Tensor; // [B, MAX_CHUNK] ids of the current chunk
   private readonly staging: GPUBuffer[];
   private readonly rt: Runtime;
+  private readonly weights: Tensor; // the decoder's copy of model.params (syncWeights)
+  private readonly w = new Map<string, Tensor>(); // parameter name -> its view in `weights`
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
   readonly prefillMax: number;
@@ -54,8 +75,16 @@ export class GPTDecoder {
     const rt = this.rt = model.rt;
     const { blockSize: T, vocabSize: V } = model.cfg;
     this.prefillMax = Math.max(1, Math.floor(T / 8));
-    this.win = new GPTActivations(rt, model.cfg, B, T);
-    this.step = new GPTActivations(rt, model.cfg, B, 1);
+    const make = (
+      shape: number[],
+      name: string,
+    ) => (OPERANDS.has(name) ? operand(rt, shape, name) : undefined);
+    this.win = new GPTActivations(rt, model.cfg, B, T, make);
+    this.step = new GPTActivations(rt, model.cfg, B, 1, make);
+    this.weights = operand(rt, model.params.params.shape, "decode-weights");
+    for (const p of model.params.list) {
+      this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
+    }
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
     this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
@@ -67,6 +96,11 @@ export class GPTDecoder {
   /** The full window pass over win.idx (the training forward, every row's logits in win.logits): the tests' reference. */
   windowPass(): void {
     this.model.forward(this.win, this.state, false, false);
+  }
+
+  /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
+  syncWeights(): void {
+    this.rt.copy(this.model.params.params, this.weights);
   }
 
   /**
@@ -93,7 +127,7 @@ export class GPTDecoder {
   private decodeForward(window: boolean, t: number): void {
     const { model, rt, B, win, step } = this;
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
-    const P = (n: string) => model.params.get(n);
+    const P = (n: string) => this.w.get(n)!;
     const src = window ? win : step;
     const first = src.layers[0];
     const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
@@ -133,6 +167,7 @@ export class GPTDecoder {
     const { cache = true, gpuSampling = true, seed = 0 } = opts;
     const chunk = Math.min(MAX_CHUNK, Math.max(1, Math.floor(opts.chunk ?? DEFAULT_CHUNK)));
     const ctx = start.length ? start.slice(-T) : [0];
+    this.syncWeights(); // recorded into the first command buffer
     const win = new Uint32Array(B * T);
     for (let b = 0; b < B; b++) win.set(ctx, b * T);
     this.win.idx.write(win);

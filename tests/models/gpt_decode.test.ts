@@ -100,6 +100,7 @@ Deno.test("decoder: one submit and one readback per chunk, no allocations after 
 Deno.test("cached pass: logits of position t equal row t of the full window pass, for every t", async () => {
   const { blockSize: T, vocabSize: V } = cfg;
   const B = 3, dec = model.decoder(B), rng = new Rng(5);
+  dec.syncWeights();
   const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
   dec.win.idx.write(ids);
   dec.windowPass(); // fills the KV cache for all T positions; its logits are the reference
@@ -129,6 +130,7 @@ Deno.test("cached pass: logits of position t equal row t of the full window pass
 Deno.test("last-row window pass: logits of row t equal row t of the full window pass, for every t", async () => {
   const { blockSize: T, vocabSize: V } = cfg;
   const B = 3, dec = model.decoder(B), rng = new Rng(6);
+  dec.syncWeights();
   const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
   for (let t = 0; t < T; t++) {
     // Window filled up to t (the ids after it are zero padding, as in generation).
