@@ -151,3 +151,16 @@ Deno.test("last-row window pass: logits of row t equal row t of the full window 
     }
   }
 });
+
+Deno.test("decoder: reads the weights as they are when generate starts (its copy is refreshed)", async () => {
+  const m = new GPT(rt, cfg, 12);
+  const before = await m.generate([3], 40, { temperature: 0 });
+  same(before, await m.generateRecompute([3], 40, { temperature: 0 }), "initial weights");
+  // Change every parameter (as a training step would), then decode with the same decoder again.
+  const rng = new Rng(13), all = await m.params.readAll();
+  for (const v of all.values()) for (let i = 0; i < v.length; i++) v[i] += 0.5 * (rng.uniform() - 0.5);
+  m.params.writeAll(all);
+  const after = await m.generate([3], 40, { temperature: 0 });
+  same(after, await m.generateRecompute([3], 40, { temperature: 0 }), "changed weights");
+  if (after.join() === before.join()) throw new Error("changing every weight did not change the greedy ids");
+});
