@@ -204,59 +204,75 @@ export function appendTokens(
 
 const ADD_LN_WG = 32;
 
-function addLayernormWGSL(embed: boolean): string {
+// L = 4: rows read and written as vec4 (C % 4 == 0, 16-byte aligned views): on lavapipe each storage
+// access is a per-lane loop, so a vec4 access costs about what a scalar one does.
+function addLayernormWGSL(embed: boolean, L: 1 | 4): string {
+  const ty = L === 4 ? "vec4<f32>" : "f32";
   const inputs = embed
     ? `@group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> tok: array<f32>;
-@group(0) @binding(4) var<storage, read> pos: array<f32>;`
-    : `@group(0) @binding(1) var<storage, read> res: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;`;
+@group(0) @binding(3) var<storage, read> tok: array<${ty}>;
+@group(0) @binding(4) var<storage, read> pos: array<${ty}>;`
+    : `@group(0) @binding(1) var<storage, read> res: array<${ty}>;
+@group(0) @binding(2) var<storage, read> y: array<${ty}>;`;
   const n = embed ? 5 : 3;
   const rows = embed
     ? `let it = ids[m];
   let ip = positions[m];
   let valid = it < p.V && ip < p.T;
-  let to = min(it, p.V - 1u) * p.C;
-  let po = min(ip, p.T - 1u) * p.C;`
-    : "let ro = (m * p.rStride + p.rOff) * p.C;";
+  let to = min(it, p.V - 1u) * CL;
+  let po = min(ip, p.T - 1u) * CL;`
+    : "let ro = (m * p.rStride + p.rOff) * CL;";
   const x = embed
-    ? "select(bitcast<f32>(0x7fc00000u), tok[to + c] + pos[po + c], valid)"
+    ? `select(${ty}(bitcast<f32>(0x7fc00000u)), tok[to + c] + pos[po + c], valid)`
     : "res[ro + c] + y[o + c]";
+  const comps = L === 4 ? ["xv.x", "xv.y", "xv.z", "xv.w"] : ["xv"];
+  const welford = comps.map((v, j) =>
+    `    {
+      let x = ${v};
+      let d = x - mean;
+      mean = fma(d, 1.0 / f32(c * ${L}u + ${j + 1}u), mean);
+      q = fma(d, x - mean, q);
+    }`
+  ).join("\n");
   return /* wgsl */ `
 struct P { rows: u32, C: u32, rStride: u32, rOff: u32, V: u32, T: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${inputs}
-@group(0) @binding(${n}) var<storage, read> w: array<f32>;
-@group(0) @binding(${n + 1}) var<storage, read> b: array<f32>;
-@group(0) @binding(${n + 2}) var<storage, read_write> out: array<f32>;
-@group(0) @binding(${n + 3}) var<storage, read_write> xn: array<f32>;
+@group(0) @binding(${n}) var<storage, read> w: array<${ty}>;
+@group(0) @binding(${n + 1}) var<storage, read> b: array<${ty}>;
+@group(0) @binding(${n + 2}) var<storage, read_write> out: array<${ty}>;
+@group(0) @binding(${n + 3}) var<storage, read_write> xn: array<${ty}>;
 
 @compute @workgroup_size(${ADD_LN_WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let m = g.x;
   if (m >= p.rows) { return; }
-  let o = m * p.C;
+  let CL = p.C / ${L}u;
+  let o = m * CL;
   ${rows}
   var mean = 0.0;
   var q = 0.0;
-  for (var c = 0u; c < p.C; c++) {
-    let x = ${x};
-    out[o + c] = x;
-    let inv = 1.0 / f32(c + 1u);
-    let d = x - mean;
-    mean = fma(d, inv, mean);
-    q = fma(d, x - mean, q);
+  for (var c = 0u; c < CL; c++) {
+    let xv = ${x};
+    out[o + c] = xv;
+${welford}
   }
   let rs = inverseSqrt(q / f32(p.C) + p.eps);
-  for (var c = 0u; c < p.C; c++) {
-    xn[o + c] = fma((out[o + c] - mean) * rs, w[c], b[c]);
+  for (var c = 0u; c < CL; c++) {
+    xn[o + c] = fma((out[o + c] - ${ty}(mean)) * rs, w[c], b[c]);
   }
 }`;
 }
 
-const ADD_LN_WGSL = addLayernormWGSL(false);
-const EMBED_LN_WGSL = addLayernormWGSL(true);
+const lnCode = new Map<string, string>();
+function addLayernormCode(embed: boolean, C: number, views: Tensor[]): string {
+  const L = C % 4 === 0 && views.every((t) => t.offset % 16 === 0) ? 4 : 1;
+  const key = `${embed}${L}`;
+  let code = lnCode.get(key);
+  if (!code) lnCode.set(key, code = addLayernormWGSL(embed, L));
+  return code;
+}
 
 function checkLayernormArgs(
   label: string,
@@ -299,7 +315,8 @@ export function addLayernorm(
   if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
     throw new Error("addLayernorm: res too small");
   }
-  rt.dispatch("add_layernorm", ADD_LN_WGSL, [res, y, w, b, out, xn], [
+  const views = [res, y, w, b, out, xn];
+  rt.dispatch("add_layernorm", addLayernormCode(false, C, views), views, [
     rows,
     C,
     rStride,
@@ -335,7 +352,8 @@ export function embedLayernorm(
     throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
   }
   checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], w, b, out, xn, rows, C);
-  rt.dispatch("embed_layernorm", EMBED_LN_WGSL, [ids, positions, tok, pos, w, b, out, xn], [
+  const views = [ids, positions, tok, pos, w, b, out, xn];
+  rt.dispatch("embed_layernorm", addLayernormCode(true, C, [tok, pos, w, b, out, xn]), views, [
     rows,
     C,
     0,
