@@ -274,13 +274,11 @@ function addLayernormCode(embed: boolean, C: number, views: Tensor[]): string {
   return code;
 }
 
+/** w, b [C]; out and xn [rows, C], in buffers of their own (not an input's, not each other's). */
 function checkLayernormArgs(
   label: string,
   inputs: Tensor[],
-  w: Tensor,
-  b: Tensor,
-  out: Tensor,
-  xn: Tensor,
+  [w, b, out, xn]: Tensor[],
   rows: number,
   C: number,
 ) {
@@ -310,7 +308,7 @@ export function addLayernorm(
   rStride = 1,
   rOff = 0,
 ): void {
-  checkLayernormArgs("addLayernorm", [res, y], w, b, out, xn, rows, C);
+  checkLayernormArgs("addLayernorm", [res, y], [w, b, out, xn], rows, C);
   if (y.size < rows * C) throw new Error("addLayernorm: y too small");
   if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
     throw new Error("addLayernorm: res too small");
@@ -351,7 +349,7 @@ export function embedLayernorm(
   if (ids.dtype !== "u32" || positions.dtype !== "u32" || ids.size < rows || positions.size < rows) {
     throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
   }
-  checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], w, b, out, xn, rows, C);
+  checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], [w, b, out, xn], rows, C);
   const views = [ids, positions, tok, pos, w, b, out, xn];
   rt.dispatch("embed_layernorm", addLayernormCode(true, C, [tok, pos, w, b, out, xn]), views, [
     rows,
