@@ -245,7 +245,6 @@ export class GPT {
     state: Tensor,
     train: boolean,
     withLoss = true,
-    attend?: (layer: number, a: LayerActs) => void, // replaces the attention core (KV-cache decoding)
   ): void {
     const { rt, cfg } = this;
     const { B, T, N } = acts;
@@ -264,8 +263,7 @@ export class GPT {
       // x = x + dropout(proj(attention(ln1(x))))
       layernormForward(rt, a.res, w("ln1.weight"), w("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
       linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
-      if (attend) attend(l, a);
-      else attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
+      attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
       linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
       residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
       // x = x + dropout(mlp(ln2(x)))

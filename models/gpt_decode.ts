@@ -9,7 +9,11 @@
 //   of up to block_size/8 characters is fed the same way, a longer one in one window pass.
 // * Past block_size the window slides, and with absolute position embeddings every position's
 //   embedding (so every key and value) changes: each character is then a fresh, exact forward pass
-//   over the window (cached keys would be wrong, not approximate).
+//   over the window (cached keys would be wrong, not approximate). Only each sequence's newest row
+//   feeds the sampler, so the last layer after its qkv, ln_f and lm_head run on that row alone.
+// * The passes are this file's decode forward, not GPT.forward: eval-mode residual adds fused with
+//   the next LayerNorm, the embeddings with the first one (ops/decode.ts), and the matmul operands
+//   (activations and a copy of the weights) in buffers the window matmul binds in place.
 // * With GPU sampling (ops/sampling.ts) the host records `chunk` characters per command buffer
 //   (sample, append to the context window and to the history, next pass), submits once, and reads
 //   the chunk's ids back while the GPU runs the next chunk (two staging buffers): no per-character
