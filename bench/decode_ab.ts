@@ -3,13 +3,13 @@
 // sampling, medians over --rounds. Compare against an older commit with
 //
 //   git archive 7f1a9e9 | tar -x -C /tmp/base
-//   deno run --allow-read=.,/tmp/base --allow-env bench/decode_ab.ts --trees /tmp/base,.
+//   deno run --allow-read=.,/tmp/base --allow-env --allow-sys=loadavg bench/decode_ab.ts --trees /tmp/base,.
 
 import { fail, type FlagSpec, intFlag, parseFlags, runMain } from "../lib/cli.ts";
 
 const USAGE = `Decoding speed (chars/s) of several source trees, interleaved in one process.
 
-Usage: deno run --allow-read=.,TREE --allow-env bench/decode_ab.ts --trees TREE,TREE [flags]`;
+Usage: deno run --allow-read=.,TREE --allow-env [--allow-sys=loadavg] bench/decode_ab.ts --trees TREE,TREE [flags]`;
 
 const FLAGS: FlagSpec[] = [
   { name: "trees", type: "string", help: "comma-separated project folders to compare (required)" },
@@ -67,7 +67,11 @@ async function main(): Promise<void> {
       );
     }
   }
-  console.log(`load average ${Deno.loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+  try {
+    console.log(`load average ${Deno.loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+  } catch {
+    // no --allow-sys: no load line
+  }
 }
 
 if (import.meta.main) runMain(main);
