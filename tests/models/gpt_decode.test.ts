@@ -164,3 +164,15 @@ Deno.test("decoder: reads the weights as they are when generate starts (its copy
   same(after, await m.generateRecompute([3], 40, { temperature: 0 }), "changed weights");
   if (after.join() === before.join()) throw new Error("changing every weight did not change the greedy ids");
 });
+
+Deno.test("greedy: one layer (the last layer is the first) and block 1 also give the recompute ids", async () => {
+  for (const over of [{ nLayer: 1, blockSize: 5 }, { nLayer: 3, blockSize: 1 }]) {
+    const m = new GPT(rt, { ...cfg, ...over }, 14);
+    for (const start of [[2], [4, 1, 4, 1, 4, 1, 9]]) {
+      const want = await m.generateRecompute(start, 24, { temperature: 0 });
+      const tag = `L${over.nLayer} T${over.blockSize} prompt ${start.length}`;
+      same(await m.generate(start, 24, { temperature: 0 }), want, `${tag} cache`);
+      same(await m.generate(start, 24, { temperature: 0, cache: false }), want, `${tag} no cache`);
+    }
+  }
+});
