@@ -6,7 +6,13 @@
 //   deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [--json FILE] [--quick]
 //   deno task bench --sampling        (the same table after the training-step benchmark)
 
-import { parseArgs } from "node:util";
+import {
+  ensureReadPermission,
+  ensureWritePermission,
+  type FlagSpec,
+  parseFlags,
+  runMain,
+} from "../lib/cli.ts";
 import type { Runtime } from "../ops/runtime.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import type { DecodeOptions } from "../models/gpt_decode.ts";
@@ -174,41 +180,34 @@ export function summarize(rows: SamplingCase[]): string[] {
   return lines;
 }
 
-if (import.meta.main) {
-  const { values: v } = parseArgs({
-    args: Deno.args,
-    options: {
-      json: { type: "string" },
-      quick: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (v.help) {
-    console.log(`Sampling speed (chars/s) of GPT decoding, before/after the KV cache and GPU sampling.
+const USAGE = `Sampling speed (chars/s) of GPT decoding, before/after the KV cache and GPU sampling.
 
-Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [flags]
+Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [flags]`;
 
-  --quick      shorter generations (a smoke run)
-  --json FILE  also write the rows as JSON
-  -h, --help   this text`);
-    Deno.exit(0);
-  }
-  const granted = (name: "read" | "write") =>
-    Deno.permissions.querySync({ name, path: v.json }).state === "granted";
-  if (v.json && !(granted("read") && granted("write"))) {
-    console.error(
-      `--json ${v.json}: needs read and write permission there (atomic write: temp file, rename)`,
-    );
-    Deno.exit(2);
+const FLAGS: FlagSpec[] = [
+  { name: "quick", type: "boolean", default: false, help: "shorter generations (a smoke run)" },
+  { name: "json", type: "string", help: "also write the rows as JSON to this file" },
+];
+
+async function main(): Promise<void> {
+  const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
+  const json = v.json as string | undefined;
+  if (json) {
+    // atomicWrite writes a temp file beside it and renames it: read and write access there.
+    const hint = `--allow-read=${json} --allow-write=${json}`;
+    await ensureReadPermission([json], hint);
+    await ensureWritePermission([json], hint);
   }
   const { Runtime } = await import("../ops/runtime.ts");
   const rt = await Runtime.create();
   console.log(`adapter   ${rt.describe()}`);
-  const rows = await benchSampling(rt, { quick: v.quick, log: (l) => console.log(l) });
+  const rows = await benchSampling(rt, { quick: !!v.quick, log: (l) => console.log(l) });
   for (const l of summarize(rows)) console.log(l);
-  if (v.json) {
+  if (json) {
     const { atomicWrite } = await import("../lib/fsutil.ts");
-    await atomicWrite(v.json, JSON.stringify({ adapter: rt.describe(), sampling: rows }, null, 2) + "\n");
+    await atomicWrite(json, JSON.stringify({ adapter: rt.describe(), sampling: rows }, null, 2) + "\n");
   }
   rt.destroy();
 }
+
+if (import.meta.main) runMain(main);

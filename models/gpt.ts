@@ -212,11 +212,20 @@ export class GPTActivations {
   /** Backward scratch: gradient of the attention scores. */
   readonly dscores: Tensor;
 
-  /** Allocate every buffer for a [B, T] batch. */
-  constructor(rt: Runtime, cfg: GPTConfig, readonly B: number, readonly T: number) {
+  /**
+   * Allocate every buffer for a [B, T] batch. `make` may supply an f32 activation tensor (the decoder
+   * gives the matmul operands UNIFORM usage); otherwise, or when it returns undefined, Tensor.empty.
+   */
+  constructor(
+    rt: Runtime,
+    cfg: GPTConfig,
+    readonly B: number,
+    readonly T: number,
+    make?: (shape: number[], name: string) => Tensor | undefined,
+  ) {
     const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
     const N = this.N = B * T;
-    const f = (shape: number[], name: string) => Tensor.empty(rt, shape, "f32", name);
+    const f = (shape: number[], name: string) => make?.(shape, name) ?? Tensor.empty(rt, shape, "f32", name);
     this.idx = Tensor.empty(rt, [N], "u32", "idx");
     this.targets = Tensor.empty(rt, [N], "u32", "targets");
     this.pos = Tensor.from(rt, Uint32Array.from({ length: N }, (_, i) => i % T), [N], "positions");
@@ -288,7 +297,6 @@ export class GPT {
     state: Tensor,
     train: boolean,
     withLoss = true,
-    attend?: (layer: number, a: LayerActs) => void, // replaces the attention core (KV-cache decoding)
   ): void {
     const { rt, cfg } = this;
     const { B, T, N } = acts;
@@ -307,8 +315,7 @@ export class GPT {
       // x = x + dropout(proj(attention(ln1(x))))
       layernormForward(rt, a.res, w("ln1.weight"), w("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
       linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
-      if (attend) attend(l, a);
-      else attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
+      attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
       linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
       residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
       // x = x + dropout(mlp(ln2(x)))

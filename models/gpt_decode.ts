@@ -9,7 +9,11 @@
 //   of up to block_size/8 characters is fed the same way, a longer one in one window pass.
 // * Past block_size the window slides, and with absolute position embeddings every position's
 //   embedding (so every key and value) changes: each character is then a fresh, exact forward pass
-//   over the window (cached keys would be wrong, not approximate).
+//   over the window (cached keys would be wrong, not approximate). Only each sequence's newest row
+//   feeds the sampler, so the last layer after its qkv, ln_f and lm_head run on that row alone.
+// * The passes are this file's decode forward, not GPT.forward: eval-mode residual adds fused with
+//   the next LayerNorm, the embeddings with the first one (ops/decode.ts), and the matmul operands
+//   (activations and a copy of the weights) in buffers the window matmul binds in place.
 // * With GPU sampling (ops/sampling.ts) the host records `chunk` characters per command buffer
 //   (sample, append to the context window and to the history, next pass), submits once, and reads
 //   the chunk's ids back while the GPU runs the next chunk (two staging buffers): no per-character
@@ -18,42 +22,87 @@
 // Seeds: sample i of N draws its n-th character with u = sampleUniform(seed, i, n) on both paths, so
 // each sample is reproducible from (seed, i), and sample 0 of N is the single-sample output.
 
-import type { Runtime } from "../ops/runtime.ts";
-import { Tensor } from "../ops/tensor.ts";
-import { appendTokens, attentionDecode } from "../ops/decode.ts";
+import { type Runtime, STORAGE } from "../ops/runtime.ts";
+import { numel, Tensor } from "../ops/tensor.ts";
+import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../ops/decode.ts";
+import { linearForward, WINDOW } from "../ops/matmul.ts";
+import { attentionForward } from "../ops/attention.ts";
 import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
 import { type GenerateOptions, sampleLogits } from "./common.ts";
 import { type GPT, GPTActivations } from "./gpt.ts";
 
+/** GenerateOptions plus the decoder's switches (the defaults are the fast path). */
 export interface DecodeOptions extends GenerateOptions {
-  cache?: boolean; // KV cache while the context is shorter than block_size (default true)
-  gpuSampling?: boolean; // sample on the GPU and read ids back per chunk (default true)
-  chunk?: number; // characters per command buffer / readback with GPU sampling (default 16)
-  onTokens?: (sample: number, ids: number[]) => void; // each sample's ids as each chunk arrives
+  /** KV cache while the context is shorter than block_size (default true). */
+  cache?: boolean;
+  /** Sample on the GPU and read ids back per chunk (default true). */
+  gpuSampling?: boolean;
+  /** Characters per command buffer / readback with GPU sampling (default 16). */
+  chunk?: number;
+  /** Each sample's ids as each chunk arrives. */
+  onTokens?: (sample: number, ids: number[]) => void;
 }
 
+/** Characters per command buffer and readback when the output is not a terminal. */
 export const DEFAULT_CHUNK = 16;
 const MAX_CHUNK = 256;
 
+// The window matmul (ops/matmul.ts) reads its operands through 64 KiB uniform windows: bound in place
+// when the operand's buffer has UNIFORM usage and room for a whole window after it, else copied into
+// a staging area first (two copies per product, each ending the compute pass). The decoder's matmul
+// operands (activations that feed a Linear, and its copy of the weights) are allocated that way.
+const UNIFORM = 0x40;
+const SLACK = WINDOW * 4;
+const OPERANDS = new Set(["xn1", "att", "xn2", "h", "xf"]);
+
+function operand(rt: Runtime, shape: readonly number[], name: string): Tensor {
+  return new Tensor(
+    rt,
+    rt.createBuffer(numel(shape) * 4 + SLACK, STORAGE | UNIFORM, name),
+    0,
+    shape,
+    "f32",
+    name,
+  );
+}
+
+/** Decodes B sequences of one GPT at once: KV cache, exact window passes past block_size, GPU sampling. */
 export class GPTDecoder {
-  readonly win: GPTActivations; // window pass [B, T]: idx = context windows, layers' qkv = KV cache
-  readonly step: GPTActivations; // one position per sequence: idx = last ids, pos = their positions
+  /** The window pass [B, T]: idx = the context windows; the layers' qkv buffers are the KV cache. */
+  readonly win: GPTActivations;
+  /** One position per sequence: idx = the last ids, pos = their positions. */
+  readonly step: GPTActivations;
+  /** The sampling kernel's filtered probabilities [B, V]. */
   readonly probs: Tensor;
+  /** The sampling kernel's rank order [B, V]. */
   readonly order: Tensor;
-  readonly state: Tensor; // [seed, n of the chunk's first draw, 0, 0]
-  readonly hist: Tensor; // [B, MAX_CHUNK] ids of the current chunk
+  /** [seed, n of the chunk's first draw, 0, 0]. */
+  readonly state: Tensor;
+  /** [B, MAX_CHUNK] ids of the current chunk. */
+  readonly hist: Tensor;
   private readonly staging: GPUBuffer[];
   private readonly rt: Runtime;
+  private readonly weights: Tensor; // the decoder's copy of model.params (syncWeights)
+  private readonly w = new Map<string, Tensor>(); // parameter name -> its view in `weights`
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
   readonly prefillMax: number;
 
+  /** Buffers for decoding `B` sequences of `model` (allocated once; generate() reuses them). */
   constructor(readonly model: GPT, readonly B: number) {
     const rt = this.rt = model.rt;
     const { blockSize: T, vocabSize: V } = model.cfg;
     this.prefillMax = Math.max(1, Math.floor(T / 8));
-    this.win = new GPTActivations(rt, model.cfg, B, T);
-    this.step = new GPTActivations(rt, model.cfg, B, 1);
+    const make = (
+      shape: number[],
+      name: string,
+    ) => (OPERANDS.has(name) ? operand(rt, shape, name) : undefined);
+    this.win = new GPTActivations(rt, model.cfg, B, T, make);
+    this.step = new GPTActivations(rt, model.cfg, B, 1, make);
+    this.weights = operand(rt, model.params.params.shape, "decode-weights");
+    for (const p of model.params.list) {
+      this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
+    }
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
     this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
@@ -62,18 +111,68 @@ export class GPTDecoder {
     this.staging = [0, 1].map(() => rt.createBuffer(bytes, 0x01 | 0x08, "sample-staging")); // MAP_READ | COPY_DST
   }
 
-  /** The window pass over win.idx; sequence b's next-token logits are row b·T + len - 1. */
+  /** The full window pass over win.idx (the training forward, every row's logits in win.logits): the tests' reference. */
   windowPass(): void {
     this.model.forward(this.win, this.state, false, false);
   }
 
+  /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
+  syncWeights(): void {
+    this.rt.copy(this.model.params.params, this.weights);
+  }
+
+  /**
+   * The window pass of generation: every row of win through layers 0..L-2 and through the last
+   * layer's qkv (so every layer's KV cache holds positions 0..t), then only row t of each sequence,
+   * as nanoGPT's `lm_head(x[:, [-1], :])`: its attention over the window's keys, projection, MLP,
+   * final LayerNorm and lm_head, in step's [B]-row buffers. Logits: step.logits [B, V].
+   */
+  lastRowPass(t: number): void {
+    this.decodeForward(true, t);
+  }
+
   /** One position per sequence (step.idx at step.pos = t), attending over the cached rows 0..t. */
   cachedPass(t: number): void {
-    const { B, model } = this;
-    const { blockSize: T, nEmbd: C, nHead: H } = model.cfg;
-    model.forward(this.step, this.state, false, false, (l, a) => {
-      attentionDecode(this.rt, a.qkv, this.win.layers[l].qkv, a.att, B, T, C, H, t);
-    });
+    this.decodeForward(false, t);
+  }
+
+  /**
+   * The decode forward (eval: no dropout). Residual adds are fused with the next LayerNorm
+   * (addLayernorm) and the embeddings with the first one (embedLayernorm): a layer is 7 dispatches
+   * instead of 9, the embeddings 1 instead of 3. `window`: rows of win, the last layer
+   * on row t only; else rows of step (one position each) attending over the cache in win.
+   */
+  private decodeForward(window: boolean, t: number): void {
+    const { model, rt, B, win, step } = this;
+    const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
+    const P = (n: string) => this.w.get(n)!;
+    const src = window ? win : step;
+    const first = src.layers[0];
+    const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
+    const [w0, b0] = ln1(0);
+    const [tok, pos] = [P("token_embedding.weight"), P("position_embedding.weight")];
+    embedLayernorm(rt, src.idx, src.pos, tok, pos, w0, b0, first.res, first.xn1, src.N);
+    for (let l = 0; l < L; l++) {
+      const w = (n: string) => P(`blocks.${l}.${n}`);
+      const full = window && l < L - 1; // all B·T rows through the whole layer
+      const a = src.layers[l]; // the layer's input (res, xn1) and qkv, on src's rows
+      const o = full ? a : step.layers[l]; // everything after the attention
+      const R = full ? src.N : B;
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, src.N);
+      if (full) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      else if (window) attentionDecode(rt, null, a.qkv, o.att, B, T, C, H, t);
+      else attentionDecode(rt, a.qkv, win.layers[l].qkv, o.att, B, T, C, H, t);
+      linearForward(rt, o.att, w("attn.proj.weight"), w("attn.proj.bias"), o.proj, R);
+      // The last layer of a window pass: each sequence's residual is row t of its window.
+      const [rStride, rOff] = window && !full ? [T, t] : [1, 0];
+      addLayernorm(rt, a.res, o.proj, w("ln2.weight"), w("ln2.bias"), o.res2, o.xn2, R, C, rStride, rOff);
+      linearForward(rt, o.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), o.h, R, "relu");
+      linearForward(rt, o.h, w("mlp.proj.weight"), w("mlp.proj.bias"), o.mlp, R);
+      const next = src.layers[l + 1];
+      const [lw, lb] = next ? ln1(l + 1) : [P("ln_f.weight"), P("ln_f.bias")];
+      addLayernorm(rt, o.res2, o.mlp, lw, lb, next ? next.res : step.out, next ? next.xn1 : step.xf, R, C);
+    }
+    linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
   }
 
   /**
@@ -86,6 +185,7 @@ export class GPTDecoder {
     const { cache = true, gpuSampling = true, seed = 0 } = opts;
     const chunk = Math.min(MAX_CHUNK, Math.max(1, Math.floor(opts.chunk ?? DEFAULT_CHUNK)));
     const ctx = start.length ? start.slice(-T) : [0];
+    this.syncWeights(); // recorded into the first command buffer
     const win = new Uint32Array(B * T);
     for (let b = 0; b < B; b++) win.set(ctx, b * T);
     this.win.idx.write(win);
@@ -117,14 +217,8 @@ export class GPTDecoder {
       feed(len - 1);
       cached = true;
     }
-    const pass = (): { logits: Tensor; rowStride: number; rowOffset: number } => {
-      if (cached) {
-        this.cachedPass(len - 1);
-        return { logits: this.step.logits, rowStride: 1, rowOffset: 0 };
-      }
-      this.windowPass();
-      return { logits: this.win.logits, rowStride: T, rowOffset: len - 1 };
-    };
+    // Either pass leaves each sequence's next-token logits in step.logits [B, V].
+    const pass = () => (cached ? this.cachedPass(len - 1) : this.lastRowPass(len - 1));
     const advance = () => {
       cached = cache && len < T;
       len = Math.min(len + 1, T);
@@ -133,15 +227,10 @@ export class GPTDecoder {
     if (!gpuSampling) {
       const host = Array.from({ length: B }, () => [...ctx]);
       for (let n = 0; n < maxNew; n++) {
-        const { logits, rowStride, rowOffset } = pass();
-        const first = rowOffset * V, span = ((B - 1) * rowStride + 1) * V;
-        const rows = await rt.read({
-          buffer: logits.buffer,
-          offset: logits.offset + first * 4,
-          byteLength: span * 4,
-        });
+        pass();
+        const rows = await this.step.logits.read();
         const ids = host.map((_, b) =>
-          sampleLogits(rows.subarray(b * rowStride * V, (b * rowStride + 1) * V), {
+          sampleLogits(rows.subarray(b * V, (b + 1) * V), {
             uniform: () => sampleUniform(seed, b, n),
           }, sampling)
         );
@@ -178,13 +267,11 @@ export class GPTDecoder {
       const m = Math.min(chunk, maxNew - n);
       this.state.write(new Uint32Array([seed >>> 0, n, 0, 0]));
       for (let j = 0; j < m; j++) {
-        const { logits, rowStride, rowOffset } = pass();
-        sampleTokens(rt, logits, this.probs, this.order, this.step.idx, this.state, {
+        pass();
+        sampleTokens(rt, this.step.logits, this.probs, this.order, this.step.idx, this.state, {
           ...sampling,
           B,
           V,
-          rowStride,
-          rowOffset,
           step: j,
         });
         appendTokens(rt, this.step.idx, this.win.idx, this.hist, this.step.pos, B, T, len, MAX_CHUNK, j);

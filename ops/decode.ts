@@ -10,10 +10,14 @@
 //   window left by one and put it last. Also stores it in the history [B, cap] at `slot` (what the
 //   host reads back, a chunk at a time) and its position in the window in pos [B] (what the next
 //   incremental step's position embedding gathers).
+// * addLayernorm / embedLayernorm (below): the eval-mode residual add (or the two embedding gathers)
+//   fused with the LayerNorm that follows, so a decode pass has fewer dispatches: at B = 1 most
+//   kernels cost lavapipe's per-dispatch floor, whatever their size.
 
 import { f32, groups, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
 import { MAX_HS } from "./attention.ts";
+import { LN_EPS } from "./layernorm.ts";
 
 const WG = 64;
 
@@ -185,4 +189,175 @@ export function appendTokens(
     throw new Error("appendTokens: len/slot out of range");
   }
   rt.dispatch("append_tokens", APPEND_WGSL, [ids, ctx, hist, pos], [T, len, cap, slot], [B]);
+}
+
+// ---------------------------------------------------------------- residual add + LayerNorm (decoding)
+//
+// addLayernorm: the residual update of eval mode (dropout off) and the next LayerNorm in one kernel,
+// for the decode path (no backward, so no mean/rstd are saved): out[m] = res[m·rStride + rOff] + y[m],
+// xn[m] = LayerNorm(out[m])·w + b (ops/layernorm.ts's semantics: biased variance, eps 1e-5, Welford's
+// one-pass mean and variance). One invocation per row. rStride/rOff pick each sequence's last row
+// out of a [B·T, C] window buffer (the last layer of a window pass needs only that row).
+// embedLayernorm: the same with the token and position embedding gathers as the two summands
+// (out[m] = tok[ids[m]] + pos[positions[m]], then the first block's LayerNorm); an id or position
+// outside its table gives a NaN row, as embeddingForward does.
+
+const ADD_LN_WG = 32;
+
+// L = 4: rows read and written as vec4 (C % 4 == 0, 16-byte aligned views): on lavapipe each storage
+// access is a per-lane loop, so a vec4 access costs about what a scalar one does.
+function addLayernormWGSL(embed: boolean, L: 1 | 4): string {
+  const ty = L === 4 ? "vec4<f32>" : "f32";
+  const inputs = embed
+    ? `@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read> tok: array<${ty}>;
+@group(0) @binding(4) var<storage, read> pos: array<${ty}>;`
+    : `@group(0) @binding(1) var<storage, read> res: array<${ty}>;
+@group(0) @binding(2) var<storage, read> y: array<${ty}>;`;
+  const n = embed ? 5 : 3;
+  const rows = embed
+    ? `let it = ids[m];
+  let ip = positions[m];
+  let valid = it < p.V && ip < p.T;
+  let to = min(it, p.V - 1u) * CL;
+  let po = min(ip, p.T - 1u) * CL;`
+    : "let ro = (m * p.rStride + p.rOff) * CL;";
+  const x = embed
+    ? `select(${ty}(bitcast<f32>(0x7fc00000u)), tok[to + c] + pos[po + c], valid)`
+    : "res[ro + c] + y[o + c]";
+  const comps = L === 4 ? ["xv.x", "xv.y", "xv.z", "xv.w"] : ["xv"];
+  const welford = comps.map((v, j) =>
+    `    {
+      let x = ${v};
+      let d = x - mean;
+      mean = fma(d, 1.0 / f32(c * ${L}u + ${j + 1}u), mean);
+      q = fma(d, x - mean, q);
+    }`
+  ).join("\n");
+  return /* wgsl */ `
+struct P { rows: u32, C: u32, rStride: u32, rOff: u32, V: u32, T: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+${inputs}
+@group(0) @binding(${n}) var<storage, read> w: array<${ty}>;
+@group(0) @binding(${n + 1}) var<storage, read> b: array<${ty}>;
+@group(0) @binding(${n + 2}) var<storage, read_write> out: array<${ty}>;
+@group(0) @binding(${n + 3}) var<storage, read_write> xn: array<${ty}>;
+
+@compute @workgroup_size(${ADD_LN_WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let m = g.x;
+  if (m >= p.rows) { return; }
+  let CL = p.C / ${L}u;
+  let o = m * CL;
+  ${rows}
+  var mean = 0.0;
+  var q = 0.0;
+  for (var c = 0u; c < CL; c++) {
+    let xv = ${x};
+    out[o + c] = xv;
+${welford}
+  }
+  let rs = inverseSqrt(q / f32(p.C) + p.eps);
+  for (var c = 0u; c < CL; c++) {
+    xn[o + c] = fma((out[o + c] - ${ty}(mean)) * rs, w[c], b[c]);
+  }
+}`;
+}
+
+const lnCode = new Map<string, string>();
+function addLayernormCode(embed: boolean, C: number, views: Tensor[]): string {
+  const L = C % 4 === 0 && views.every((t) => t.offset % 16 === 0) ? 4 : 1;
+  const key = `${embed}${L}`;
+  let code = lnCode.get(key);
+  if (!code) lnCode.set(key, code = addLayernormWGSL(embed, L));
+  return code;
+}
+
+/** w, b [C]; out and xn [rows, C], in buffers of their own (not an input's, not each other's). */
+function checkLayernormArgs(
+  label: string,
+  inputs: Tensor[],
+  [w, b, out, xn]: Tensor[],
+  rows: number,
+  C: number,
+) {
+  if (w.size !== C || b.size !== C) throw new Error(`${label}: w/b must have ${C} values`);
+  if (out.size < rows * C || xn.size < rows * C) throw new Error(`${label}: out/xn too small`);
+  for (const t of [out, xn]) {
+    for (const r of [...inputs, w, b]) {
+      if (t.buffer === r.buffer) throw new Error(`${label}: an output shares a buffer with an input`);
+    }
+  }
+  if (out.buffer === xn.buffer) throw new Error(`${label}: out and xn share a buffer`);
+}
+
+/**
+ * out [rows, C] = res rows (row m is res row m·rStride + rOff) + y [rows, C]; xn = LayerNorm(out)·w + b.
+ */
+export function addLayernorm(
+  rt: Runtime,
+  res: Tensor,
+  y: Tensor,
+  w: Tensor,
+  b: Tensor,
+  out: Tensor,
+  xn: Tensor,
+  rows: number,
+  C: number,
+  rStride = 1,
+  rOff = 0,
+): void {
+  checkLayernormArgs("addLayernorm", [res, y], [w, b, out, xn], rows, C);
+  if (y.size < rows * C) throw new Error("addLayernorm: y too small");
+  if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
+    throw new Error("addLayernorm: res too small");
+  }
+  const views = [res, y, w, b, out, xn];
+  rt.dispatch("add_layernorm", addLayernormCode(false, C, views), views, [
+    rows,
+    C,
+    rStride,
+    rOff,
+    0,
+    0,
+    f32(LN_EPS),
+  ], [
+    groups(rows, ADD_LN_WG),
+  ]);
+}
+
+/**
+ * out [rows, C] = tok[ids[m]] + pos[positions[m]] (tok [V, C], pos [T, C]); xn = LayerNorm(out)·w + b.
+ */
+export function embedLayernorm(
+  rt: Runtime,
+  ids: Tensor,
+  positions: Tensor,
+  tok: Tensor,
+  pos: Tensor,
+  w: Tensor,
+  b: Tensor,
+  out: Tensor,
+  xn: Tensor,
+  rows: number,
+): void {
+  const [V, C] = tok.shape, T = pos.shape[0];
+  if (tok.shape.length !== 2 || pos.shape.length !== 2 || pos.shape[1] !== C) {
+    throw new Error(`embedLayernorm: tables [${tok.shape}] and [${pos.shape}] must be [V, C] and [T, C]`);
+  }
+  if (ids.dtype !== "u32" || positions.dtype !== "u32" || ids.size < rows || positions.size < rows) {
+    throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
+  }
+  checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], [w, b, out, xn], rows, C);
+  const views = [ids, positions, tok, pos, w, b, out, xn];
+  rt.dispatch("embed_layernorm", addLayernormCode(true, C, [tok, pos, w, b, out, xn]), views, [
+    rows,
+    C,
+    0,
+    0,
+    V,
+    T,
+    f32(LN_EPS),
+  ], [groups(rows, ADD_LN_WG)]);
 }

@@ -100,6 +100,7 @@ Deno.test("decoder: one submit and one readback per chunk, no allocations after 
 Deno.test("cached pass: logits of position t equal row t of the full window pass, for every t", async () => {
   const { blockSize: T, vocabSize: V } = cfg;
   const B = 3, dec = model.decoder(B), rng = new Rng(5);
+  dec.syncWeights();
   const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
   dec.win.idx.write(ids);
   dec.windowPass(); // fills the KV cache for all T positions; its logits are the reference
@@ -122,6 +123,56 @@ Deno.test("cached pass: logits of position t equal row t of the full window pass
         1e-2,
         `cached logits t=${t} seq ${b}`,
       );
+    }
+  }
+});
+
+Deno.test("last-row window pass: logits of row t equal row t of the full window pass, for every t", async () => {
+  const { blockSize: T, vocabSize: V } = cfg;
+  const B = 3, dec = model.decoder(B), rng = new Rng(6);
+  dec.syncWeights();
+  const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
+  for (let t = 0; t < T; t++) {
+    // Window filled up to t (the ids after it are zero padding, as in generation).
+    dec.win.idx.write(ids.map((x, i) => (i % T <= t ? x : 0)));
+    dec.windowPass();
+    const want = await dec.win.logits.read();
+    dec.step.logits.poison();
+    dec.lastRowPass(t);
+    const got = await dec.step.logits.read();
+    for (let b = 0; b < B; b++) {
+      assertCloseElementwise(
+        got.subarray(b * V, (b + 1) * V),
+        want.subarray((b * T + t) * V, (b * T + t + 1) * V),
+        1e-4,
+        1e-2,
+        `last-row logits t=${t} seq ${b}`,
+      );
+    }
+  }
+});
+
+Deno.test("decoder: reads the weights as they are when generate starts (its copy is refreshed)", async () => {
+  const m = new GPT(rt, cfg, 12);
+  const before = await m.generate([3], 40, { temperature: 0 });
+  same(before, await m.generateRecompute([3], 40, { temperature: 0 }), "initial weights");
+  // Change every parameter (as a training step would), then decode with the same decoder again.
+  const rng = new Rng(13), all = await m.params.readAll();
+  for (const v of all.values()) for (let i = 0; i < v.length; i++) v[i] += 0.5 * (rng.uniform() - 0.5);
+  m.params.writeAll(all);
+  const after = await m.generate([3], 40, { temperature: 0 });
+  same(after, await m.generateRecompute([3], 40, { temperature: 0 }), "changed weights");
+  if (after.join() === before.join()) throw new Error("changing every weight did not change the greedy ids");
+});
+
+Deno.test("greedy: one layer (the last layer is the first) and block 1 also give the recompute ids", async () => {
+  for (const over of [{ nLayer: 1, blockSize: 5 }, { nLayer: 3, blockSize: 1 }]) {
+    const m = new GPT(rt, { ...cfg, ...over }, 14);
+    for (const start of [[2], [4, 1, 4, 1, 4, 1, 9]]) {
+      const want = await m.generateRecompute(start, 24, { temperature: 0 });
+      const tag = `L${over.nLayer} T${over.blockSize} prompt ${start.length}`;
+      same(await m.generate(start, 24, { temperature: 0 }), want, `${tag} cache`);
+      same(await m.generate(start, 24, { temperature: 0, cache: false }), want, `${tag} no cache`);
     }
   }
 });

@@ -1,9 +1,12 @@
 // Incremental-decoding kernels: single-query attention over the KV cache vs the float64 attention
-// reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), and the
-// context-window append/shift vs a host mirror.
+// reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), the
+// context-window append/shift vs a host mirror, and the decode path's fused kernels (residual add +
+// LayerNorm, embeddings + LayerNorm) per element vs float64 references, outputs
+// NaN-poisoned, on awkward shapes.
 
 import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
-import { appendTokens, attentionDecode } from "../../ops/decode.ts";
+import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../../ops/decode.ts";
+import { layernormRef } from "../reference/layernorm.ts";
 import { attentionRef } from "../reference/attention.ts";
 
 const rng = new Rng(909);
@@ -91,6 +94,89 @@ Deno.test("appendTokens: append while the window has room, shift left when full;
         }
       }
       if (c.join() !== want.join()) throw new Error(`B=${B} T=${T} len=${len}: context window differs`);
+    }
+  }
+});
+
+Deno.test("addLayernorm: residual add + LayerNorm of strided residual rows vs the float64 reference", async () => {
+  // (rows, C, rStride, rOff): one row, awkward C, the window's last rows (stride T, offset t), rows > WG.
+  const shapes: [number, number, number, number][] = [
+    [1, 1, 1, 0],
+    [1, 7, 1, 0],
+    [3, 64, 32, 31],
+    [5, 65, 4, 1],
+    [33, 129, 1, 0],
+    [2, 384, 256, 100],
+  ];
+  for (const [rows, C, rStride, rOff] of shapes) {
+    const res = rng.uniformArray(((rows - 1) * rStride + rOff + 1) * C, -3, 3).map((v, i) =>
+      v + (i % C) * 0.1
+    );
+    const y = rng.uniformArray(rows * C, -1, 1),
+      w = rng.uniformArray(C, 0.5, 1.5),
+      b = rng.uniformArray(C, -1, 1);
+    const sum = new Float64Array(rows * C);
+    for (let m = 0; m < rows; m++) {
+      for (let c = 0; c < C; c++) sum[m * C + c] = res[(m * rStride + rOff) * C + c] + y[m * C + c];
+    }
+    const want = layernormRef(sum, w, b, rows, C).y;
+    const out = Tensor.empty(rt, [rows * C + 3]), xn = Tensor.empty(rt, [rows * C + 3]);
+    out.poison();
+    xn.poison();
+    const T = (a: Float32Array) => Tensor.from(rt, a);
+    addLayernorm(rt, T(res), T(y), T(w), T(b), out, xn, rows, C, rStride, rOff);
+    const [gotSum, gotXn] = [await out.read(), await xn.read()];
+    const tag = `addLayernorm (${rows},${C},${rStride},${rOff})`;
+    assertCloseElementwise(gotSum.subarray(0, rows * C), sum, 1e-6, 1e-3, `${tag} sum`);
+    assertCloseElementwise(gotXn.subarray(0, rows * C), want, 1e-4, 1e-2, `${tag} xn`);
+    for (const g of [gotSum, gotXn]) {
+      if (!g.subarray(rows * C).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
+    }
+  }
+});
+
+Deno.test("embedLayernorm: token + position gathers and LayerNorm vs the float64 reference; bad ids give NaN rows", async () => {
+  for (const [rows, V, T, C] of [[1, 1, 1, 1], [7, 65, 8, 33], [40, 65, 32, 64], [3, 5, 256, 384]]) {
+    const tok = rng.uniformArray(V * C, -1, 1), pos = rng.uniformArray(T * C, -1, 1);
+    const w = rng.uniformArray(C, 0.5, 1.5), b = rng.uniformArray(C, -1, 1);
+    const ids = Uint32Array.from({ length: rows }, () => rng.int(V));
+    const at = Uint32Array.from({ length: rows }, (_, m) => (m * 5 + 3) % T);
+    if (rows > 2) [ids[1], at[2]] = [V, T]; // one id and one position out of range
+    const sum = new Float64Array(rows * C);
+    for (let m = 0; m < rows; m++) {
+      for (let c = 0; c < C; c++) sum[m * C + c] = tok[ids[m] * C + c] + pos[at[m] * C + c];
+    }
+    const want = layernormRef(sum, w, b, rows, C).y;
+    const out = Tensor.empty(rt, [rows * C + 3]), xn = Tensor.empty(rt, [rows * C + 3]);
+    out.poison();
+    xn.poison();
+    embedLayernorm(
+      rt,
+      Tensor.from(rt, ids),
+      Tensor.from(rt, at),
+      Tensor.from(rt, tok, [V, C]),
+      Tensor.from(rt, pos, [T, C]),
+      Tensor.from(rt, w),
+      Tensor.from(rt, b),
+      out,
+      xn,
+      rows,
+    );
+    const [gotSum, gotXn] = [await out.read(), await xn.read()];
+    const tag = `embedLayernorm (${rows},${V},${T},${C})`;
+    const good = (m: number) => !(rows > 2 && (m === 1 || m === 2));
+    for (let m = 0; m < rows; m++) {
+      const r = (a: ArrayLike<number> & { subarray(s: number, e: number): ArrayLike<number> }) =>
+        a.subarray(m * C, (m + 1) * C);
+      if (good(m)) {
+        assertCloseElementwise(r(gotSum), r(sum), 1e-6, 1e-3, `${tag} sum`);
+        assertCloseElementwise(r(gotXn), r(want), 1e-4, 1e-2, `${tag} xn`);
+      } else if (!Array.from(r(gotXn)).every(Number.isNaN)) {
+        throw new Error(`${tag}: row ${m} out of range is not NaN`);
+      }
+    }
+    for (const g of [gotSum, gotXn]) {
+      if (!g.subarray(rows * C).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
     }
   }
 });
