@@ -203,6 +203,9 @@ export function appendTokens(
 // outside its table gives a NaN row, as embeddingForward does.
 
 const ADD_LN_WG = 32;
+// An out-of-range id's NaN, passed as a uniform word: WGSL rejects a NaN constant expression (Tint
+// errors on bitcast<f32>(0x7fc00000u); naga accepts it), as in ops/embedding.ts.
+const NAN_BITS = 0x7fc00000;
 
 // L = 4: rows read and written as vec4 (C % 4 == 0, 16-byte aligned views): on lavapipe each storage
 // access is a per-lane loop, so a vec4 access costs about what a scalar one does.
@@ -224,7 +227,7 @@ function addLayernormWGSL(embed: boolean, L: 1 | 4): string {
   let po = min(ip, p.T - 1u) * CL;`
     : "let ro = (m * p.rStride + p.rOff) * CL;";
   const x = embed
-    ? `select(${ty}(bitcast<f32>(0x7fc00000u)), tok[to + c] + pos[po + c], valid)`
+    ? `select(${ty}(bitcast<f32>(p.nanBits)), tok[to + c] + pos[po + c], valid)`
     : "res[ro + c] + y[o + c]";
   const comps = L === 4 ? ["xv.x", "xv.y", "xv.z", "xv.w"] : ["xv"];
   const welford = comps.map((v, j) =>
@@ -236,7 +239,7 @@ function addLayernormWGSL(embed: boolean, L: 1 | 4): string {
     }`
   ).join("\n");
   return /* wgsl */ `
-struct P { rows: u32, C: u32, rStride: u32, rOff: u32, V: u32, T: u32, eps: f32 }
+struct P { rows: u32, C: u32, rStride: u32, rOff: u32, V: u32, T: u32, eps: f32, nanBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${inputs}
 @group(0) @binding(${n}) var<storage, read> w: array<${ty}>;
@@ -322,6 +325,7 @@ export function addLayernorm(
     0,
     0,
     f32(LN_EPS),
+    NAN_BITS,
   ], [
     groups(rows, ADD_LN_WG),
   ]);
@@ -359,5 +363,6 @@ export function embedLayernorm(
     V,
     T,
     f32(LN_EPS),
+    NAN_BITS,
   ], [groups(rows, ADD_LN_WG)]);
 }
