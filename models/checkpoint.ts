@@ -197,20 +197,6 @@ export class NonFiniteParamsError extends Error {
   }
 }
 
-/** What the resume file records about the run besides the model and the optimizer moments. */
-export interface TrainState {
-  /** The optimizer of the run. */
-  optimizer: OptimizerKind;
-  /** Learning rate of the run. */
-  lr: number;
-  /** Seed of the run. */
-  seed: number;
-  /** Batch size of the run. */
-  batch: number;
-  /** The batch sampler's RNG state. */
-  rng: number[];
-}
-
 /**
  * The bytes of both checkpoint files from the model on the GPU. Throws NonFiniteParamsError if any
  * parameter is NaN or infinite: a diverged model never replaces a good checkpoint.
