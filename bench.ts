@@ -13,7 +13,8 @@ import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "./models/gpt.ts";
 import { type DecayParams, Optimizer } from "./models/common.ts";
 import { Rng } from "./lib/rng.ts";
-import { choiceFlag, ensureWritePermission, type FlagSpec, intFlag, parseFlags, runMain } from "./lib/cli.ts";
+import { choiceFlag, ensureOutputFile, type FlagSpec, intFlag, parseFlags, runMain } from "./lib/cli.ts";
+import { atomicWrite } from "./lib/fsutil.ts";
 import { PRESETS } from "./train/config.ts";
 import { GPTStep, type Phase } from "./train/step.ts";
 import { benchSampling, type SamplingCase, summarize } from "./bench/sampling.ts";
@@ -217,7 +218,11 @@ async function main(): Promise<void> {
     : intFlag(v["torch-steps"], "torch-steps", { min: 1, max: 100_000 });
   const json = v.json as string | undefined;
   if (json) {
-    await ensureWritePermission([json], `--allow-write=${json} (deno task bench allows writes under .)`);
+    await ensureOutputFile(
+      json,
+      "--json",
+      `--allow-read=${json} --allow-write=${json} (deno task bench allows . )`,
+    );
   }
 
   const rt = await createRuntime({ timestamps: true });
@@ -525,7 +530,7 @@ async function main(): Promise<void> {
       torch,
       sampling,
     };
-    await Deno.writeTextFile(json, JSON.stringify(result, null, 2) + "\n");
+    await atomicWrite(json, JSON.stringify(result, null, 2) + "\n");
     console.log(`\nwrote ${json}`);
   }
   rt.destroy();

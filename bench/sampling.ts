@@ -6,14 +6,10 @@
 //   deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [--json FILE] [--quick]
 //   deno task bench --sampling        (the same table after the training-step benchmark)
 
-import {
-  ensureReadPermission,
-  ensureWritePermission,
-  type FlagSpec,
-  parseFlags,
-  runMain,
-} from "../lib/cli.ts";
+import { ensureOutputFile, type FlagSpec, parseFlags, runMain } from "../lib/cli.ts";
 import type { Runtime } from "../ops/runtime.ts";
+import { createRuntime } from "../lib/backend.ts";
+import { atomicWrite } from "../lib/fsutil.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import type { DecodeOptions } from "../models/gpt_decode.ts";
 
@@ -192,19 +188,12 @@ const FLAGS: FlagSpec[] = [
 async function main(): Promise<void> {
   const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
   const json = v.json as string | undefined;
-  if (json) {
-    // atomicWrite writes a temp file beside it and renames it: read and write access there.
-    const hint = `--allow-read=${json} --allow-write=${json}`;
-    await ensureReadPermission([json], hint);
-    await ensureWritePermission([json], hint);
-  }
-  const { Runtime } = await import("../ops/runtime.ts");
-  const rt = await Runtime.create();
+  if (json) await ensureOutputFile(json, "--json", `--allow-read=${json} --allow-write=${json}`);
+  const rt = await createRuntime();
   console.log(`adapter   ${rt.describe()}`);
   const rows = await benchSampling(rt, { quick: !!v.quick, log: (l) => console.log(l) });
   for (const l of summarize(rows)) console.log(l);
   if (json) {
-    const { atomicWrite } = await import("../lib/fsutil.ts");
     await atomicWrite(json, JSON.stringify({ adapter: rt.describe(), sampling: rows }, null, 2) + "\n");
   }
   rt.destroy();

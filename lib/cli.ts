@@ -7,6 +7,7 @@
 //      or a Deno permission problem (NotCapable / PermissionDenied), fixed by changing the command line
 // Set TINYGPT_DEBUG=1 to also print the stack trace.
 
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { fail, UsageError } from "./errors.ts";
 
@@ -256,4 +257,21 @@ export async function ensureReadPermission(paths: string[], flagHint: string): P
 /** As `ensureReadPermission`, for write access (e.g. flagHint "--allow-write=out"). */
 export async function ensureWritePermission(paths: string[], flagHint: string): Promise<void> {
   await ensurePermission("write", paths, flagHint);
+}
+
+/**
+ * Check, before any work, that an output file (written atomically: a temp file beside it, then a
+ * rename) can be written: read and write permission, and an existing parent directory. Otherwise one
+ * UsageError line naming `flag`, so a long run never ends in a failed write.
+ */
+export async function ensureOutputFile(path: string, flag: string, flagHint: string): Promise<void> {
+  await ensureReadPermission([path], flagHint);
+  await ensureWritePermission([path], flagHint);
+  const dir = dirname(path);
+  try {
+    if (!(await Deno.stat(dir)).isDirectory) fail(`${flag} ${path}: ${dir} is not a directory`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) fail(`${flag} ${path}: the directory ${dir} does not exist`);
+    if (!(e instanceof Deno.errors.PermissionDenied)) throw e; // unreadable parent: the write will tell
+  }
 }

@@ -150,6 +150,29 @@ Deno.test("ensureRead/WritePermission pass for granted paths", async () => {
   await ensureWritePermission(["/tmp"], "--allow-write=/tmp");
 });
 
+Deno.test("ensureOutputFile: a missing or non-directory parent is a UsageError before any work", async () => {
+  // In a child with read and write access to /tmp (the suite itself may only write there).
+  const r = await child(
+    `import { ensureOutputFile, UsageError } from "${CLI}";
+     const dir = await Deno.makeTempDir({ dir: "/tmp" });
+     await Deno.writeTextFile(dir + "/file", "x");
+     const lines = [];
+     for (const p of [dir + "/out.json", dir + "/missing/out.json", dir + "/file/out.json"]) {
+       try { await ensureOutputFile(p, "--json", "--allow-write"); lines.push("ok"); }
+       catch (e) { lines.push(e instanceof UsageError ? e.message.replaceAll(dir, "D") : "other: " + e); }
+     }
+     await Deno.remove(dir, { recursive: true });
+     console.log(lines.join("\\n"));`,
+    { perms: ["--allow-read=/tmp", "--allow-write=/tmp"] },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.trimEnd().split("\n"), [
+    "ok",
+    "--json D/missing/out.json: the directory D/missing does not exist",
+    "--json D/file/out.json: D/file is not a directory",
+  ]);
+});
+
 Deno.test("--help prints the usage (with the flag list) to stdout and exits 0", async () => {
   const r = await child(
     `import { parseFlags, formatUsage } from "${CLI}";
