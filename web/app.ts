@@ -21,6 +21,7 @@ import {
   parseModelCheckpoint,
 } from "../models/checkpoint.ts";
 import { defaults, type Eval, generate, type RunConfig, Session } from "./session.ts";
+import { fmtTime } from "../train/progress.ts";
 import { type ChartSeries, drawChart } from "./chart.ts";
 
 const $ = <T extends HTMLElement = HTMLInputElement>(id: string) => document.getElementById(id) as T;
@@ -111,13 +112,6 @@ function setDefaults(model: ModelKind): void {
   $("batch-size").disabled = model !== "gpt";
   $("lr").value = String(d.lr);
   $("seed").value = String(d.seed);
-}
-
-function fmtTime(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  s = Math.round(s);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-  return h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(sec).padStart(2, "0")}s`;
 }
 
 function setBusy(busy: boolean, training = false): void {
