@@ -418,7 +418,7 @@ export function attentionForward(
   rt.dispatch(
     "attention_fwd",
     kernel("fwd", hs, R),
-    [qkv, out, probs, state],
+    { qkv, out, probs, state },
     [B, T, C, H, NG, stream, f32(train ? p : 0), f32(1 / Math.sqrt(hs)), hs, nc, 0],
     [groups(B * H * NG, WG)],
   );
@@ -458,14 +458,14 @@ export function attentionBackward(
   rt.dispatch(
     "attention_bwd_rows",
     kernel("bwd_rows", hs, R),
-    [dout, qkv, probs, dqkv, dscores, state],
+    { dout, qkv, probs, dqkv, dscores, state },
     params,
     wgs,
   );
   rt.dispatch(
     "attention_bwd_keys",
     kernel("bwd_keys", hs, R),
-    [dout, qkv, probs, dscores, dqkv, state],
+    { dout, qkv, probs, dscores, dqkv, state },
     params,
     wgs,
   );

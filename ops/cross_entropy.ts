@@ -10,19 +10,12 @@
 // logits stay finite. An index >= V is invalid input: that row's loss and gradient are written as NaN
 // so the mean (and the training run) shows it instead of silently training on garbage.
 
-import { groups, type Runtime } from "./runtime.ts";
+import { grid1d, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 
 const CE_WG = 64;
 const MEAN_WG = 256;
 const NAN_BITS = 0x7fc00000; // passed as a uniform word: a NaN constant would be folded/rejected by WGSL
-
-/** Workgroup grid for `count` 1-D items: [x, y] with x <= 32768, item = gid.x + gid.y * stride. */
-function grid1d(count: number, wg: number): { wgs: [number, number]; stride: number } {
-  const total = groups(count, wg);
-  const x = Math.max(1, Math.min(total, 32768));
-  return { wgs: [total === 0 ? 0 : x, Math.ceil(total / x)], stride: x * wg };
-}
 
 function ceWGSL(probs: boolean, grad: boolean): string {
   const targetDecl = probs
@@ -118,7 +111,7 @@ export function meanReduce(rt: Runtime, x: Tensor, out: Tensor, n: number): void
   if (x.size < n) throw new Error(`meanReduce: x has ${x.size} values, want ${n}`);
   if (out.size < 1) throw new Error("meanReduce: out is empty");
   if (x.buffer === out.buffer) throw new Error("meanReduce: x and out must be different buffers");
-  rt.dispatch("mean_reduce", MEAN, [x, out], [n], [1]);
+  rt.dispatch("mean_reduce", MEAN, { X: x, Y: out }, [n], [1]);
 }
 
 /**
@@ -157,14 +150,14 @@ export function crossEntropy(
       }
     }
   }
-  const { wgs, stride } = grid1d(N, CE_WG);
-  const views = dlogits ? [logits, targets, rowLoss, dlogits] : [logits, targets, rowLoss];
+  const { workgroups, stride } = grid1d(rt, N, CE_WG);
+  const views = { X: logits, T: targets, R: rowLoss, ...(dlogits ? { D: dlogits } : {}) };
   rt.dispatch(
     probs ? "cross_entropy_probs" : "cross_entropy",
     ceWGSL(probs, !!dlogits),
     views,
     [N, V, stride, NAN_BITS],
-    wgs,
+    workgroups,
   );
   meanReduce(rt, rowLoss, loss, N);
 }

@@ -112,7 +112,7 @@ export function attentionDecode(
   rt.dispatch(
     "attention_decode",
     code,
-    [row ?? dummy(rt), cache, out],
+    { src: row ?? dummy(rt), cache, out },
     [B, T, C, H, t, row ? 1 : 0, f32(1 / Math.sqrt(hs))],
     [groups(B * H, WG)],
   );
@@ -188,7 +188,7 @@ export function appendTokens(
   if (!(len >= 0 && len <= T && slot >= 0 && slot < cap)) {
     throw new Error("appendTokens: len/slot out of range");
   }
-  rt.dispatch("append_tokens", APPEND_WGSL, [ids, ctx, hist, pos], [T, len, cap, slot], [B]);
+  rt.dispatch("append_tokens", APPEND_WGSL, { ids, ctx, hist, pos }, [T, len, cap, slot], [B]);
 }
 
 // ---------------------------------------------------------------- residual add + LayerNorm (decoding)
@@ -316,19 +316,24 @@ export function addLayernorm(
   if (rows > 0 && res.size < ((rows - 1) * rStride + rOff + 1) * C) {
     throw new Error("addLayernorm: res too small");
   }
-  const views = [res, y, w, b, out, xn];
-  rt.dispatch("add_layernorm", addLayernormCode(false, C, views), views, [
-    rows,
-    C,
-    rStride,
-    rOff,
-    0,
-    0,
-    f32(LN_EPS),
-    NAN_BITS,
-  ], [
-    groups(rows, ADD_LN_WG),
-  ]);
+  rt.dispatch(
+    "add_layernorm",
+    addLayernormCode(false, C, [res, y, w, b, out, xn]),
+    { res, y, w, b, out, xn },
+    [
+      rows,
+      C,
+      rStride,
+      rOff,
+      0,
+      0,
+      f32(LN_EPS),
+      NAN_BITS,
+    ],
+    [
+      groups(rows, ADD_LN_WG),
+    ],
+  );
 }
 
 /**
@@ -354,7 +359,7 @@ export function embedLayernorm(
     throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
   }
   checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], [w, b, out, xn], rows, C);
-  const views = [ids, positions, tok, pos, w, b, out, xn];
+  const views = { ids, positions, tok, pos, w, b, out, xn };
   rt.dispatch("embed_layernorm", addLayernormCode(true, C, [tok, pos, w, b, out, xn]), views, [
     rows,
     C,

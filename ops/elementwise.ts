@@ -10,20 +10,11 @@
 // Backward passes: add's gradient is the identity for both operands (use addInto to accumulate it),
 // scale's gradient is scale by the same s, and fill has no inputs.
 
-import { f32, groups, type Param, type Runtime } from "./runtime.ts";
+import { f32, grid1d, type Param, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Invocations per workgroup of the elementwise kernels. */
 export const EW_WG = 256;
-
-/** Workgroup grid for n one-per-element invocations of size EW_WG (2-D past the per-dimension limit). */
-export function ewGrid(rt: Runtime, n: number): [number, number] {
-  const g = groups(n, EW_WG);
-  const max = rt.device.limits.maxComputeWorkgroupsPerDimension;
-  if (g <= max) return [g, 1];
-  const y = Math.ceil(g / max);
-  return [Math.ceil(g / y), y];
-}
 
 /** Same buffer, same offset, same length: the one case an input may alias the output. */
 export function sameView(a: Tensor, b: Tensor): boolean {
@@ -125,10 +116,12 @@ export function launchElementwise(rt: Runtime, e: Elementwise): void {
     }
     assertNoAlias(e.label, e.out, [e.state]);
   }
-  const views = e.inputs.filter((_, k) => k !== inplace) as Tensor[];
-  if (e.state) views.push(e.state);
-  views.push(e.out);
-  rt.dispatch(e.label, ewWGSL(e, inplace), views, [n, ...(e.params ?? [])], ewGrid(rt, n));
+  const views: Record<string, Tensor> = { out: e.out };
+  e.inputs.forEach((t, k) => {
+    if (k !== inplace) views[`in_${e.names[k]}`] = t;
+  });
+  if (e.state) views.st = e.state;
+  rt.dispatch(e.label, ewWGSL(e, inplace), views, [n, ...(e.params ?? [])], grid1d(rt, n, EW_WG).workgroups);
 }
 
 // ---------------------------------------------------------------- the ops

@@ -10,7 +10,7 @@
 // backend zero-fills it in shader code for every workgroup, which llvmpipe makes expensive.
 // Indices >= V: the forward writes NaN for that row (visible), the backward ignores them.
 
-import { groups, type Runtime } from "./runtime.ts";
+import { grid1d, groups, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 
 const FWD_WG = 64;
@@ -20,13 +20,6 @@ const BWD_CHUNK = WG * BWD_PER_THREAD;
 const BWD_MAX_COLS = 4; // backward: columns per thread (a workgroup covers up to 256 columns)
 const MAX_Y = 4096; // backward: table rows per grid layer (dispatch dimensions are limited to 65535)
 const NAN_BITS = 0x7fc00000;
-
-/** Workgroup grid for `count` 1-D items: [x, y] with x <= 32768, item = gid.x + gid.y * stride. */
-function grid1d(count: number, wg: number): { wgs: [number, number]; stride: number } {
-  const total = groups(count, wg);
-  const x = Math.max(1, Math.min(total, 32768));
-  return { wgs: [total === 0 ? 0 : x, Math.ceil(total / x)], stride: x * wg };
-}
 
 function fwdWGSL(acc: boolean): string {
   return /* wgsl */ `
@@ -144,8 +137,14 @@ export function embeddingForward(
   if (out.buffer === idx.buffer || out.buffer === table.buffer) {
     throw new Error("embeddingForward: out must not share a buffer with idx/table");
   }
-  const { wgs, stride } = grid1d(n * C, FWD_WG);
-  rt.dispatch("embedding_fwd", fwdWGSL(accumulate), [idx, table, out], [n * C, C, V, stride, NAN_BITS], wgs);
+  const { workgroups, stride } = grid1d(rt, n * C, FWD_WG);
+  rt.dispatch("embedding_fwd", fwdWGSL(accumulate), { I: idx, W: table, Y: out }, [
+    n * C,
+    C,
+    V,
+    stride,
+    NAN_BITS,
+  ], workgroups);
 }
 
 /**
@@ -171,7 +170,7 @@ export function embeddingBackward(
   rt.dispatch(
     "embedding_bwd",
     bwdWGSL(accumulate, K),
-    [idx, dout, dtable],
+    { I: idx, DY: dout, DW: dtable },
     [n, C, V],
     [groups(C, WG * K), Math.min(V, MAX_Y), Math.ceil(V / MAX_Y)],
   );

@@ -337,13 +337,14 @@ export function layernormForward(
   checkShapes("layernormForward", rows, C, [x, y], [mean, rstd], w);
   if (b.size !== C) throw new Error(`layernormForward: bias has ${b.size} values, want ${C}`);
   noAlias("layernormForward", [y, mean, rstd], [x, w, b]);
+  const views = { X: x, W: w, B: b, Y: y, Mean: mean, Rstd: rstd };
   if (C <= REG_MAX) {
-    rt.dispatch("layernorm_fwd", regKernel("fwd", C), [x, w, b, y, mean, rstd], [rows, C, f32(LN_EPS), 0], [
+    rt.dispatch("layernorm_fwd", regKernel("fwd", C), views, [rows, C, f32(LN_EPS), 0], [
       groups(Math.ceil(rows / RS), WG),
     ]);
     return;
   }
-  rt.dispatch("layernorm_fwd", FORWARD, [x, w, b, y, mean, rstd], [rows, C, f32(LN_EPS)], [
+  rt.dispatch("layernorm_fwd", FORWARD, views, [rows, C, f32(LN_EPS)], [
     groups(Math.ceil(rows / RR), WG),
   ]);
 }
@@ -375,8 +376,11 @@ export function layernormBackward(
   noAlias("layernormBackward", [dw, db], [dy, x, mean, rstd]);
   const reg = C <= REG_MAX;
   const G = Math.ceil(rows / (reg ? RS : RR)), part = partials(rt, G * 2 * C);
-  const views = [dy, x, w, mean, rstd, dx, part], acc = accumulateDx ? 1 : 0;
+  const views = { DY: dy, X: x, W: w, Mean: mean, Rstd: rstd, DX: dx, Part: part },
+    acc = accumulateDx ? 1 : 0;
   if (reg) rt.dispatch("layernorm_bwd_dx", regKernel("dx", C), views, [rows, C, acc, 0], [groups(G, WG)]);
   else rt.dispatch("layernorm_bwd_dx", BACKWARD_DX, views, [rows, C, acc], [groups(G, WG)]);
-  rt.dispatch("layernorm_bwd_dwdb", BACKWARD_PARAMS, [part, dw, db], [G, C], [groups(2 * C, RED_WG)]);
+  rt.dispatch("layernorm_bwd_dwdb", BACKWARD_PARAMS, { Part: part, DW: dw, DB: db }, [G, C], [
+    groups(2 * C, RED_WG),
+  ]);
 }

@@ -189,7 +189,7 @@ function matmulStorage(
 ): void {
   const tile = o.tile ?? DEFAULT_TILE;
   const code = storageWGSL(!!o.transA, !!o.transB, !!o.bias, !!o.accumulate, ep, tile);
-  const views = o.bias ? [A, B, C, o.bias] : [A, B, C];
+  const views = { A, B, C, ...(o.bias ? { bias: o.bias } : {}) };
   rt.dispatch(
     `matmul ${o.transA ? "T" : "N"}${o.transB ? "T" : "N"} ${M}x${N}x${K}`,
     code,
@@ -668,13 +668,11 @@ function matmulWindow(
       }
       // A dispatch with fewer pairs than the kernel's binds its first window in the unused slots.
       const na = plan.map === "cols" ? 1 : plan.np, nb = plan.map === "rows" ? 1 : plan.np;
-      const views: BufferView[] = [
-        ...Array.from({ length: na }, (_, i) => aBind[i] ?? aBind[0]),
-        ...Array.from({ length: nb }, (_, i) => bBind[i] ?? bBind[0]),
-        C,
-      ];
-      if (bias) views.push(bias);
-      if (rowSums) views.push(rowSums);
+      const views: Record<string, BufferView> = { C };
+      for (let i = 0; i < na; i++) views[`A${i}`] = aBind[i] ?? aBind[0];
+      for (let i = 0; i < nb; i++) views[`B${i}`] = bBind[i] ?? bBind[0];
+      if (bias) views.bias = bias;
+      if (rowSums) views.rs = rowSums;
       rt.dispatch(label, code, views, params, [
         groups(d.colEnd - d.colBase, t.wx * t.tn),
         groups(d.rowEnd - d.rowBase, t.tm),
@@ -772,13 +770,13 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 
 /** Y[i] (+)= Σ_k X[i, k] (X is [M, K]). */
 function rowSumsOf(rt: Runtime, X: Tensor, Y: Tensor, M: number, K: number, accumulate: boolean): void {
-  rt.dispatch("row_sums", AXIS_SUM, [X, Y], [M, K, K, 1, accumulate ? 1 : 0], [groups(M, SUM_ROWS_WG)]);
+  rt.dispatch("row_sums", AXIS_SUM, { X, Y }, [M, K, K, 1, accumulate ? 1 : 0], [groups(M, SUM_ROWS_WG)]);
 }
 
 /** Y[j] (+)= Σ_i X[i, j]: the bias gradient of a Linear layer (X is [M, N]). */
 export function sumRows(rt: Runtime, X: Tensor, Y: Tensor, M: number, N: number, accumulate = false): void {
   if (X.size < M * N || Y.size < N) throw new Error("sumRows: operand too small");
-  rt.dispatch("sum_rows", AXIS_SUM, [X, Y], [N, M, 1, N, accumulate ? 1 : 0], [groups(N, SUM_ROWS_WG)]);
+  rt.dispatch("sum_rows", AXIS_SUM, { X, Y }, [N, M, 1, N, accumulate ? 1 : 0], [groups(N, SUM_ROWS_WG)]);
 }
 
 // ---------------------------------------------------------------- Linear (PyTorch layout: W is [out, in])

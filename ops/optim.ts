@@ -13,18 +13,11 @@
 // (rounded once from float64), the kernel forms t·log(1−q) by its series and 1−e^L by the expm1
 // series while |L| is small (a plain f32 1 - pow(β, t) is off by ~5e-5 relative near t = 1).
 
-import { f32, groups, type Runtime } from "./runtime.ts";
+import { f32, grid1d, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
 
 const WG = 256;
 const ADAMW_PER_THREAD = 8;
-
-/** Workgroup grid for `count` 1-D items: [x, y] with x <= 32768, item = gid.x + gid.y * stride. */
-function grid1d(count: number, wg: number): { wgs: [number, number]; stride: number } {
-  const total = groups(count, wg);
-  const x = Math.max(1, Math.min(total, 32768));
-  return { wgs: [total === 0 ? 0 : x, Math.ceil(total / x)], stride: x * wg };
-}
 
 const ZERO = /* wgsl */ `
 struct U { n: u32, stride: u32 }
@@ -142,8 +135,8 @@ function distinct(what: string, ...all: Tensor[]): void {
 
 /** grads[:] = 0. */
 export function zeroGrads(rt: Runtime, grads: Tensor): void {
-  const { wgs, stride } = grid1d(grads.size, WG);
-  rt.dispatch("zero_grads", ZERO, [grads], [grads.size, stride], wgs);
+  const { workgroups, stride } = grid1d(rt, grads.size, WG);
+  rt.dispatch("zero_grads", ZERO, { G: grads }, [grads.size, stride], workgroups);
 }
 
 /** The f32 hyper tensor's contents for one step: [lr, 1 − lr·wd], each rounded once from float64. */
@@ -162,8 +155,8 @@ export function sgdStep(rt: Runtime, params: Tensor, grads: Tensor, hyper: Tenso
   sameSize("sgdStep", params, grads);
   distinct("sgdStep", params, grads, hyper);
   checkHyper("sgdStep", hyper);
-  const { wgs, stride } = grid1d(params.size, WG);
-  rt.dispatch("sgd_step", SGD, [params, grads, hyper], [params.size, stride], wgs);
+  const { workgroups, stride } = grid1d(rt, params.size, WG);
+  rt.dispatch("sgd_step", SGD, { P: params, G: grads, H: hyper }, [params.size, stride], workgroups);
 }
 
 /** AdamW's constants (lr and weight decay reach the kernel through the hyper tensor, per step). */
@@ -217,8 +210,16 @@ export function adamwStep(
     if (!(b >= 0 && b < 1)) throw new Error(`adamwStep: beta must be in [0, 1), got ${b}`);
   }
   const threads = Math.ceil(params.size / ADAMW_PER_THREAD);
-  const { wgs, stride } = grid1d(threads, WG);
-  const views = [params, grads, m, v, state, hyper, ...(decayMask ? [decayMask] : [])];
+  const { workgroups, stride } = grid1d(rt, threads, WG);
+  const views = {
+    P: params,
+    G: grads,
+    M: m,
+    V: v,
+    S: state,
+    H: hyper,
+    ...(decayMask ? { D: decayMask } : {}),
+  };
   rt.dispatch("adamw_step", adamwWGSL(!!decayMask), views, [
     params.size,
     threads,
@@ -228,7 +229,7 @@ export function adamwStep(
     f32(1 - cfg.beta1),
     f32(1 - cfg.beta2),
     f32(cfg.eps),
-  ], wgs);
+  ], workgroups);
 }
 
 /** The decay mask for adamwStep: bit i set for each element i of the flat buffer inside one of `ranges` ([start, end)). */
@@ -333,8 +334,10 @@ export function clipGradNorm(rt: Runtime, grads: Tensor, maxNorm: number, buf: C
   if (!(maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
   distinct("clipGradNorm", grads, buf.partials, buf.coef);
   const n = grads.size;
-  rt.dispatch("grad_sumsq", SUMSQ, [grads, buf.partials], [n, buf.parts * NORM_WG], [buf.parts]);
-  rt.dispatch("grad_clip_coef", CLIP_COEF, [buf.partials, buf.coef], [buf.parts, f32(maxNorm)], [1]);
-  const { wgs, stride } = grid1d(n, WG);
-  rt.dispatch("grad_clip_scale", SCALE_BY, [grads, buf.coef], [n, stride], wgs);
+  rt.dispatch("grad_sumsq", SUMSQ, { G: grads, Part: buf.partials }, [n, buf.parts * NORM_WG], [buf.parts]);
+  rt.dispatch("grad_clip_coef", CLIP_COEF, { Part: buf.partials, C: buf.coef }, [buf.parts, f32(maxNorm)], [
+    1,
+  ]);
+  const { workgroups, stride } = grid1d(rt, n, WG);
+  rt.dispatch("grad_clip_scale", SCALE_BY, { G: grads, C: buf.coef }, [n, stride], workgroups);
 }

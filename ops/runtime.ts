@@ -58,6 +58,64 @@ function bufferId(b: GPUBuffer): number {
   return id;
 }
 
+/**
+ * Which kernel family the ops dispatch. "gpu": shaped for real GPUs (workgroup-memory tiles, a
+ * workgroup per row, >= 64 invocations per workgroup). "cpu": shaped for CPU fallback adapters
+ * (llvmpipe / lavapipe / SwiftShader), where per-lane storage loads are gathers and few, fat
+ * invocations win. Chosen from the adapter at `Runtime.create`; `rt.kernels` may be reassigned
+ * (tests run every op through both).
+ */
+export type KernelFamily = "gpu" | "cpu";
+/** Both kernel families. */
+export const KERNEL_FAMILIES: readonly KernelFamily[] = ["gpu", "cpu"];
+
+/** True for a CPU fallback adapter: isFallbackAdapter, or Mesa's llvmpipe/lavapipe or SwiftShader. */
+export function isCpuAdapter(info: {
+  isFallbackAdapter?: boolean;
+  description?: string;
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+}): boolean {
+  if (info.isFallbackAdapter) return true;
+  const text = [info.description, info.vendor, info.architecture, info.device].join(" ");
+  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(text);
+}
+
+/** The storage / uniform buffers a kernel binds, by the names its WGSL declares. */
+export type Bindings = Readonly<Record<string, BufferView>>;
+
+/** One binding a WGSL kernel declares: `@binding(n) var<space...> name`. */
+interface BindingDecl {
+  binding: number;
+  name: string;
+  uniform: boolean;
+}
+
+/** The bindings of group 0 that `code` declares, and its workgroup size (invocations). */
+function parseKernel(code: string, label: string): { decls: BindingDecl[]; invocations: number } {
+  const decls: BindingDecl[] = [];
+  for (const m of code.matchAll(/@binding\((\d+)\)\s*var<\s*(uniform|storage)[^>]*>\s*(\w+)/g)) {
+    decls.push({ binding: Number(m[1]), name: m[3], uniform: m[2] === "uniform" });
+  }
+  const wg = code.match(/@workgroup_size\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?(?:,\s*(\d+)\s*)?\)/);
+  if (!wg) throw new Error(`${label}: the kernel's @workgroup_size must be literal numbers`);
+  const invocations = Number(wg[1]) * Number(wg[2] ?? 1) * Number(wg[3] ?? 1);
+  return { decls, invocations };
+}
+
+/** One recorded dispatch, as the bench's --json lists it (see `Runtime.startTrace`). */
+export interface TracedKernel {
+  /** The dispatch's label. */
+  name: string;
+  /** The family `rt.kernels` named when it was recorded. */
+  family: KernelFamily;
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+  /** Workgroups launched. */
+  workgroups: number;
+}
+
 /** One profiled dispatch. */
 export interface TimedKernel {
   /** The dispatch's label. */
@@ -78,7 +136,13 @@ export class Runtime {
     submits: 0,
     readbacks: 0,
   };
-  private pipelines = new Map<string, { pipeline: GPUComputePipeline; id: number }>();
+  /** The kernel family ops dispatch (see KernelFamily); chosen from the adapter at create. */
+  kernels: KernelFamily;
+  private pipelines = new Map<
+    string,
+    { pipeline: GPUComputePipeline; id: number; decls: BindingDecl[]; invocations: number }
+  >();
+  private trace: TracedKernel[] | null = null;
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniforms = new Map<string, GPUBuffer>();
   private encoder: GPUCommandEncoder | null = null;
@@ -93,7 +157,9 @@ export class Runtime {
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
     private readonly backend: string,
+    kernels: KernelFamily,
   ) {
+    this.kernels = kernels;
     device.addEventListener("uncapturederror", (e) => {
       this.errors.push((e as GPUUncapturedErrorEvent).error.message.trim());
     });
@@ -108,7 +174,12 @@ export class Runtime {
    * inference, the web page the browser's implementation).
    */
   static async create(
-    opts: { timestamps?: boolean; backend?: (adapter: GPUAdapter) => string } = {},
+    opts: {
+      timestamps?: boolean;
+      backend?: (adapter: GPUAdapter) => string;
+      /** Kernel family; "auto" (the default): "cpu" on a CPU fallback adapter, else "gpu". */
+      kernels?: KernelFamily | "auto";
+    } = {},
   ): Promise<Runtime> {
     if (!("gpu" in navigator) || !navigator.gpu) {
       throw new GPUFailure("WebGPU is not available here (navigator.gpu is missing)");
@@ -123,13 +194,12 @@ export class Runtime {
     const wantTs = !!opts.timestamps && adapter.features.has("timestamp-query");
     const device = await adapter.requestDevice({
       requiredFeatures: wantTs ? ["timestamp-query"] : [],
-      requiredLimits: {
-        maxStorageBuffersPerShaderStage: Math.min(10, adapter.limits.maxStorageBuffersPerShaderStage),
-        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-        maxBufferSize: adapter.limits.maxBufferSize,
-      },
+      requiredLimits: requiredLimits(adapter.limits),
     });
-    return new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported");
+    const kernels = !opts.kernels || opts.kernels === "auto"
+      ? (isCpuAdapter(adapter.info) ? "cpu" : "gpu")
+      : opts.kernels;
+    return new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported", kernels);
   }
 
   /** Which native API drives the adapter, as given to `create` ("not reported" when not given). */
@@ -137,12 +207,12 @@ export class Runtime {
     return this.backend;
   }
 
-  /** One line naming the adapter: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), software fallback]". */
+  /** One line naming the adapter and family: "llvmpipe (LLVM 15.0.6, 256 bits) [backend vulkan (...), kernels cpu]". */
   describe(): string {
     const i = this.adapter.info;
     return `${i.description || i.vendor || "unknown adapter"} [backend ${this.backendName()}${
       i.isFallbackAdapter ? ", software fallback" : ""
-    }]`;
+    }, kernels ${this.kernels}]`;
   }
 
   /** Whether the device has timestamp queries (per-kernel profiling). */
@@ -174,16 +244,26 @@ export class Runtime {
   // ---------------------------------------------------------------- pipelines & dispatch
 
   /** The compute pipeline for WGSL `code` (entry point main), compiled once. */
-  pipeline(code: string, label = "kernel"): { pipeline: GPUComputePipeline; id: number } {
+  pipeline(
+    code: string,
+    label = "kernel",
+  ): { pipeline: GPUComputePipeline; id: number; decls: BindingDecl[]; invocations: number } {
     let p = this.pipelines.get(code);
     if (!p) {
+      const { decls, invocations } = parseKernel(code, label);
+      const max = this.device.limits.maxComputeInvocationsPerWorkgroup;
+      if (invocations > max) {
+        throw new GPUFailure(
+          `${label}: ${invocations} invocations per workgroup, this adapter allows ${max}`,
+        );
+      }
       const module = this.device.createShaderModule({ code, label });
       const pipeline = this.device.createComputePipeline({
         layout: "auto",
         compute: { module, entryPoint: "main" },
         label,
       });
-      p = { pipeline, id: ++this.stats.pipelinesCreated };
+      p = { pipeline, id: ++this.stats.pipelinesCreated, decls, invocations };
       this.pipelines.set(code, p);
     }
     return p;
@@ -213,14 +293,15 @@ export class Runtime {
   }
 
   /**
-   * Record one kernel launch. Binding 0 is the uniform `params` (if any); bindings 1.. are the
-   * storage views in order. Bind groups and uniform buffers are cached by content, so a step that
-   * repeats the same launches allocates nothing after its first run.
+   * Record one kernel launch. `bindings` names every buffer the WGSL declares in group 0 but one
+   * uniform (`p` by convention), which holds `params` in the order its struct declares them; a
+   * missing or unknown name throws. Bind groups and uniform buffers are cached by content, so a step that repeats the
+   * same launches allocates nothing after its first run.
    */
   dispatch(
     label: string,
     code: string,
-    views: readonly BufferView[],
+    bindings: Bindings,
     params: readonly Param[],
     workgroups: readonly [number, number?, number?],
   ): void {
@@ -228,20 +309,36 @@ export class Runtime {
     if (x === 0 || y === 0 || z === 0) return;
     const max = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new GPUFailure(`${label}: dispatch ${x}x${y}x${z} too large`);
-    const { pipeline, id } = this.pipeline(code, label);
+    const { pipeline, id, decls, invocations } = this.pipeline(code, label);
     const uni = params.length ? this.uniform(params) : null;
-    const key = id + "|" + (uni ? bufferId(uni) : 0) + "|" +
-      views.map((v) => `${bufferId(v.buffer)}@${v.offset}+${v.byteLength}`).join(",");
+    // Params go to the one uniform the bindings do not name (`p` by convention).
+    const views: { binding: number; view: BufferView }[] = [];
+    let paramsBound = false;
+    for (const d of decls) {
+      const v = bindings[d.name];
+      if (v) {
+        views.push({ binding: d.binding, view: v });
+      } else if (d.uniform && uni && !paramsBound) {
+        views.push({ binding: d.binding, view: { buffer: uni, offset: 0, byteLength: uni.size } });
+        paramsBound = true;
+      } else {
+        throw new Error(`${label}: no buffer given for binding "${d.name}"`);
+      }
+    }
+    for (const name of Object.keys(bindings)) {
+      if (!decls.some((d) => d.name === name)) {
+        throw new Error(`${label}: the kernel has no binding "${name}"`);
+      }
+    }
+    if (uni && !paramsBound) throw new Error(`${label}: params given but the kernel has no uniform for them`);
+    const key = id + "|" +
+      views.map((e) => `${bufferId(e.view.buffer)}@${e.view.offset}+${e.view.byteLength}`).join(",");
     let bg = this.bindGroups.get(key);
     if (!bg) {
-      const entries: GPUBindGroupEntry[] = [];
-      if (uni) entries.push({ binding: 0, resource: { buffer: uni } });
-      views.forEach((v, i) =>
-        entries.push({
-          binding: i + 1,
-          resource: { buffer: v.buffer, offset: v.offset, size: Math.ceil(v.byteLength / 4) * 4 },
-        })
-      );
+      const entries: GPUBindGroupEntry[] = views.map(({ binding, view: v }) => ({
+        binding,
+        resource: { buffer: v.buffer, offset: v.offset, size: Math.ceil(v.byteLength / 4) * 4 },
+      }));
       bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label });
       this.stats.bindGroupsCreated++;
       this.bindGroups.set(key, bg);
@@ -251,7 +348,25 @@ export class Runtime {
     pass.setBindGroup(0, bg);
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
+    this.trace?.push({
+      name: label,
+      family: this.kernels,
+      workgroupSize: invocations,
+      workgroups: x * y * z,
+    });
     if (this.profiler) this.endPass();
+  }
+
+  /** Start recording every dispatch's name, family and grid (the bench's per-kernel list). */
+  startTrace(): void {
+    this.trace = [];
+  }
+
+  /** Stop recording and return what was dispatched since `startTrace`. */
+  stopTrace(): TracedKernel[] {
+    const t = this.trace ?? [];
+    this.trace = null;
+    return t;
   }
 
   /** The compute pass to record into (one per dispatch while profiling). */
@@ -387,4 +502,41 @@ export function getRuntime(): Promise<Runtime> {
 /** Workgroup count for n items at `size` per workgroup. */
 export function groups(n: number, size: number): number {
   return Math.ceil(n / size);
+}
+
+/**
+ * The one 1-D launch grid: `count` items at `wg` invocations per workgroup, as [x, y] workgroups
+ * with x within the per-dimension limit. In WGSL the item is `gid.x + gid.y * stride`
+ * (stride = x · wg, also `nwg.x * wg`); invocations past `count` must return.
+ */
+export function grid1d(
+  rt: Runtime,
+  count: number,
+  wg: number,
+): { workgroups: [number, number]; stride: number } {
+  const total = groups(count, wg);
+  if (total === 0) return { workgroups: [0, 1], stride: wg };
+  const max = rt.device.limits.maxComputeWorkgroupsPerDimension;
+  const y = Math.ceil(total / max);
+  const x = Math.ceil(total / y);
+  return { workgroups: [x, y], stride: x * wg };
+}
+
+/**
+ * The adapter limits the kernels need, at the adapter's own maximum (WebGPU's defaults are far
+ * lower than most adapters allow: 128 MiB storage bindings, 16 KiB workgroup memory, 256
+ * invocations). Models check their memory against the device's granted limits before allocating.
+ */
+function requiredLimits(a: GPUSupportedLimits): Record<string, number> {
+  return {
+    maxStorageBuffersPerShaderStage: Math.min(10, a.maxStorageBuffersPerShaderStage),
+    maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
+    maxUniformBufferBindingSize: a.maxUniformBufferBindingSize,
+    maxBufferSize: a.maxBufferSize,
+    maxComputeWorkgroupStorageSize: a.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupsPerDimension: a.maxComputeWorkgroupsPerDimension,
+  };
 }

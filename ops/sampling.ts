@@ -204,7 +204,7 @@ export function sampleTokens(
   rt.dispatch(
     "sample",
     SAMPLE_WGSL,
-    [logits, probs, order, ids, state],
+    { logits, probs, order, ids, state },
     [V, rowStride, rowOffset, topK, greedy, seq0, step, f32(greedy ? 1 : a.temperature), f32(a.topP)],
     [B],
   );

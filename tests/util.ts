@@ -1,29 +1,58 @@
 // Shared helpers for the GPU tests: the runtime, seeded inputs, and relative-error assertions.
 
-import { getRuntime, type Runtime } from "../ops/runtime.ts";
+import { getRuntime, KERNEL_FAMILIES, type KernelFamily, type Runtime } from "../ops/runtime.ts";
 import { Tensor } from "../ops/tensor.ts";
 import { Rng } from "../lib/rng.ts";
 
 export { Rng, Tensor };
 export const rt: Runtime = await getRuntime();
 
+/**
+ * Register `fn` once per kernel family ("[gpu] name", "[cpu] name"), forcing `rt.kernels` for its
+ * duration: every op and model check runs through both families on whatever adapter runs the tests.
+ */
+export function familyTest(name: string, fn: (family: KernelFamily) => Promise<void> | void): void {
+  for (const family of KERNEL_FAMILIES) {
+    Deno.test(`[${family}] ${name}`, async () => {
+      const before = rt.kernels;
+      rt.kernels = family;
+      try {
+        await fn(family);
+      } finally {
+        rt.kernels = before;
+      }
+    });
+  }
+}
+
 /** Shapes that are deliberately not multiples of any workgroup size. */
 export const AWKWARD = [1, 7, 65, 129];
 
+/** Root mean square of `a`: the scale of a tensor's values. */
+export function rms(a: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * a[i];
+  return Math.sqrt(s / Math.max(1, a.length));
+}
+
 /**
- * Relative error of `got` vs the float64 reference: max|got - want| / max(max|want|, tiny).
- * Normalising by the largest reference magnitude keeps near-zero entries from dominating.
+ * Relative error of `got` vs the float64 reference, per element: max_i |got_i − want_i| / (|want_i| +
+ * atol). `atol` defaults to the reference's RMS: float32 rounds a sum in proportion to the
+ * magnitudes summed, not to the result, so an element that cancels to near zero is judged against
+ * the tensor's typical size, while every element of ordinary size is judged against itself (a
+ * global max would let errors in the small entries of a tensor with a few large ones through).
+ * Non-finite values give Infinity.
  */
-export function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+export function relErr(got: ArrayLike<number>, want: ArrayLike<number>, atol = rms(want)): number {
   if (got.length !== want.length) throw new Error(`length ${got.length} vs ${want.length}`);
-  let num = 0, den = 0;
+  const a = Math.max(atol, 1e-30);
+  let worstErr = 0;
   for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (!Number.isFinite(got[i]) || Number.isNaN(d)) return Infinity;
-    num = Math.max(num, d);
-    den = Math.max(den, Math.abs(want[i]));
+    const e = Math.abs(got[i] - want[i]) / (Math.abs(want[i]) + a);
+    if (!Number.isFinite(got[i]) || Number.isNaN(e)) return Infinity;
+    worstErr = Math.max(worstErr, e);
   }
-  return num / Math.max(den, 1e-30);
+  return worstErr;
 }
 
 /** Records the worst error seen per label, printed at the end of the test file (for the closing note). */

@@ -1,6 +1,7 @@
 import assert from "node:assert";
 import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
-import { add, addInto, ewGrid, fill, scale } from "../../ops/elementwise.ts";
+import { add, addInto, EW_WG, fill, scale } from "../../ops/elementwise.ts";
+import { grid1d } from "../../ops/runtime.ts";
 import { ParamStore } from "../../ops/tensor.ts";
 import { addRef, scaleRef } from "../reference/elementwise.ts";
 
@@ -87,7 +88,7 @@ Deno.test("views at offsets (ParamStore parameters) and the same-buffer guard", 
 Deno.test("2-D grid past maxComputeWorkgroupsPerDimension (fill, scale)", async () => {
   const max = rt.device.limits.maxComputeWorkgroupsPerDimension;
   const n = max * 256 + 7;
-  const [gx, gy] = ewGrid(rt, n);
+  const [gx, gy] = grid1d(rt, n, EW_WG).workgroups;
   assert.ok(gy > 1 && gx <= max && gx * gy * 256 >= n, `grid ${gx}x${gy}`);
   const x = poisoned([n]), y = poisoned([n]);
   fill(rt, x, 1.5);
