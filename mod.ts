@@ -15,14 +15,20 @@ export {
 } from "./lib/safetensors.ts";
 
 export {
+  type Bindings,
   type BufferView,
   f32,
   getRuntime,
   GPUFailure,
+  grid1d,
+  isCpuAdapter,
+  KERNEL_FAMILIES,
+  type KernelFamily,
   type Param,
   Runtime,
   type RuntimeStats,
   type TimedKernel,
+  type TracedKernel,
 } from "./ops/runtime.ts";
 export { type DType, ParamStore, Tensor } from "./ops/tensor.ts";
 export * from "./ops/matmul.ts";
