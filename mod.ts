@@ -15,8 +15,10 @@ export {
 } from "./lib/safetensors.ts";
 
 export {
+  type BindingDecl,
   type Bindings,
   type BufferView,
+  type CompiledKernel,
   f32,
   getRuntime,
   GPUFailure,

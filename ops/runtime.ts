@@ -86,10 +86,25 @@ export function isCpuAdapter(info: {
 export type Bindings = Readonly<Record<string, BufferView>>;
 
 /** One binding a WGSL kernel declares: `@binding(n) var<space...> name`. */
-interface BindingDecl {
+export interface BindingDecl {
+  /** The binding number in group 0. */
   binding: number;
+  /** The variable's name (what `dispatch`'s bindings are keyed by). */
   name: string;
+  /** A uniform (else storage) buffer. */
   uniform: boolean;
+}
+
+/** A compiled kernel: its pipeline, a stable id, the bindings it declares and its workgroup size. */
+export interface CompiledKernel {
+  /** The compute pipeline. */
+  pipeline: GPUComputePipeline;
+  /** Stable id (bind-group cache keys). */
+  id: number;
+  /** Group-0 bindings of the WGSL. */
+  decls: BindingDecl[];
+  /** Invocations per workgroup. */
+  invocations: number;
 }
 
 /** The bindings of group 0 that `code` declares, and its workgroup size (invocations). */
@@ -138,10 +153,7 @@ export class Runtime {
   };
   /** The kernel family ops dispatch (see KernelFamily); chosen from the adapter at create. */
   kernels: KernelFamily;
-  private pipelines = new Map<
-    string,
-    { pipeline: GPUComputePipeline; id: number; decls: BindingDecl[]; invocations: number }
-  >();
+  private pipelines = new Map<string, CompiledKernel>();
   private trace: TracedKernel[] | null = null;
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniforms = new Map<string, GPUBuffer>();
@@ -244,10 +256,7 @@ export class Runtime {
   // ---------------------------------------------------------------- pipelines & dispatch
 
   /** The compute pipeline for WGSL `code` (entry point main), compiled once. */
-  pipeline(
-    code: string,
-    label = "kernel",
-  ): { pipeline: GPUComputePipeline; id: number; decls: BindingDecl[]; invocations: number } {
+  pipeline(code: string, label = "kernel"): CompiledKernel {
     let p = this.pipelines.get(code);
     if (!p) {
       const { decls, invocations } = parseKernel(code, label);
