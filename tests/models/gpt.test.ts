@@ -162,29 +162,26 @@ familyTest("a tiny GPT overfits a short repeated string (loss < 0.5)", async () 
   }
 });
 
-familyTest(
-  "dropout: train-mode forward differs by step, eval-mode is deterministic and dropout-free",
-  async () => {
-    const cfg: GPTConfig = { vocabSize: 9, nEmbd: 16, nHead: 2, nLayer: 1, blockSize: 5, dropout: 0.5 };
-    const model = new GPT(rt, cfg, 1);
-    const acts = new GPTActivations(rt, cfg, 2, 5);
-    const rng = new Rng(2);
-    acts.idx.write(Uint32Array.from({ length: 10 }, () => rng.int(9)));
-    acts.targets.write(Uint32Array.from({ length: 10 }, () => rng.int(9)));
-    const state = new StepState(rt, 4);
-    state.set(1);
-    const a = await lossOf(model, acts, state, true);
-    const a2 = await lossOf(model, acts, state, true);
-    state.set(2);
-    const b = await lossOf(model, acts, state, true);
-    const e1 = await lossOf(model, acts, state, false);
-    state.set(3);
-    const e2 = await lossOf(model, acts, state, false);
-    if (a !== a2) throw new Error("same step must give the same dropout mask");
-    if (a === b) throw new Error("different steps must give different dropout masks");
-    if (e1 !== e2) throw new Error("eval mode must not depend on the step");
-  },
-);
+familyTest("dropout: train forward differs by step, eval is deterministic and dropout-free", async () => {
+  const cfg: GPTConfig = { vocabSize: 9, nEmbd: 16, nHead: 2, nLayer: 1, blockSize: 5, dropout: 0.5 };
+  const model = new GPT(rt, cfg, 1);
+  const acts = new GPTActivations(rt, cfg, 2, 5);
+  const rng = new Rng(2);
+  acts.idx.write(Uint32Array.from({ length: 10 }, () => rng.int(9)));
+  acts.targets.write(Uint32Array.from({ length: 10 }, () => rng.int(9)));
+  const state = new StepState(rt, 4);
+  state.set(1);
+  const a = await lossOf(model, acts, state, true);
+  const a2 = await lossOf(model, acts, state, true);
+  state.set(2);
+  const b = await lossOf(model, acts, state, true);
+  const e1 = await lossOf(model, acts, state, false);
+  state.set(3);
+  const e2 = await lossOf(model, acts, state, false);
+  if (a !== a2) throw new Error("same step must give the same dropout mask");
+  if (a === b) throw new Error("different steps must give different dropout masks");
+  if (e1 !== e2) throw new Error("eval mode must not depend on the step");
+});
 
 Deno.test("export/import of PyTorch names round-trips the fused QKV weight", () => {
   const cfg: GPTConfig = { vocabSize: 5, nEmbd: 8, nHead: 2, nLayer: 1, blockSize: 4, dropout: 0 };

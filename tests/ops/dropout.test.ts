@@ -20,10 +20,6 @@ function nonzero(n: number): Float32Array {
   return a;
 }
 
-/** The host mask·scale the kernels see: p rounded to f32 as the uniform carries it. */
-const hostMask = (n: number, p: number, seed: number, step: number, stream: number, train = true) =>
-  dropoutScales(n, Math.fround(p), seed, step, stream, train);
-
 /** dropoutForward (or dropoutBackward) of x on fresh, NaN-poisoned outputs. */
 async function apply(
   x: Float32Array,
@@ -73,7 +69,7 @@ familyTest(
   async () => {
     for (const n of [...AWKWARD, 1000, 4099]) {
       for (const [p, seed, step, stream] of CASES) {
-        const s = hostMask(n, p, seed, step, stream);
+        const s = dropoutScales(n, p, seed, step, stream);
         const fwd = await apply(ones(n), p, seed, step, stream);
         const bwd = await apply(ones(n), p, seed, step, stream, true, true);
         assertMask(fwd, s, `forward mask n=${n} p=${p}`);
@@ -96,7 +92,7 @@ familyTest(
 familyTest("dropout: the mask check fails for another stream, step, seed or p", async () => {
   const n = 4099, [p, seed, step, stream] = [0.5, 7, 5, 2];
   const got = await apply(ones(n), p, seed, step, stream);
-  assertMask(got, hostMask(n, p, seed, step, stream), "own mask");
+  assertMask(got, dropoutScales(n, p, seed, step, stream), "own mask");
   for (
     const [q, se, st, str] of [[p, seed, step, 3], [p, seed, 6, stream], [p, 8, step, stream], [
       0.4,
@@ -106,7 +102,7 @@ familyTest("dropout: the mask check fails for another stream, step, seed or p", 
     ]]
   ) {
     assert.throws(
-      () => assertMask(got, hostMask(n, q, se, st, str), "other"),
+      () => assertMask(got, dropoutScales(n, q, se, st, str), "other"),
       /host hash/,
       `p ${q} seed ${se} step ${st} stream ${str} passed as the same mask`,
     );
@@ -144,7 +140,11 @@ familyTest(
     assert.deepStrictEqual(new Uint32Array(again.buffer), new Uint32Array(base.buffer), "not deterministic");
     for (const [seed, step, stream] of [[7, 6, 2], [7, 5, 3], [8, 5, 2]]) {
       const other = await apply(ones(n), p, seed, step, stream);
-      assertMask(other, hostMask(n, p, seed, step, stream), `seed ${seed} step ${step} stream ${stream}`);
+      assertMask(
+        other,
+        dropoutScales(n, p, seed, step, stream),
+        `seed ${seed} step ${step} stream ${stream}`,
+      );
       let diff = 0;
       for (let i = 0; i < n; i++) if ((other[i] === 0) !== (base[i] === 0)) diff++;
       // Independent masks disagree on 2p(1-p) = 50% of elements (sd 0.5%).
@@ -167,7 +167,7 @@ familyTest("dropout eval and p = 0 are the identity (forward and backward)", asy
 
 familyTest("dropout in place (y = x) uses the same mask", async () => {
   const n = 257, p = 0.3;
-  const s = hostMask(n, p, 5, 2, 4);
+  const s = dropoutScales(n, p, 5, 2, 4);
   const T = Tensor.from(rt, ones(n));
   dropoutForward(rt, T, T, p, stateOf(5, 2), 4, true);
   assertMask(await T.read(), s, "forward in place");
@@ -185,7 +185,7 @@ familyTest(
     for (const n of [...AWKWARD, 3000]) {
       for (const [p, train] of [[0.2, true], [0.2, false], [0, true]] as const) {
         const seed = 99, step = 4, stream = 6;
-        const s = hostMask(n, p, seed, step, stream, train);
+        const s = dropoutScales(n, p, seed, step, stream, train);
         const st = stateOf(seed, step);
         // The mask: res + dropout(ones) − res is the mask (res is exact where the element is dropped).
         const res = rng.uniformArray(n), R = Tensor.from(rt, res);
@@ -213,7 +213,7 @@ familyTest("residualDropout: out = res + dropout(y) with the host mask, res left
   for (const n of [...AWKWARD, 3000]) {
     for (const [p, train] of [[0.2, true], [0.2, false], [0, true]] as const) {
       const seed = 7, step = 3, stream = 2;
-      const s = hostMask(n, p, seed, step, stream, train);
+      const s = dropoutScales(n, p, seed, step, stream, train);
       const res = rng.uniformArray(n), R = Tensor.from(rt, res);
       for (const y of [ones(n), nonzero(n)]) {
         const out = poisoned([n]);

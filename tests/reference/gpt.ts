@@ -53,20 +53,19 @@ export function gptReference(
   const N = B * T, drop = opts.dropout;
   const p = (n: string) => params.get(n)!;
   const pos = Uint32Array.from({ length: N }, (_, i) => i % T);
-  const pDrop = Math.fround(cfg.dropout);
   const attnCfg = (l: number): AttnCfg => ({
     B,
     T,
     C,
     H,
-    p: pDrop,
+    p: cfg.dropout,
     seed: drop?.seed ?? 0,
     step: drop?.step ?? 0,
     stream: 3 * l,
     train: !!drop,
   });
   const mask = (stream: number) =>
-    dropoutScales(N * C, pDrop, drop?.seed ?? 0, drop?.step ?? 0, stream, !!drop && pDrop > 0);
+    dropoutScales(N * C, cfg.dropout, drop?.seed ?? 0, drop?.step ?? 0, stream, !!drop);
 
   let x = add(
     embeddingRef(idx, p("token_embedding.weight"), C),
