@@ -1,8 +1,8 @@
-import { Rng, rt } from "../util.ts";
+import { familyTest, Rng, rt } from "../util.ts";
 import { GPT, type GPTConfig, gptExport, gptImport } from "../../models/gpt.ts";
 import { decodeSafetensors, encodeSafetensors } from "../../lib/safetensors.ts";
 
-Deno.test("GPT safetensors round trip is bit-exact through PyTorch names", async () => {
+familyTest("GPT safetensors round trip is bit-exact through PyTorch names", async () => {
   const cfg: GPTConfig = { vocabSize: 11, nEmbd: 12, nHead: 3, nLayer: 2, blockSize: 5, dropout: 0.1 };
   const a = new GPT(rt, cfg, 1);
   const before = await a.params.readAll();

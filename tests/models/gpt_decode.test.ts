@@ -3,7 +3,7 @@
 // path (cache on/off, GPU/host sampling, any chunk size), sample 0 of N = the single sample, one
 // readback per chunk, and nothing allocated once a decoder exists.
 
-import { assertCloseElementwise, Rng, rt } from "../util.ts";
+import { assertCloseElementwise, familyTest, Rng, rt } from "../util.ts";
 import { GPT, type GPTConfig } from "../../models/gpt.ts";
 
 const cfg: GPTConfig = { vocabSize: 65, nEmbd: 32, nHead: 4, nLayer: 2, blockSize: 8, dropout: 0.1 };
@@ -21,7 +21,7 @@ function same(a: number[], b: number[], what: string): void {
   if (i >= 0) throw new Error(`${what}: first difference at id ${i}: ${a[i]} vs ${b[i]}\n${a}\n${b}`);
 }
 
-Deno.test("greedy: KV cache + GPU sampling gives exactly the crop-and-recompute ids (block 8, 80 new)", async () => {
+familyTest("greedy: KV cache + GPU sampling = the recompute ids exactly (block 8, 80 new)", async () => {
   for (const start of PROMPTS) {
     const want = await model.generateRecompute(start, 80, { temperature: 0 });
     if (new Set(want).size < 3) throw new Error("degenerate reference sample: pick another seed");
@@ -39,7 +39,7 @@ Deno.test("greedy: KV cache + GPU sampling gives exactly the crop-and-recompute 
   }
 });
 
-Deno.test("greedy: a prompt fed one cached position at a time gives the recompute ids too", async () => {
+familyTest("greedy: a prompt fed one cached position at a time gives the recompute ids too", async () => {
   const big = new GPT(rt, { ...cfg, blockSize: 24 }, 3); // prompts of up to 3 ids are fed position by position
   for (const start of [[9], [1, 2], [4, 5, 6], [4, 5, 6, 7]]) {
     const want = await big.generateRecompute(start, 40, { temperature: 0 });
@@ -47,7 +47,7 @@ Deno.test("greedy: a prompt fed one cached position at a time gives the recomput
   }
 });
 
-Deno.test("sampling: every path and chunk size draws the same ids; seeds and samples differ", async () => {
+familyTest("sampling: every path and chunk size draws the same ids; seeds and samples differ", async () => {
   const opts = { temperature: 1.1, topK: 20, topP: 0.9, seed: 123 };
   const start = [3, 1];
   const ref = await model.generate(start, 60, { ...opts, gpuSampling: false, cache: false });
@@ -61,7 +61,7 @@ Deno.test("sampling: every path and chunk size draws the same ids; seeds and sam
   if (other.join() === ref.join()) throw new Error("a different seed gave the same 60 ids");
 });
 
-Deno.test("batch: sample 0 of N is the single sample, each sample is reproducible, samples differ", async () => {
+familyTest("batch: sample 0 of N = the single sample, each is reproducible, samples differ", async () => {
   const opts = { temperature: 1, seed: 7 };
   for (const start of [[4], PROMPTS[3]]) {
     const single = await model.generate(start, 40, opts);
@@ -77,7 +77,7 @@ Deno.test("batch: sample 0 of N is the single sample, each sample is reproducibl
   }
 });
 
-Deno.test("decoder: one submit and one readback per chunk, no allocations after the first run", async () => {
+familyTest("decoder: one submit, one readback per chunk, no allocations after the first run", async () => {
   await model.generate([1], 50, { temperature: 0.8, seed: 1, chunk: 16 });
   const before = { ...rt.stats };
   let streamed = 0;
@@ -97,7 +97,7 @@ Deno.test("decoder: one submit and one readback per chunk, no allocations after 
   }
 });
 
-Deno.test("cached pass: logits of position t equal row t of the full window pass, for every t", async () => {
+familyTest("cached pass: logits of position t = row t of the full window pass, for every t", async () => {
   const { blockSize: T, vocabSize: V } = cfg;
   const B = 3, dec = model.decoder(B), rng = new Rng(5);
   dec.syncWeights();
@@ -127,7 +127,7 @@ Deno.test("cached pass: logits of position t equal row t of the full window pass
   }
 });
 
-Deno.test("last-row window pass: logits of row t equal row t of the full window pass, for every t", async () => {
+familyTest("last-row window pass: logits of row t = row t of the full window pass, for all t", async () => {
   const { blockSize: T, vocabSize: V } = cfg;
   const B = 3, dec = model.decoder(B), rng = new Rng(6);
   dec.syncWeights();
@@ -152,7 +152,7 @@ Deno.test("last-row window pass: logits of row t equal row t of the full window 
   }
 });
 
-Deno.test("decoder: reads the weights as they are when generate starts (its copy is refreshed)", async () => {
+familyTest("decoder: reads the weights as they are when generate starts (its copy refreshed)", async () => {
   const m = new GPT(rt, cfg, 12);
   const before = await m.generate([3], 40, { temperature: 0 });
   same(before, await m.generateRecompute([3], 40, { temperature: 0 }), "initial weights");
@@ -165,7 +165,7 @@ Deno.test("decoder: reads the weights as they are when generate starts (its copy
   if (after.join() === before.join()) throw new Error("changing every weight did not change the greedy ids");
 });
 
-Deno.test("greedy: one layer (the last layer is the first) and block 1 also give the recompute ids", async () => {
+familyTest("greedy: one layer (the last is the first) and block 1 also give the recompute ids", async () => {
   for (const over of [{ nLayer: 1, blockSize: 5 }, { nLayer: 3, blockSize: 1 }]) {
     const m = new GPT(rt, { ...cfg, ...over }, 14);
     for (const start of [[2], [4, 1, 4, 1, 4, 1, 9]]) {

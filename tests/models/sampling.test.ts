@@ -1,6 +1,6 @@
 import { filteredProbs, sampleLogits } from "../../models/common.ts";
 import { GPT, type GPTConfig } from "../../models/gpt.ts";
-import { Rng, rt } from "../util.ts";
+import { familyTest, Rng, rt } from "../util.ts";
 
 const logits = [0.1, 2.0, -1.0, 1.5, 0.7, 1.9];
 
@@ -53,7 +53,7 @@ Deno.test("sampling draws match the distribution (chi-square bound)", () => {
   if (!(chi < 20)) throw new Error(`chi-square ${chi}`);
 });
 
-Deno.test("GPT.generate: same seed => same sample; greedy ignores the seed", async () => {
+familyTest("GPT.generate: same seed => same sample; greedy ignores the seed", async () => {
   const cfg: GPTConfig = { vocabSize: 10, nEmbd: 16, nHead: 2, nLayer: 1, blockSize: 6, dropout: 0.1 };
   const model = new GPT(rt, cfg, 5);
   const a = await model.generate([1, 2], 12, { temperature: 1, seed: 9 });

@@ -15,7 +15,10 @@ export const leakyReluRef = (x: ArrayLike<number>, slope = 0.01): Float64Array =
 export const leakyReluGradRef = (dy: ArrayLike<number>, y: ArrayLike<number>, slope = 0.01): Float64Array =>
   map(dy, (d, i) => (y[i] > 0 ? d : slope * d));
 
-/** The dropout mask·scale for elements 0..n-1 (0 or 1/(1-p)); all ones in eval. */
+/**
+ * The dropout mask·scale for elements 0..n-1 (0 or 1/(1-p)); all ones in eval. p is rounded to f32
+ * first, as the kernels receive it (the keep test u >= p can differ between p and f32(p)).
+ */
 export function dropoutScales(
   n: number,
   p: number,
@@ -25,7 +28,8 @@ export function dropoutScales(
   train = true,
 ): Float64Array {
   const s = new Float64Array(n);
-  for (let i = 0; i < n; i++) s[i] = train ? dropoutScale(seed, step, stream, i, p) : 1;
+  const p32 = Math.fround(p);
+  for (let i = 0; i < n; i++) s[i] = train ? dropoutScale(seed, step, stream, i, p32) : 1;
   return s;
 }
 

@@ -1,96 +1,45 @@
-// A plain float64 GPT (no dropout): forward, loss and the gradient of every parameter, written
-// independently of the WGSL path (per-head loops, textbook formulas) to check the whole model.
+// A float64 GPT composed of the per-op float64 references: forward, loss and the gradient of every
+// parameter, written independently of the WGSL path. With `dropout`, training-mode dropout is applied
+// exactly where models/gpt.ts applies it, with the same masks (ops/hash.ts `dropoutScale` of the step
+// state's seed and step, p rounded to f32 as the kernels see it):
+//   block l, attention weights:    stream 3l,     element ((b·H + h)·T + t)·T + j of probs
+//   block l, attention projection: stream 3l + 1, element i·C + c of proj   (x += dropout(proj))
+//   block l, MLP output:           stream 3l + 2, element i·C + c of mlp    (x += dropout(mlp))
+// Without it the model runs as in eval mode (no dropout), whatever cfg.dropout says.
 
 import type { GPTConfig } from "../../models/gpt.ts";
+import { linearGradRef, linearRef } from "./matmul.ts";
+import { layernormGradRef, layernormRef } from "./layernorm.ts";
+import { attentionGradRef, attentionRef, type AttnCfg } from "./attention.ts";
+import { embeddingGradRef, embeddingRef } from "./embedding.ts";
+import { crossEntropyRef } from "./cross_entropy.ts";
+import { dropoutRef, dropoutScales, reluGradRef, reluRef } from "./elementwise.ts";
 
 type P = Map<string, Float64Array>;
-const F = (n: number) => new Float64Array(n);
 
-function linear(
-  x: Float64Array,
-  W: Float64Array,
-  b: Float64Array | null,
-  n: number,
-  out: number,
-  inp: number,
-) {
-  const y = F(n * out);
-  for (let i = 0; i < n; i++) {
-    for (let o = 0; o < out; o++) {
-      let s = b ? b[o] : 0;
-      for (let k = 0; k < inp; k++) s += x[i * inp + k] * W[o * inp + k];
-      y[i * out + o] = s;
-    }
-  }
-  return y;
+/** The step state the GPU's dropout reads: [seed, step, 0, 0]. */
+export interface GPTRefDropout {
+  seed: number;
+  step: number;
 }
 
-function linearBack(dy: Float64Array, x: Float64Array, W: Float64Array, n: number, out: number, inp: number) {
-  const dx = F(n * inp), dW = F(out * inp), db = F(out);
-  for (let i = 0; i < n; i++) {
-    for (let o = 0; o < out; o++) {
-      const g = dy[i * out + o];
-      db[o] += g;
-      for (let k = 0; k < inp; k++) {
-        dx[i * inp + k] += g * W[o * inp + k];
-        dW[o * inp + k] += g * x[i * inp + k];
-      }
-    }
-  }
-  return { dx, dW, db };
-}
-
-function layernorm(x: Float64Array, w: Float64Array, b: Float64Array, n: number, C: number) {
-  const y = F(n * C), xhat = F(n * C), rstd = F(n);
-  for (let i = 0; i < n; i++) {
-    let m = 0;
-    for (let c = 0; c < C; c++) m += x[i * C + c];
-    m /= C;
-    let v = 0;
-    for (let c = 0; c < C; c++) v += (x[i * C + c] - m) ** 2;
-    v /= C;
-    rstd[i] = 1 / Math.sqrt(v + 1e-5);
-    for (let c = 0; c < C; c++) {
-      xhat[i * C + c] = (x[i * C + c] - m) * rstd[i];
-      y[i * C + c] = xhat[i * C + c] * w[c] + b[c];
-    }
-  }
-  return { y, xhat, rstd };
-}
-
-function layernormBack(
-  dy: Float64Array,
-  xhat: Float64Array,
-  rstd: Float64Array,
-  w: Float64Array,
-  n: number,
-  C: number,
-) {
-  const dx = F(n * C), dw = F(C), db = F(C);
-  for (let i = 0; i < n; i++) {
-    let a = 0, bsum = 0;
-    for (let c = 0; c < C; c++) {
-      const g = dy[i * C + c] * w[c];
-      a += g;
-      bsum += g * xhat[i * C + c];
-      dw[c] += dy[i * C + c] * xhat[i * C + c];
-      db[c] += dy[i * C + c];
-    }
-    for (let c = 0; c < C; c++) {
-      const g = dy[i * C + c] * w[c];
-      dx[i * C + c] = rstd[i] * (g - a / C - xhat[i * C + c] * bsum / C);
-    }
-  }
-  return { dx, dw, db };
+export interface GPTRefOptions {
+  /** Training-mode dropout (p = cfg.dropout) with the masks of this step state; omitted: none. */
+  dropout?: GPTRefDropout;
+  /** Compute the parameter gradients (default true; false: forward and loss only). */
+  grads?: boolean;
 }
 
 export interface GPTRefResult {
   loss: number;
   logits: Float64Array;
+  /** Gradient of the mean loss per parameter (empty when opts.grads is false). */
   grads: P;
 }
 
-/** Forward + backward of the GPT on idx/targets [B*T] with parameters keyed by internal names. */
+const add = (a: Float64Array, b: Float64Array) => a.map((v, i) => v + b[i]);
+
+/** Forward (+ backward) of the GPT on idx/targets [B*T] with parameters keyed by internal names. */
 export function gptReference(
   cfg: GPTConfig,
   params: P,
@@ -98,148 +47,88 @@ export function gptReference(
   targets: ArrayLike<number>,
   B: number,
   T: number,
+  opts: GPTRefOptions = {},
 ): GPTRefResult {
   const { nEmbd: C, nHead: H, vocabSize: V, nLayer: L } = cfg;
-  const hs = C / H, N = B * T, scale = 1 / Math.sqrt(hs);
+  const N = B * T, drop = opts.dropout;
   const p = (n: string) => params.get(n)!;
-  const grads: P = new Map([...params].map(([k, v]) => [k, F(v.length)]));
-  const g = (n: string) => grads.get(n)!;
-  const addTo = (dst: Float64Array, src: Float64Array) => src.forEach((v, i) => (dst[i] += v));
+  const pos = Uint32Array.from({ length: N }, (_, i) => i % T);
+  const attnCfg = (l: number): AttnCfg => ({
+    B,
+    T,
+    C,
+    H,
+    p: cfg.dropout,
+    seed: drop?.seed ?? 0,
+    step: drop?.step ?? 0,
+    stream: 3 * l,
+    train: !!drop,
+  });
+  const mask = (stream: number) =>
+    dropoutScales(N * C, cfg.dropout, drop?.seed ?? 0, drop?.step ?? 0, stream, !!drop);
 
-  let x = F(N * C);
-  for (let i = 0; i < N; i++) {
-    for (let c = 0; c < C; c++) {
-      x[i * C + c] = p("token_embedding.weight")[idx[i] * C + c] +
-        p("position_embedding.weight")[(i % T) * C + c];
-    }
-  }
-  const saved: Record<string, unknown>[] = [];
+  let x = add(
+    embeddingRef(idx, p("token_embedding.weight"), C),
+    embeddingRef(pos, p("position_embedding.weight"), C),
+  );
+  const saved = [];
   for (let l = 0; l < L; l++) {
     const w = (n: string) => p(`blocks.${l}.${n}`);
-    const ln1 = layernorm(x, w("ln1.weight"), w("ln1.bias"), N, C);
-    const qkv = linear(ln1.y, w("attn.qkv.weight"), null, N, 3 * C, C);
-    const att = F(N * C);
-    const P = F(B * H * T * T);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < H; h++) {
-        for (let t = 0; t < T; t++) {
-          const q = (d: number) => qkv[(b * T + t) * 3 * C + h * hs + d];
-          const s: number[] = [];
-          for (let j = 0; j <= t; j++) {
-            let d = 0;
-            for (let e = 0; e < hs; e++) d += q(e) * qkv[(b * T + j) * 3 * C + C + h * hs + e];
-            s.push(d * scale);
-          }
-          const m = Math.max(...s);
-          const ex = s.map((v) => Math.exp(v - m));
-          const z = ex.reduce((a, v) => a + v, 0);
-          for (let j = 0; j <= t; j++) P[((b * H + h) * T + t) * T + j] = ex[j] / z;
-          for (let e = 0; e < hs; e++) {
-            let o = 0;
-            for (let j = 0; j <= t; j++) {
-              o += P[((b * H + h) * T + t) * T + j] * qkv[(b * T + j) * 3 * C + 2 * C + h * hs + e];
-            }
-            att[(b * T + t) * C + h * hs + e] = o;
-          }
-        }
-      }
-    }
-    const proj = linear(att, w("attn.proj.weight"), w("attn.proj.bias"), N, C, C);
-    const x2 = x.map((v, i) => v + proj[i]);
-    const ln2 = layernorm(x2, w("ln2.weight"), w("ln2.bias"), N, C);
-    const hpre = linear(ln2.y, w("mlp.fc.weight"), w("mlp.fc.bias"), N, 4 * C, C);
-    const hh = hpre.map((v) => Math.max(v, 0));
-    const mlp = linear(hh, w("mlp.proj.weight"), w("mlp.proj.bias"), N, C, 4 * C);
-    saved.push({ ln1, qkv, att, P, ln2, hh });
-    x = x2.map((v, i) => v + mlp[i]);
+    const ln1 = layernormRef(x, w("ln1.weight"), w("ln1.bias"), N, C);
+    const qkv = linearRef(ln1.y, w("attn.qkv.weight"), null, N, 3 * C, C);
+    const att = attentionRef(qkv, attnCfg(l)).out;
+    const proj = linearRef(att, w("attn.proj.weight"), w("attn.proj.bias"), N, C, C);
+    const m1 = mask(3 * l + 1), m2 = mask(3 * l + 2);
+    const x2 = add(x, dropoutRef(proj, m1));
+    const ln2 = layernormRef(x2, w("ln2.weight"), w("ln2.bias"), N, C);
+    const h = reluRef(linearRef(ln2.y, w("mlp.fc.weight"), w("mlp.fc.bias"), N, 4 * C, C));
+    const mlp = linearRef(h, w("mlp.proj.weight"), w("mlp.proj.bias"), N, C, 4 * C);
+    saved.push({ x, ln1, qkv, att, m1, x2, ln2, h, m2 });
+    x = add(x2, dropoutRef(mlp, m2));
   }
-  const lnf = layernorm(x, p("ln_f.weight"), p("ln_f.bias"), N, C);
-  const logits = linear(lnf.y, p("lm_head.weight"), p("lm_head.bias"), N, V, C);
-  let loss = 0;
-  const dlogits = F(N * V);
-  for (let i = 0; i < N; i++) {
-    const row = logits.subarray(i * V, (i + 1) * V);
-    const m = Math.max(...row);
-    const z = row.reduce((a, v) => a + Math.exp(v - m), 0);
-    loss += -(row[targets[i]] - m - Math.log(z));
-    for (let v = 0; v < V; v++) {
-      dlogits[i * V + v] = (Math.exp(row[v] - m) / z - (v === targets[i] ? 1 : 0)) / N;
-    }
-  }
-  loss /= N;
+  const lnf = layernormRef(x, p("ln_f.weight"), p("ln_f.bias"), N, C);
+  const logits = linearRef(lnf.y, p("lm_head.weight"), p("lm_head.bias"), N, V, C);
+  const ce = crossEntropyRef(logits, Uint32Array.from(targets), N, V);
+  const grads: P = new Map();
+  if (opts.grads === false) return { loss: ce.loss, logits, grads };
 
-  // Backward.
-  const head = linearBack(dlogits, lnf.y, p("lm_head.weight"), N, V, C);
-  addTo(g("lm_head.weight"), head.dW);
-  addTo(g("lm_head.bias"), head.db);
-  const lf = layernormBack(head.dx, lnf.xhat, lnf.rstd, p("ln_f.weight"), N, C);
-  addTo(g("ln_f.weight"), lf.dw);
-  addTo(g("ln_f.bias"), lf.db);
-  const dx = lf.dx;
+  // Backward, in the reverse order of the forward.
+  const set = (n: string, g: Float64Array) => grads.set(n, g);
+  const head = linearGradRef(ce.dlogits, lnf.y, p("lm_head.weight"), N, V, C);
+  set("lm_head.weight", head.dW);
+  set("lm_head.bias", head.db);
+  const lf = layernormGradRef(head.dx, x, p("ln_f.weight"), N, C);
+  set("ln_f.weight", lf.dw);
+  set("ln_f.bias", lf.db);
+  let dx = lf.dx;
   for (let l = L - 1; l >= 0; l--) {
     const w = (n: string) => p(`blocks.${l}.${n}`);
-    const gw = (n: string) => g(`blocks.${l}.${n}`);
-    const s = saved[l] as {
-      ln1: ReturnType<typeof layernorm>;
-      qkv: Float64Array;
-      att: Float64Array;
-      P: Float64Array;
-      ln2: ReturnType<typeof layernorm>;
-      hh: Float64Array;
-    };
-    const mp = linearBack(dx, s.hh, w("mlp.proj.weight"), N, C, 4 * C);
-    addTo(gw("mlp.proj.weight"), mp.dW);
-    addTo(gw("mlp.proj.bias"), mp.db);
-    const dh = mp.dx.map((v, i) => (s.hh[i] > 0 ? v : 0));
-    const fc = linearBack(dh, s.ln2.y, w("mlp.fc.weight"), N, 4 * C, C);
-    addTo(gw("mlp.fc.weight"), fc.dW);
-    addTo(gw("mlp.fc.bias"), fc.db);
-    const l2 = layernormBack(fc.dx, s.ln2.xhat, s.ln2.rstd, w("ln2.weight"), N, C);
-    addTo(gw("ln2.weight"), l2.dw);
-    addTo(gw("ln2.bias"), l2.db);
-    addTo(dx, l2.dx);
-    const pr = linearBack(dx, s.att, w("attn.proj.weight"), N, C, C);
-    addTo(gw("attn.proj.weight"), pr.dW);
-    addTo(gw("attn.proj.bias"), pr.db);
-    const datt = pr.dx;
-    const dqkv = F(N * 3 * C);
-    const qkv = s.qkv;
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < H; h++) {
-        for (let t = 0; t < T; t++) {
-          const prow = (j: number) => s.P[((b * H + h) * T + t) * T + j];
-          const dP: number[] = [];
-          for (let j = 0; j <= t; j++) {
-            let d = 0;
-            for (let e = 0; e < hs; e++) {
-              d += datt[(b * T + t) * C + h * hs + e] * qkv[(b * T + j) * 3 * C + 2 * C + h * hs + e];
-              dqkv[(b * T + j) * 3 * C + 2 * C + h * hs + e] += prow(j) * datt[(b * T + t) * C + h * hs + e];
-            }
-            dP.push(d);
-          }
-          const dot = dP.reduce((a, v, j) => a + v * prow(j), 0);
-          for (let j = 0; j <= t; j++) {
-            const dS = prow(j) * (dP[j] - dot) * scale;
-            for (let e = 0; e < hs; e++) {
-              dqkv[(b * T + t) * 3 * C + h * hs + e] += dS * qkv[(b * T + j) * 3 * C + C + h * hs + e];
-              dqkv[(b * T + j) * 3 * C + C + h * hs + e] += dS * qkv[(b * T + t) * 3 * C + h * hs + e];
-            }
-          }
-        }
-      }
-    }
-    const qk = linearBack(dqkv, s.ln1.y, w("attn.qkv.weight"), N, 3 * C, C);
-    addTo(gw("attn.qkv.weight"), qk.dW);
-    const l1 = layernormBack(qk.dx, s.ln1.xhat, s.ln1.rstd, w("ln1.weight"), N, C);
-    addTo(gw("ln1.weight"), l1.dw);
-    addTo(gw("ln1.bias"), l1.db);
-    addTo(dx, l1.dx);
+    const g = (n: string, v: Float64Array) => set(`blocks.${l}.${n}`, v);
+    const s = saved[l];
+    // x = x2 + dropout(mlp): dx2 = dx (+ the MLP branch), dmlp = dropout(dx).
+    const mp = linearGradRef(dropoutRef(dx, s.m2), s.h, w("mlp.proj.weight"), N, C, 4 * C);
+    g("mlp.proj.weight", mp.dW);
+    g("mlp.proj.bias", mp.db);
+    const fc = linearGradRef(reluGradRef(mp.dx, s.h), s.ln2.y, w("mlp.fc.weight"), N, 4 * C, C);
+    g("mlp.fc.weight", fc.dW);
+    g("mlp.fc.bias", fc.db);
+    const l2 = layernormGradRef(fc.dx, s.x2, w("ln2.weight"), N, C);
+    g("ln2.weight", l2.dw);
+    g("ln2.bias", l2.db);
+    dx = add(dx, l2.dx);
+    // x2 = x + dropout(proj(attention(ln1(x)))).
+    const pr = linearGradRef(dropoutRef(dx, s.m1), s.att, w("attn.proj.weight"), N, C, C);
+    g("attn.proj.weight", pr.dW);
+    g("attn.proj.bias", pr.db);
+    const dqkv = attentionGradRef(pr.dx, s.qkv, attnCfg(l));
+    const qk = linearGradRef(dqkv, s.ln1.y, w("attn.qkv.weight"), N, 3 * C, C);
+    g("attn.qkv.weight", qk.dW);
+    const l1 = layernormGradRef(qk.dx, s.x, w("ln1.weight"), N, C);
+    g("ln1.weight", l1.dw);
+    g("ln1.bias", l1.db);
+    dx = add(dx, l1.dx);
   }
-  for (let i = 0; i < N; i++) {
-    for (let c = 0; c < C; c++) {
-      g("token_embedding.weight")[idx[i] * C + c] += dx[i * C + c];
-      g("position_embedding.weight")[(i % T) * C + c] += dx[i * C + c];
-    }
-  }
-  return { loss, logits, grads };
+  set("token_embedding.weight", embeddingGradRef(idx, dx, V, C));
+  set("position_embedding.weight", embeddingGradRef(pos, dx, cfg.blockSize, C));
+  return { loss: ce.loss, logits, grads };
 }

@@ -2,7 +2,7 @@
 // clipping, decay groups and a scheduled lr. Checked against the float64 GPT, clip and AdamW
 // references, and against one plain step on the concatenated batch; steady steps allocate nothing.
 
-import { assertClose, Rng, rt } from "../util.ts";
+import { assertClose, familyTest, Rng, rt } from "../util.ts";
 import { GPT, type GPTConfig } from "../../models/gpt.ts";
 import { decays, LossHistory, Optimizer, type OptimizerOptions } from "../../models/common.ts";
 import { type Batch, GPTStep, microSeed, stepLosses } from "../../train/step.ts";
@@ -48,7 +48,7 @@ function setup(batch: number, accum: number, m: Float32Array, v: Float32Array) {
   return { model, opt, step: new GPTStep(rt, model, opt, batch, accum, 1337) };
 }
 
-Deno.test("accumulated + clipped step == one step on the concatenated batch == float64 reference", async () => {
+familyTest("accumulated + clipped step = one step on the joined batch = float64 reference", async () => {
   const rng = new Rng(5);
   const probe = new GPT(rt, cfg, 7);
   const n = probe.params.params.size;
@@ -111,7 +111,7 @@ Deno.test("accumulated + clipped step == one step on the concatenated batch == f
   }
 });
 
-Deno.test("steady steps allocate nothing and submit once, with a changing lr, clipping and accumulation", async () => {
+familyTest("steady steps allocate nothing, submit once (changing lr, clipping, accumulation)", async () => {
   const model = new GPT(rt, { ...cfg, dropout: 0.1 }, 3);
   const opt = new Optimizer(rt, model.params, "adamw", SCHED.lr, OPTS);
   const step = new GPTStep(rt, model, opt, B, 3, 1);
