@@ -24,19 +24,34 @@ import {
 } from "./partials.ts";
 
 /** Invocations per row: 64 for narrow rows (C <= 64), else 128 (C = 384: 3 columns each). */
-const rowWG = (C: number) => (C <= 64 ? 64 : 128);
+export const rowWG = (C: number): number => (C <= 64 ? 64 : 128);
 /** The backward's workgroups (partial rows) at most: enough to fill a GPU, few enough to sum. */
 const MAX_GROUPS = 256;
 /** Outputs per workgroup and lanes per output of the partial-row sum. */
 const SUM_COLS = 64, SUM_LANES = 4;
 
 /** `for` over the invocation's K columns c = l + k·wg (c < C), running `body`. */
-const eachCol = (wg: number, body: string) => `
-  for (var k = 0u; k < K; k++) {
+const eachCol = (wg: number, K: number, body: string) => `
+  for (var k = 0u; k < ${K}u; k++) {
     let c = l + k * ${wg}u;
     if (c < p.C) {${body}
     }
   }`;
+
+/**
+ * The statements normalising one row with a workgroup of `wg` (see the top): x[k] = `load` (an
+ * expression of the column c) for the invocation's K columns, then `mean` and `rs` (rstd) by tree
+ * reductions, then `store` (statements of c, k, x[k], mean, rs) per column. Needs p.C, p.eps, l and
+ * workgroupReduceWGSL(wg) in the module; the decode path's fused LayerNorms share it.
+ */
+export function layernormRowWGSL(wg: number, K: number, load: string, store: string): string {
+  return `  let invC = 1.0 / f32(p.C);
+  var x: array<f32, ${K}>;
+  var s = 0.0;${eachCol(wg, K, ` x[k] = ${load}; s += x[k];`)}
+  let mean = wg_sum(l, s) * invC;
+  var q = 0.0;${eachCol(wg, K, " let d = x[k] - mean; q = fma(d, d, q);")}
+  let rs = inverseSqrt(wg_sum(l, q) * invC + p.eps);${eachCol(wg, K, ` ${store}`)}`;
+}
 
 function forwardWGSL(wg: number, K: number): string {
   return /* wgsl */ `
@@ -56,14 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = wid.x + wid.y * p.stride;
   if (row >= p.rows) { return; }
   let o = row * p.C;
-  let invC = 1.0 / f32(p.C);
-  var x: array<f32, K>;
-  var s = 0.0;${eachCol(wg, " x[k] = X[o + c]; s += x[k];")}
-  let mean = wg_sum(l, s) * invC;
-  var q = 0.0;${eachCol(wg, " let d = x[k] - mean; q = fma(d, d, q);")}
-  let rs = inverseSqrt(wg_sum(l, q) * invC + p.eps);${
-    eachCol(wg, " Y[o + c] = fma((x[k] - mean) * rs, W[c], B[c]);")
-  }
+${layernormRowWGSL(wg, K, "X[o + c]", "Y[o + c] = fma((x[k] - mean) * rs, W[c], B[c]);")}
   if (l == 0u) {
     Mean[row] = mean;
     Rstd[row] = rs;
@@ -96,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var dy: array<f32, K>;
   var xh: array<f32, K>;
   var dw: array<f32, K>;
-  var db: array<f32, K>;${eachCol(wg, " w[k] = W[c];")}
+  var db: array<f32, K>;${eachCol(wg, K, " w[k] = W[c];")}
   for (var row = r0; row < r1; row++) {
     let o = row * p.C;
     let m = Mean[row];
@@ -105,6 +113,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sgx = 0.0;${
     eachCol(
       wg,
+      K,
       `
       dy[k] = DY[o + c];
       xh[k] = (X[o + c] - m) * rs;
@@ -117,6 +126,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let mgx = wg_sum(l, sgx) * invC;${
     eachCol(
       wg,
+      K,
       `
       var v = rs * (dy[k] * w[k] - mg - xh[k] * mgx);
       if (p.acc != 0u) { v += DX[o + c]; }
@@ -126,7 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     )
   }
   }
-  let pw = grp * 2u * p.C;${eachCol(wg, " Part[pw + c] = dw[k]; Part[pw + p.C + c] = db[k];")}
+  let pw = grp * 2u * p.C;${eachCol(wg, K, " Part[pw + c] = dw[k]; Part[pw + p.C + c] = db[k];")}
 }`;
 }
 
