@@ -9,6 +9,7 @@
 import { grid1d, type Runtime } from "../runtime.ts";
 import { workgroupReduceWGSL } from "../workgroup_reduce.ts";
 import { type CrossEntropyViews, NAN_BITS } from "./mean.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 const rowWG = (V: number) => (V <= 128 ? 64 : 256);
 
@@ -59,8 +60,6 @@ ${body}
 }`;
 }
 
-const codes = new Map<string, string>();
-
 /** The GPU family's per-row losses (and dlogits when bound): a workgroup per row. */
 export function crossEntropyGpu(
   rt: Runtime,
@@ -69,9 +68,8 @@ export function crossEntropyGpu(
   N: number,
   V: number,
 ): void {
-  const wg = rowWG(V), key = `${probs}/${!!views.D}/${wg}`;
-  let code = codes.get(key);
-  if (!code) codes.set(key, code = ceWGSL(probs, !!views.D, wg));
+  const wg = rowWG(V), grad = !!views.D;
+  const code = cachedWGSL(`cross_entropy/gpu/${probs}/${grad}/${wg}`, () => ceWGSL(probs, grad, wg));
   const { workgroups, stride } = grid1d(rt, N, 1);
   rt.dispatch(
     probs ? "cross_entropy_probs" : "cross_entropy",

@@ -7,7 +7,8 @@
 
 import { f32, groups, type Runtime } from "../runtime.ts";
 import { LN_EPS } from "../layernorm.ts";
-import { type AttentionDecodeArgs, type LayernormDecodeArgs, NAN_BITS } from "./shared.ts";
+import { type AttentionDecodeArgs, HEAD_ROWS, type LayernormDecodeArgs, NAN_BITS } from "./shared.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 const WG = 64;
 const ADD_LN_WG = 32;
@@ -25,12 +26,7 @@ const HS: u32 = ${hs}u;
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let bh = g.x;
   if (bh >= p.B * p.H) { return; }
-  let b = bh / p.H;
-  let h = bh % p.H;
-  let C = p.C;
-  let C3 = 3u * C;
-  let base = b * p.T * C3 + h * HS; // q of (b, 0), head h; + C for k, + 2C for v
-  let row = base + p.t * C3;
+${HEAD_ROWS}
   var q: array<f32, HS>;
   if (p.append != 0u) {
     let s = b * C3 + h * HS;
@@ -70,13 +66,10 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 }`;
 }
 
-const attnCache = new Map<number, string>();
-
 /** The CPU family's attentionDecode: one invocation per (b, h). */
 export function attentionDecodeCpu(rt: Runtime, a: AttentionDecodeArgs): void {
   const { B, T, C, H, t, hs } = a;
-  let code = attnCache.get(hs);
-  if (!code) attnCache.set(hs, code = attentionDecodeWGSL(hs));
+  const code = cachedWGSL(`decode/cpu/attention/${hs}`, () => attentionDecodeWGSL(hs));
   rt.dispatch("attention_decode", code, a.views, [B, T, C, H, t, a.append ? 1 : 0, f32(1 / Math.sqrt(hs))], [
     groups(B * H, WG),
   ]);
@@ -143,13 +136,9 @@ ${welford}
 }`;
 }
 
-const lnCode = new Map<string, string>();
 function addLayernormCode(embed: boolean, C: number, aligned: boolean): string {
   const L = C % 4 === 0 && aligned ? 4 : 1;
-  const key = `${embed}${L}`;
-  let code = lnCode.get(key);
-  if (!code) lnCode.set(key, code = addLayernormWGSL(embed, L));
-  return code;
+  return cachedWGSL(`decode/cpu/layernorm/${embed}/${L}`, () => addLayernormWGSL(embed, L));
 }
 
 /** The CPU family's addLayernorm / embedLayernorm (embed: the views hold ids, positions, tok, pos). */

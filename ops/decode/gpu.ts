@@ -15,7 +15,8 @@ import { f32, grid1d, type Runtime } from "../runtime.ts";
 import { workgroupReduceWGSL } from "../workgroup_reduce.ts";
 import { LN_EPS } from "../layernorm.ts";
 import { layernormRowWGSL, rowWG } from "../layernorm/gpu.ts";
-import { type AttentionDecodeArgs, type LayernormDecodeArgs, NAN_BITS } from "./shared.ts";
+import { type AttentionDecodeArgs, HEAD_ROWS, type LayernormDecodeArgs, NAN_BITS } from "./shared.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 const ATT_WG = 64;
 
@@ -45,12 +46,7 @@ fn score(ko: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let bh = wid.x + wid.y * p.stride;
   if (bh >= p.B * p.H) { return; }
-  let b = bh / p.H;
-  let h = bh % p.H;
-  let C = p.C;
-  let C3 = 3u * C;
-  let base = b * p.T * C3 + h * HS; // q of (b, 0), head h; + C for k, + 2C for v
-  let row = base + p.t * C3;
+${HEAD_ROWS}
   if (p.append != 0u) {
     let s = b * C3 + h * HS;
     for (var d = l; d < HS; d += WG) {
@@ -97,13 +93,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
-const attnCache = new Map<number, string>();
-
 /** The GPU family's attentionDecode: a workgroup per (b, h). */
 export function attentionDecodeGpu(rt: Runtime, a: AttentionDecodeArgs): void {
   const { B, T, C, H, t, hs } = a;
-  let code = attnCache.get(hs);
-  if (!code) attnCache.set(hs, code = attentionDecodeWGSL(hs));
+  const code = cachedWGSL(`decode/gpu/attention/${hs}`, () => attentionDecodeWGSL(hs));
   const { workgroups, stride } = grid1d(rt, B * H, 1);
   rt.dispatch(
     "attention_decode",
@@ -152,14 +145,14 @@ ${layernormRowWGSL(wg, K, load, "out[o + c] = x[k]; xn[o + c] = fma((x[k] - mean
 }`;
 }
 
-const lnCode = new Map<string, string>();
-
 /** The GPU family's addLayernorm / embedLayernorm: a workgroup per row. */
 export function layernormDecodeGpu(rt: Runtime, a: LayernormDecodeArgs): void {
   const { embed, rows, C } = a;
-  const wg = rowWG(C), K = Math.ceil(C / wg), key = `${embed}/${wg}/${K}`;
-  let code = lnCode.get(key);
-  if (!code) lnCode.set(key, code = layernormDecodeWGSL(embed, wg, K));
+  const wg = rowWG(C), K = Math.ceil(C / wg);
+  const code = cachedWGSL(
+    `decode/gpu/layernorm/${embed}/${wg}/${K}`,
+    () => layernormDecodeWGSL(embed, wg, K),
+  );
   const { workgroups, stride } = grid1d(rt, rows, 1);
   rt.dispatch(
     embed ? "embed_layernorm" : "add_layernorm",

@@ -13,12 +13,15 @@
 import { f32, groups, type Runtime } from "../runtime.ts";
 import type { Tensor } from "../tensor.ts";
 import {
+  BACKWARD_BINDINGS,
+  FORWARD_BINDINGS,
   type LayernormBackwardViews,
   type LayernormForwardViews,
   LN_EPS,
   partials,
   sumPartials,
 } from "./partials.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 const WG = 32;
 /** Rows per invocation of the generic kernels: they walk their columns together. */
@@ -37,12 +40,7 @@ ${each((r) => `  let row${r} = min(r0 + ${r}u, p.rows - 1u);\n  let o${r} = row$
 const FORWARD = /* wgsl */ `
 struct P { rows: u32, C: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
-@group(0) @binding(3) var<storage, read> B: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> Rstd: array<f32>;
+${FORWARD_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -72,13 +70,7 @@ ${each((r) => `  Mean[row${r}] = m${r};\n  Rstd[row${r}] = rs${r};`)}
 const BACKWARD_DX = /* wgsl */ `
 struct P { rows: u32, C: u32, acc: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> DY: array<f32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read> W: array<f32>;
-@group(0) @binding(4) var<storage, read> Mean: array<f32>;
-@group(0) @binding(5) var<storage, read> Rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> DX: array<f32>;
-@group(0) @binding(7) var<storage, read_write> Part: array<f32>;
+${BACKWARD_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -185,12 +177,7 @@ function forwardReg(C: number): string {
   return /* wgsl */ `
 struct P { rows: u32, C: u32, eps: f32, zero: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
-@group(0) @binding(3) var<storage, read> B: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> Rstd: array<f32>;
+${FORWARD_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -218,13 +205,7 @@ function backwardDxReg(C: number): string {
   return /* wgsl */ `
 struct P { rows: u32, C: u32, acc: u32, zero: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> DY: array<f32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read> W: array<f32>;
-@group(0) @binding(4) var<storage, read> Mean: array<f32>;
-@group(0) @binding(5) var<storage, read> Rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> DX: array<f32>;
-@group(0) @binding(7) var<storage, read_write> Part: array<f32>;
+${BACKWARD_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -256,15 +237,8 @@ ${regStore(C, "Part", `pw + ${C}u`, (c) => `db${c}`)}
 }`;
 }
 
-const regCache = new Map<string, string>();
 function regKernel(kind: "fwd" | "dx", C: number): string {
-  const key = `${kind}/${C}`;
-  let code = regCache.get(key);
-  if (code === undefined) {
-    code = kind === "fwd" ? forwardReg(C) : backwardDxReg(C);
-    regCache.set(key, code);
-  }
-  return code;
+  return cachedWGSL(`layernorm/cpu/${kind}/${C}`, () => kind === "fwd" ? forwardReg(C) : backwardDxReg(C));
 }
 
 /** The CPU family's forward: y, mean, rstd of `rows` rows of C. */

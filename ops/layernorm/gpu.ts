@@ -16,12 +16,15 @@ import { f32, grid1d, type Runtime } from "../runtime.ts";
 import type { Tensor } from "../tensor.ts";
 import { workgroupReduceWGSL } from "../workgroup_reduce.ts";
 import {
+  BACKWARD_BINDINGS,
+  FORWARD_BINDINGS,
   type LayernormBackwardViews,
   type LayernormForwardViews,
   LN_EPS,
   partials,
   sumPartials,
 } from "./partials.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 /** Invocations per row: 64 for narrow rows (C <= 64), else 128 (C = 384: 3 columns each). */
 export const rowWG = (C: number): number => (C <= 64 ? 64 : 128);
@@ -57,12 +60,7 @@ function forwardWGSL(wg: number, K: number): string {
   return /* wgsl */ `
 struct P { rows: u32, C: u32, stride: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> W: array<f32>;
-@group(0) @binding(3) var<storage, read> B: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> Rstd: array<f32>;
+${FORWARD_BINDINGS}
 const K = ${K}u;
 ${workgroupReduceWGSL(wg)}
 
@@ -83,13 +81,7 @@ function backwardWGSL(wg: number, K: number): string {
   return /* wgsl */ `
 struct P { rows: u32, C: u32, acc: u32, rpw: u32, stride: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> DY: array<f32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
-@group(0) @binding(3) var<storage, read> W: array<f32>;
-@group(0) @binding(4) var<storage, read> Mean: array<f32>;
-@group(0) @binding(5) var<storage, read> Rstd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> DX: array<f32>;
-@group(0) @binding(7) var<storage, read_write> Part: array<f32>;
+${BACKWARD_BINDINGS}
 const K = ${K}u;
 ${workgroupReduceWGSL(wg)}
 
@@ -140,15 +132,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
-const codes = new Map<string, string>();
 function kernel(kind: "fwd" | "bwd", C: number): string {
-  const wg = rowWG(C), K = Math.ceil(C / wg), key = `${kind}/${wg}/${K}`;
-  let code = codes.get(key);
-  if (code === undefined) {
-    code = kind === "fwd" ? forwardWGSL(wg, K) : backwardWGSL(wg, K);
-    codes.set(key, code);
-  }
-  return code;
+  const wg = rowWG(C), K = Math.ceil(C / wg);
+  return cachedWGSL(
+    `layernorm/gpu/${kind}/${wg}/${K}`,
+    () => kind === "fwd" ? forwardWGSL(wg, K) : backwardWGSL(wg, K),
+  );
 }
 
 /** The GPU family's forward: a workgroup per row. */

@@ -3,6 +3,7 @@
 
 import { groups, type Runtime } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 /** LayerNorm epsilon (PyTorch's default). */
 export const LN_EPS = 1e-5;
@@ -26,6 +27,24 @@ export type LayernormBackwardViews = {
   DX: Tensor;
 };
 
+/** The forward kernels' storage bindings (both families; the uniform `p` is binding 0). */
+export const FORWARD_BINDINGS = `
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> W: array<f32>;
+@group(0) @binding(3) var<storage, read> B: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> Rstd: array<f32>;`;
+/** The backward dx kernels' storage bindings, the partial rows [G, 2C] last. */
+export const BACKWARD_BINDINGS = `
+@group(0) @binding(1) var<storage, read> DY: array<f32>;
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read> W: array<f32>;
+@group(0) @binding(4) var<storage, read> Mean: array<f32>;
+@group(0) @binding(5) var<storage, read> Rstd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> DX: array<f32>;
+@group(0) @binding(7) var<storage, read_write> Part: array<f32>;`;
+
 /** Per-runtime scratch for the dw/db partial sums, grown on demand. */
 const scratch = new WeakMap<Runtime, Tensor>();
 export function partials(rt: Runtime, n: number): Tensor {
@@ -42,20 +61,14 @@ export function partials(rt: Runtime, n: number): Tensor {
 // invocations read consecutive columns of a partial row: coalesced) and `lanes` invocations per
 // output: lane i sums the partial rows i, i + lanes, ..., then lane 0 adds the lanes up in order.
 // The CPU family runs lanes = 1 (one invocation walks all G rows), the GPU family splits the walk.
-const sumCode = new Map<string, string>();
 function sumPartialsWGSL(cols: number, lanes: number): string {
-  const key = `${cols}x${lanes}`;
-  let code = sumCode.get(key);
-  if (!code) {
-    const wg = cols * lanes;
-    const combine = lanes === 1 ? "" : `
+  const wg = cols * lanes;
+  const combine = lanes === 1 ? "" : `
   red[l] = s;
   workgroupBarrier();
   if (lane != 0u) { return; }
   for (var i = 1u; i < ${lanes}u; i++) { s += red[l + i * ${cols}u]; }`;
-    sumCode.set(
-      key,
-      code = /* wgsl */ `
+  return /* wgsl */ `
 struct P { G: u32, C: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> Part: array<f32>;
@@ -74,10 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }${combine}
   if (j >= C2 || lane != 0u) { return; }
   if (j < p.C) { DW[j] = s; } else { DB[j - p.C] = s; }
-}`,
-    );
-  }
-  return code;
+}`;
 }
 
 /**
@@ -94,7 +104,6 @@ export function sumPartials(
   cols: number,
   lanes = 1,
 ): void {
-  rt.dispatch("layernorm_bwd_dwdb", sumPartialsWGSL(cols, lanes), { Part: part, DW: dw, DB: db }, [G, C], [
-    groups(2 * C, cols),
-  ]);
+  const code = cachedWGSL(`layernorm/sum/${cols}x${lanes}`, () => sumPartialsWGSL(cols, lanes));
+  rt.dispatch("layernorm_bwd_dwdb", code, { Part: part, DW: dw, DB: db }, [G, C], [groups(2 * C, cols)]);
 }
