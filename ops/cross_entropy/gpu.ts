@@ -20,8 +20,9 @@ function ceWGSL(probs: boolean, grad: boolean, wg: number): string {
   var st = 0.0;
   var loss = 0.0;
   ${each("let t = T[base + c]; st += t; loss += t * (logS + (m - X[base + c]));")}
-  st = wg_sum(l, st);
-  loss = wg_sum(l, loss);
+  let sums = wg_sum2(l, vec2<f32>(st, loss));
+  st = sums.x;
+  loss = sums.y;
   if (l == 0u) { R[r] = loss; }
   ${grad ? each("D[base + c] = (exp(X[base + c] - m) / s * st - T[base + c]) / nf;") : ""}`
     : /* wgsl */ `

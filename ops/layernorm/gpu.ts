@@ -5,7 +5,7 @@
 //   (coalesced). Mean, then the sum of squared deviations from the registers (an exact two-pass),
 //   by workgroup-memory tree reductions (../workgroup_reduce.ts).
 // - backward: a workgroup walks `rpw` consecutive rows the same way (dy and x of its columns in
-//   registers, the two row sums Σg and Σg·xhat by tree reductions, then dx), and keeps each
+//   registers, the two row sums Σg and Σg·xhat by one tree reduction of pairs, then dx), and keeps each
 //   column's dw/db sums over its rows in registers; it writes them as one partial row [2C] and
 //   ./partials.ts adds the partial rows up per column in a fixed order, split over 4 lanes per
 //   column. Two coalesced stages, no float atomics, bit-reproducible.
@@ -114,8 +114,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       sgx = fma(g, xh[k], sgx);`,
     )
   }
-    let mg = wg_sum(l, sg) * invC;
-    let mgx = wg_sum(l, sgx) * invC;${
+    let sums = wg_sum2(l, vec2<f32>(sg, sgx)) * invC;
+    let mg = sums.x;
+    let mgx = sums.y;${
     eachCol(
       wg,
       K,
