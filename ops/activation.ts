@@ -6,6 +6,8 @@
 // (0 for ReLU, slope for LeakyReLU), like PyTorch.
 //
 // In place is allowed where the views are identical: reluForward(x, x), reluBackward(dy, y, dy).
+// Both kernel families share these kernels: elementwise.ts' generator (256 invocations per
+// workgroup, one element each, coalesced) is GPU-shaped already.
 
 import { launchElementwise } from "./elementwise.ts";
 import { f32, type Runtime } from "./runtime.ts";

@@ -9,6 +9,10 @@
 //
 // Backward passes: add's gradient is the identity for both operands (use addInto to accumulate it),
 // scale's gradient is scale by the same s, and fill has no inputs.
+//
+// Both kernel families share these kernels (and activation.ts' and dropout.ts'): one element per
+// invocation, 256 per workgroup, consecutive invocations on consecutive elements (coalesced) is the
+// GPU shape already, and lavapipe runs it at its memory speed.
 
 import { f32, grid1d, type Param, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";

@@ -12,9 +12,15 @@
 // some parameters by a bit mask (bit i of word i/32: element i decays). 1−β^t is computed without cancellation: the host passes 1−β
 // (rounded once from float64), the kernel forms t·log(1−q) by its series and 1−e^L by the expm1
 // series while |L| is small (a plain f32 1 - pow(β, t) is off by ~5e-5 relative near t = 1).
+//
+// Both kernel families share these kernels: they are GPU-shaped already (256 invocations per
+// workgroup, consecutive invocations on consecutive elements, so every access is coalesced; the
+// norm's two reductions are workgroup-memory trees, ./workgroup_reduce.ts), and lavapipe runs
+// them as fast as any llvmpipe-specific shape would.
 
 import { f32, grid1d, type Runtime } from "./runtime.ts";
 import { Tensor } from "./tensor.ts";
+import { workgroupReduceWGSL } from "./workgroup_reduce.ts";
 
 const WG = 256;
 const ADAMW_PER_THREAD = 8;
@@ -254,20 +260,15 @@ struct U { n: u32, threads: u32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Part: array<f32>;
-var<workgroup> acc: array<f32, ${NORM_WG}>;
+${workgroupReduceWGSL(NORM_WG)}
 
 @compute @workgroup_size(${NORM_WG})
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_index) l: u32,
         @builtin(workgroup_id) w: vec3<u32>) {
   var s = 0.0;
   for (var i = g.x; i < u.n; i += u.threads) { s += G[i] * G[i]; }
-  acc[l.x] = s;
-  workgroupBarrier();
-  for (var h = ${NORM_WG / 2}u; h > 0u; h >>= 1u) {
-    if (l.x < h) { acc[l.x] += acc[l.x + h]; }
-    workgroupBarrier();
-  }
-  if (l.x == 0u) { Part[w.x] = acc[0]; }
+  s = wg_sum(l, s);
+  if (l == 0u) { Part[w.x] = s; }
 }`;
 
 // Pass 2 (one workgroup): C = [norm, scale] with torch's clip_coef = max_norm / (norm + 1e-6),
@@ -277,20 +278,15 @@ struct U { parts: u32, maxNorm: f32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> Part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
-var<workgroup> acc: array<f32, ${NORM_WG}>;
+${workgroupReduceWGSL(NORM_WG)}
 
 @compute @workgroup_size(${NORM_WG})
-fn main(@builtin(local_invocation_id) l: vec3<u32>) {
+fn main(@builtin(local_invocation_index) l: u32) {
   var s = 0.0;
-  for (var i = l.x; i < u.parts; i += ${NORM_WG}u) { s += Part[i]; }
-  acc[l.x] = s;
-  workgroupBarrier();
-  for (var h = ${NORM_WG / 2}u; h > 0u; h >>= 1u) {
-    if (l.x < h) { acc[l.x] += acc[l.x + h]; }
-    workgroupBarrier();
-  }
-  if (l.x == 0u) {
-    let norm = sqrt(acc[0]);
+  for (var i = l; i < u.parts; i += ${NORM_WG}u) { s += Part[i]; }
+  s = wg_sum(l, s);
+  if (l == 0u) {
+    let norm = sqrt(s);
     C[0] = norm;
     C[1] = min(1.0, u.maxNorm / (norm + 1e-6));
   }

@@ -16,6 +16,12 @@
 //
 // Ranking costs O(V²/64) per sequence (V is a character vocabulary); the prefix walk and the draw are
 // sequential in one invocation, exactly in the host's order.
+//
+// Both kernel families share this kernel (a 64-invocation workgroup per sequence, coalesced row
+// reads, tree reductions for the max and the kept mass): it is GPU-shaped already, and one kernel
+// means the families draw identically from the same logits. The logits themselves come from the
+// family's kernels and may differ by float rounding, so a seed's text is fixed per family and
+// adapter; each family's draws are tested against the host reference.
 
 import { f32, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";

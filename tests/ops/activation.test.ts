@@ -1,5 +1,16 @@
 import assert from "node:assert";
-import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+import {
+  assertClose,
+  AWKWARD,
+  checkNumeric,
+  dot,
+  f64,
+  familyTest,
+  poisoned,
+  Rng,
+  rt,
+  Tensor,
+} from "../util.ts";
 import { leakyReluBackward, leakyReluForward, reluBackward, reluForward } from "../../ops/activation.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { leakyReluGradRef, leakyReluRef, reluGradRef, reluRef } from "../reference/elementwise.ts";
@@ -32,7 +43,7 @@ const cases = [
 ];
 
 for (const c of cases) {
-  Deno.test(`${c.name} forward/backward vs float64 reference and finite differences`, async () => {
+  familyTest(`${c.name} forward/backward vs float64 reference and finite differences`, async () => {
     for (const n of SIZES) {
       const x = rng.uniformArray(n), dy = rng.uniformArray(n);
       const X = Tensor.from(rt, x), Y = poisoned([n]), dX = poisoned([n]);
@@ -47,7 +58,7 @@ for (const c of cases) {
     }
   });
 
-  Deno.test(`${c.name} in place (y = x, dx = dy) and x = 0 exactly`, async () => {
+  familyTest(`${c.name} in place (y = x, dx = dy) and x = 0 exactly`, async () => {
     const n = 129;
     const x = rng.uniformArray(n), dy = rng.uniformArray(n);
     x[0] = 0;
@@ -62,7 +73,7 @@ for (const c of cases) {
   });
 }
 
-Deno.test("relu / leaky_relu backward after a matmul with a fused epilogue", async () => {
+familyTest("relu / leaky_relu backward after a matmul with a fused epilogue", async () => {
   const M = 65, N = 7, K = 33;
   const a = rng.uniformArray(M * K), b = rng.uniformArray(K * N), dy = rng.uniformArray(M * N);
   for (const ep of ["relu", "leaky_relu"] as const) {

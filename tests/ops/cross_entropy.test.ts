@@ -1,4 +1,8 @@
-import { assertClose, checkNumeric, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+// Cross-entropy (index, one-hot and soft targets) and meanReduce through both kernel families
+// (familyTest) vs float64, per element, outputs NaN-poisoned, on N and V that are not multiples of
+// any workgroup size.
+
+import { assertClose, checkNumeric, f64, familyTest, poisoned, Rng, rt, Tensor } from "../util.ts";
 import { crossEntropy, meanReduce } from "../../ops/cross_entropy.ts";
 import { crossEntropyLossRef, crossEntropyRef, type Targets } from "../reference/cross_entropy.ts";
 
@@ -43,30 +47,32 @@ async function run(logits: Float32Array, targets: Targets, N: number, V: number,
   return { loss: slot[64], rowLoss: await R.read(), dlogits: D ? await D.read() : null };
 }
 
-Deno.test("crossEntropy: index, one-hot and soft targets vs float64 on awkward shapes", async () => {
-  for (const N of [1, 7, 65, 129, 2048]) {
-    for (const V of [1, 7, 65, 129]) {
+familyTest("crossEntropy: index, one-hot and soft targets vs float64 on awkward shapes", async () => {
+  for (const N of [1, 7, 65, 129, 1031]) {
+    for (const V of [1, 7, 64, 65, 66, 129, 385]) {
       for (const kind of ["index", "onehot", "soft"] as Kind[]) {
         const x = rng.uniformArray(N * V, -4, 4);
         const t = makeTargets(kind, N, V);
         const got = await run(x, t, N, V);
         const want = crossEntropyRef(x, t, N, V);
-        assertClose(got.rowLoss, want.rowLoss, 1e-5, `ce rowLoss ${kind}`);
-        assertClose([got.loss], [want.loss], 1e-5, `ce loss ${kind}`);
-        assertClose(got.dlogits!, want.dlogits, 1e-4, `ce dlogits ${kind}`);
+        const tag = `${kind} (${N}, ${V})`;
+        assertClose(got.rowLoss, want.rowLoss, 1e-5, `ce rowLoss ${tag}`);
+        assertClose([got.loss], [want.loss], 1e-5, `ce loss ${tag}`);
+        assertClose(got.dlogits!, want.dlogits, 1e-4, `ce dlogits ${tag}`);
       }
     }
   }
 });
 
-Deno.test("crossEntropy: without dlogits writes only the losses", async () => {
-  const N = 65, V = 129;
-  for (const kind of ["index", "soft"] as Kind[]) {
-    const x = rng.uniformArray(N * V, -3, 3), t = makeTargets(kind, N, V);
-    const got = await run(x, t, N, V, false);
-    const want = crossEntropyRef(x, t, N, V);
-    assertClose(got.rowLoss, want.rowLoss, 1e-5, `ce rowLoss ${kind}`);
-    assertClose([got.loss], [want.loss], 1e-5, `ce loss ${kind}`);
+familyTest("crossEntropy: without dlogits writes only the losses", async () => {
+  for (const [N, V] of [[65, 129], [7, 385]]) {
+    for (const kind of ["index", "soft"] as Kind[]) {
+      const x = rng.uniformArray(N * V, -3, 3), t = makeTargets(kind, N, V);
+      const got = await run(x, t, N, V, false);
+      const want = crossEntropyRef(x, t, N, V);
+      assertClose(got.rowLoss, want.rowLoss, 1e-5, `ce rowLoss ${kind}`);
+      assertClose([got.loss], [want.loss], 1e-5, `ce loss ${kind}`);
+    }
   }
 });
 
@@ -79,7 +85,7 @@ Deno.test("crossEntropy: analytic float64 gradient agrees with finite difference
   }
 });
 
-Deno.test("crossEntropy: large logits (±80, ±1000) stay finite and accurate", async () => {
+familyTest("crossEntropy: large logits (±80, ±1000) stay finite and accurate", async () => {
   for (const scale of [80, 1000]) {
     const N = 65, V = 65;
     for (const kind of ["index", "soft"] as Kind[]) {
@@ -94,7 +100,7 @@ Deno.test("crossEntropy: large logits (±80, ±1000) stay finite and accurate", 
   }
 });
 
-Deno.test("crossEntropy: many rows (N = 100003) and a class index >= V gives a NaN row", async () => {
+familyTest("crossEntropy: many rows (N = 100003) and a class index >= V gives a NaN row", async () => {
   const N = 100003, V = 7;
   const x = rng.uniformArray(N * V, -2, 2), t = makeTargets("index", N, V);
   const got = await run(x, t, N, V);
@@ -122,8 +128,8 @@ Deno.test("crossEntropy: many rows (N = 100003) and a class index >= V gives a N
   );
 });
 
-Deno.test("meanReduce: out[0] = mean of the first n values, for n from 1 to 100k", async () => {
-  for (const n of [1, 7, 65, 255, 256, 257, 1000, 4099, 100000, 100003]) {
+familyTest("meanReduce: out[0] = mean of the first n values, for n from 1 to 100k", async () => {
+  for (const n of [1, 7, 65, 255, 256, 257, 1000, 4099, 16384, 100000, 100003]) {
     // Positive values, like losses (a near-zero mean would make relative error meaningless).
     const x = new Float32Array(n + 5).fill(NaN);
     x.set(rng.uniformArray(n, 0.5, 5));

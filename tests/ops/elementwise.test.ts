@@ -1,5 +1,16 @@
 import assert from "node:assert";
-import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+import {
+  assertClose,
+  AWKWARD,
+  checkNumeric,
+  dot,
+  f64,
+  familyTest,
+  poisoned,
+  Rng,
+  rt,
+  Tensor,
+} from "../util.ts";
 import { add, addInto, EW_WG, fill, scale } from "../../ops/elementwise.ts";
 import { grid1d } from "../../ops/runtime.ts";
 import { ParamStore } from "../../ops/tensor.ts";
@@ -8,7 +19,7 @@ import { addRef, scaleRef } from "../reference/elementwise.ts";
 const rng = new Rng(31337);
 const SIZES = [...AWKWARD, 256, 257, 65 * 129];
 
-Deno.test("add, addInto, scale, fill vs float64 reference on awkward sizes", async () => {
+familyTest("add, addInto, scale, fill vs float64 reference on awkward sizes", async () => {
   for (const n of SIZES) {
     const a = rng.uniformArray(n), b = rng.uniformArray(n), s = rng.range(-3, 3);
     const out = poisoned([n]);
@@ -28,7 +39,7 @@ Deno.test("add, addInto, scale, fill vs float64 reference on awkward sizes", asy
   }
 });
 
-Deno.test("add/scale backward (identity / scale by s) vs finite differences", async () => {
+familyTest("add/scale backward (identity / scale by s) vs finite differences", async () => {
   const n = 65, s = -1.75;
   const a = rng.uniformArray(n), b = rng.uniformArray(n), dy = rng.uniformArray(n);
   // d(Σ dy·(a+b))/da = dy, /db = dy: the backward of add is the identity, accumulated with addInto.
@@ -46,7 +57,7 @@ Deno.test("add/scale backward (identity / scale by s) vs finite differences", as
   assertClose(await dX.read(), gradRef, 1e-4, "scale bwd");
 });
 
-Deno.test("in place: add(a, b, a), add(a, b, b), add(a, a, a), addInto(x, x), scale(x, x)", async () => {
+familyTest("in place: add(a, b, a), add(a, b, b), add(a, a, a), addInto(x, x), scale(x, x)", async () => {
   const n = 129;
   const a = rng.uniformArray(n), b = rng.uniformArray(n);
   let A = Tensor.from(rt, a);
@@ -66,7 +77,7 @@ Deno.test("in place: add(a, b, a), add(a, b, b), add(a, a, a), addInto(x, x), sc
   assertClose(await A.read(), scaleRef(a, 0.5), 1e-5, "scale");
 });
 
-Deno.test("views at offsets (ParamStore parameters) and the same-buffer guard", async () => {
+familyTest("views at offsets (ParamStore parameters) and the same-buffer guard", async () => {
   const n = 7;
   const ps = new ParamStore(rt, [
     { name: "p", shape: [n], init: rng.uniformArray(n) },
@@ -85,7 +96,7 @@ Deno.test("views at offsets (ParamStore parameters) and the same-buffer guard", 
   assert.throws(() => add(rt, P, out, Tensor.empty(rt, [n + 1])), /elements/);
 });
 
-Deno.test("2-D grid past maxComputeWorkgroupsPerDimension (fill, scale)", async () => {
+familyTest("2-D grid past maxComputeWorkgroupsPerDimension (fill, scale)", async () => {
   const max = rt.device.limits.maxComputeWorkgroupsPerDimension;
   const n = max * 256 + 7;
   const [gx, gy] = grid1d(rt, n, EW_WG).workgroups;

@@ -1,4 +1,7 @@
-import { assertClose, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+// Embedding forward/backward through both kernel families (familyTest: they share the kernels) vs
+// float64, NaN-poisoned outputs, awkward shapes.
+
+import { assertClose, checkNumeric, dot, f64, familyTest, poisoned, Rng, rt, Tensor } from "../util.ts";
 import { embeddingBackward, embeddingForward } from "../../ops/embedding.ts";
 import { ParamStore } from "../../ops/tensor.ts";
 import { embeddingGradRef, embeddingRef } from "../reference/embedding.ts";
@@ -14,6 +17,7 @@ const SHAPES: [number, number, number][] = [
   [65, 128, 2048],
   [300, 3, 7],
   [7, 300, 1500], // C > 256: several column blocks per row
+  [66, 385, 1031], // nanoGPT-like: V 66, C 385 (two column blocks, the second short)
 ];
 
 /** Indices drawn from a random subset of the rows, so some rows repeat and some are never used. */
@@ -22,7 +26,7 @@ function makeIdx(V: number, n: number): Uint32Array {
   return Uint32Array.from({ length: n }, () => used[rng.int(used.length)]);
 }
 
-Deno.test("embeddingForward: gather and accumulate vs float64", async () => {
+familyTest("embeddingForward: gather and accumulate vs float64", async () => {
   for (const [V, C, n] of SHAPES) {
     const table = rng.uniformArray(V * C), idx = makeIdx(V, n);
     const W = Tensor.from(rt, table, [V, C]), I = Tensor.from(rt, idx);
@@ -44,24 +48,27 @@ Deno.test("embeddingForward: gather and accumulate vs float64", async () => {
   }
 });
 
-Deno.test("embeddingBackward: repeated indices, unreferenced rows, accumulate, finite differences", async () => {
-  for (const [V, C, n] of SHAPES) {
-    const table = rng.uniformArray(V * C), idx = makeIdx(V, n), dy = rng.uniformArray(n * C);
-    const I = Tensor.from(rt, idx), DY = Tensor.from(rt, dy, [n, C]);
-    const DW = poisoned([V, C]); // unreferenced rows must be written as 0
-    embeddingBackward(rt, I, DY, DW);
-    const want = embeddingGradRef(idx, dy, V, C);
-    assertClose(await DW.read(), want, 1e-4, "embedding bwd");
-    const prev = rng.uniformArray(V * C);
-    const DW2 = Tensor.from(rt, prev, [V, C]);
-    embeddingBackward(rt, I, DY, DW2, true);
-    assertClose(await DW2.read(), want.map((v, i) => v + prev[i]), 1e-4, "embedding bwd acc");
-    // The float64 analytic gradient against central differences of L = Σ dy·out(table).
-    checkNumeric((w) => dot(dy, embeddingRef(idx, w, C)), f64(table), want, rng, "embedding bwd fd");
-  }
-});
+familyTest(
+  "embeddingBackward: repeated indices, unreferenced rows, accumulate, finite differences",
+  async () => {
+    for (const [V, C, n] of SHAPES) {
+      const table = rng.uniformArray(V * C), idx = makeIdx(V, n), dy = rng.uniformArray(n * C);
+      const I = Tensor.from(rt, idx), DY = Tensor.from(rt, dy, [n, C]);
+      const DW = poisoned([V, C]); // unreferenced rows must be written as 0
+      embeddingBackward(rt, I, DY, DW);
+      const want = embeddingGradRef(idx, dy, V, C);
+      assertClose(await DW.read(), want, 1e-4, "embedding bwd");
+      const prev = rng.uniformArray(V * C);
+      const DW2 = Tensor.from(rt, prev, [V, C]);
+      embeddingBackward(rt, I, DY, DW2, true);
+      assertClose(await DW2.read(), want.map((v, i) => v + prev[i]), 1e-4, "embedding bwd acc");
+      // The float64 analytic gradient against central differences of L = Σ dy·out(table).
+      checkNumeric((w) => dot(dy, embeddingRef(idx, w, C)), f64(table), want, rng, "embedding bwd fd");
+    }
+  },
+);
 
-Deno.test("embeddingBackward: V beyond one grid layer (5000 rows) and bit-reproducible", async () => {
+familyTest("embeddingBackward: V beyond one grid layer (5000 rows) and bit-reproducible", async () => {
   const V = 5000, C = 3, n = 1000;
   const idx = Uint32Array.from({ length: n }, () => rng.int(V)), dy = rng.uniformArray(n * C);
   idx[0] = V - 1;
@@ -81,7 +88,7 @@ Deno.test("embeddingBackward: V beyond one grid layer (5000 rows) and bit-reprod
   if (runs[0].some((b, i) => b !== runs[1][i])) throw new Error("embeddingBackward: not bit-reproducible");
 });
 
-Deno.test("embedding on ParamStore views: tokens + positions forward, both tables' gradients", async () => {
+familyTest("embedding on ParamStore views: tokens + positions forward, both tables' gradients", async () => {
   const V = 65, T = 33, C = 48, B = 5, n = B * T;
   const tok = rng.uniformArray(V * C), pos = rng.uniformArray(T * C);
   const ps = new ParamStore(rt, [
@@ -105,7 +112,7 @@ Deno.test("embedding on ParamStore views: tokens + positions forward, both table
   assertClose(await wpe.grad!.read(), embeddingGradRef(positions, dy, T, C), 1e-4, "embedding bwd pos");
 });
 
-Deno.test("embedding: an index >= V gives a NaN row forward and is ignored backward", async () => {
+familyTest("embedding: an index >= V gives a NaN row forward and is ignored backward", async () => {
   const V = 7, C = 5;
   const table = rng.uniformArray(V * C), idx = Uint32Array.from([3, 7, 0, 3]), dy = rng.uniformArray(4 * C);
   const Y = poisoned([4, C]);

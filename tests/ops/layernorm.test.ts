@@ -1,10 +1,24 @@
-import { assertClose, AWKWARD, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
+// LayerNorm forward and backward through both kernel families (familyTest) vs the float64 reference,
+// per element, outputs NaN-poisoned, on rows and C that are not multiples of any workgroup size.
+
+import {
+  assertClose,
+  AWKWARD,
+  checkNumeric,
+  dot,
+  f64,
+  familyTest,
+  poisoned,
+  Rng,
+  rt,
+  Tensor,
+} from "../util.ts";
 import { layernormBackward, layernormForward } from "../../ops/layernorm.ts";
 import { ParamStore } from "../../ops/tensor.ts";
 import { layernormGradRef, layernormRef } from "../reference/layernorm.ts";
 
 const rng = new Rng(4321);
-const CS = [1, 7, 64, 65, 129];
+const CS = [1, 7, 64, 65, 129, 384, 385];
 
 /** w and b live in one ParamStore (as in a model), so w.grad and b.grad share the grads buffer. */
 function params(C: number) {
@@ -27,8 +41,8 @@ function inputs(rows: number, C: number): Float32Array {
   return x;
 }
 
-Deno.test("layernorm forward: y, mean, rstd vs float64 reference on awkward shapes", async () => {
-  for (const rows of AWKWARD) {
+familyTest("layernorm forward: y, mean, rstd vs float64 reference on awkward shapes", async () => {
+  for (const rows of [...AWKWARD, 1031]) {
     for (const C of CS) {
       const { w, b, W, B } = params(C);
       const x = inputs(rows, C);
@@ -42,8 +56,8 @@ Deno.test("layernorm forward: y, mean, rstd vs float64 reference on awkward shap
   }
 });
 
-Deno.test("layernorm backward: dx, dw, db vs float64 reference (+ finite differences)", async () => {
-  for (const rows of AWKWARD) {
+familyTest("layernorm backward: dx, dw, db vs float64 reference on awkward shapes", async () => {
+  for (const rows of [...AWKWARD, 1031]) {
     for (const C of CS) {
       const { w, b, ps, W, B } = params(C);
       const x = inputs(rows, C), dy = rng.uniformArray(rows * C);
@@ -53,22 +67,29 @@ Deno.test("layernorm backward: dx, dw, db vs float64 reference (+ finite differe
       const dX = poisoned([rows, C]);
       layernormBackward(rt, Tensor.from(rt, dy), X, W, B, M, R, dX, rows, C);
       const g = layernormGradRef(dy, x, w, rows, C);
-      assertClose(await dX.read(), g.dx, 1e-4, "layernorm bwd dx");
-      assertClose(await W.grad!.read(), g.dw, 1e-4, "layernorm bwd dw");
-      assertClose(await B.grad!.read(), g.db, 1e-4, "layernorm bwd db");
-      // The float64 analytic gradients agree with central differences of L = Σ dy·y.
-      if (rows <= 65) {
-        const xs = f64(x), ws = f64(w), bs = f64(b);
-        checkNumeric((v) => dot(dy, layernormRef(v, ws, bs, rows, C).y), xs, g.dx, rng, "layernorm dx fd");
-        checkNumeric((v) => dot(dy, layernormRef(xs, v, bs, rows, C).y), ws, g.dw, rng, "layernorm dw fd");
-        checkNumeric((v) => dot(dy, layernormRef(xs, ws, v, rows, C).y), bs, g.db, rng, "layernorm db fd");
-      }
+      const tag = `(${rows}, ${C})`;
+      assertClose(await dX.read(), g.dx, 1e-4, `layernorm bwd dx ${tag}`);
+      assertClose(await W.grad!.read(), g.dw, 1e-4, `layernorm bwd dw ${tag}`);
+      assertClose(await B.grad!.read(), g.db, 1e-4, `layernorm bwd db ${tag}`);
+      void b;
     }
   }
 });
 
-Deno.test("layernorm backward: accumulateDx adds into an existing residual gradient", async () => {
-  for (const [rows, C] of [[7, 65], [129, 7], [65, 129]]) {
+Deno.test("layernorm reference: the float64 analytic gradients agree with central differences", () => {
+  for (const [rows, C] of [[1, 1], [7, 65], [65, 7], [3, 385]]) {
+    const { w, b } = params(C);
+    const x = inputs(rows, C), dy = rng.uniformArray(rows * C);
+    const g = layernormGradRef(dy, x, w, rows, C);
+    const xs = f64(x), ws = f64(w), bs = f64(b);
+    checkNumeric((v) => dot(dy, layernormRef(v, ws, bs, rows, C).y), xs, g.dx, rng, "layernorm dx fd");
+    checkNumeric((v) => dot(dy, layernormRef(xs, v, bs, rows, C).y), ws, g.dw, rng, "layernorm dw fd");
+    checkNumeric((v) => dot(dy, layernormRef(xs, ws, v, rows, C).y), bs, g.db, rng, "layernorm db fd");
+  }
+});
+
+familyTest("layernorm backward: accumulateDx adds into an existing residual gradient", async () => {
+  for (const [rows, C] of [[7, 65], [129, 7], [65, 129], [1000, 385]]) {
     const { w, ps, W, B } = params(C);
     const x = inputs(rows, C), dy = rng.uniformArray(rows * C), prev = rng.uniformArray(rows * C);
     const X = Tensor.from(rt, x), Y = poisoned([rows, C]), M = poisoned([rows]), R = poisoned([rows]);
@@ -83,26 +104,27 @@ Deno.test("layernorm backward: accumulateDx adds into an existing residual gradi
   }
 });
 
-Deno.test("layernorm backward: many rows, deterministic column reduction", async () => {
-  const rows = 1000, C = 65;
-  const { w, W, B } = params(C);
-  const x = inputs(rows, C), dy = rng.uniformArray(rows * C);
-  const X = Tensor.from(rt, x), Y = poisoned([rows, C]), M = poisoned([rows]), R = poisoned([rows]);
-  layernormForward(rt, X, W, B, Y, M, R, rows, C);
-  const DY = Tensor.from(rt, dy);
-  const g = layernormGradRef(dy, x, w, rows, C);
-  const runs: Uint32Array[] = [];
-  for (let k = 0; k < 2; k++) {
-    W.grad!.poison();
-    B.grad!.poison();
-    const dX = poisoned([rows, C]);
-    layernormBackward(rt, DY, X, W, B, M, R, dX, rows, C);
-    assertClose(await dX.read(), g.dx, 1e-4, "layernorm bwd dx");
-    assertClose(await W.grad!.read(), g.dw, 1e-4, "layernorm bwd dw");
-    assertClose(await B.grad!.read(), g.db, 1e-4, "layernorm bwd db");
-    runs.push(new Uint32Array([...await W.grad!.readU32(), ...await B.grad!.readU32()]));
-  }
-  if (!runs[0].every((v, i) => v === runs[1][i])) {
-    throw new Error("layernorm dw/db not bit-identical across runs");
+familyTest("layernorm backward: many rows, deterministic column reduction", async () => {
+  for (const [rows, C] of [[1000, 65], [4099, 384]]) {
+    const { w, W, B } = params(C);
+    const x = inputs(rows, C), dy = rng.uniformArray(rows * C);
+    const X = Tensor.from(rt, x), Y = poisoned([rows, C]), M = poisoned([rows]), R = poisoned([rows]);
+    layernormForward(rt, X, W, B, Y, M, R, rows, C);
+    const DY = Tensor.from(rt, dy);
+    const g = layernormGradRef(dy, x, w, rows, C);
+    const runs: Uint32Array[] = [];
+    for (let k = 0; k < 2; k++) {
+      W.grad!.poison();
+      B.grad!.poison();
+      const dX = poisoned([rows, C]);
+      layernormBackward(rt, DY, X, W, B, M, R, dX, rows, C);
+      assertClose(await dX.read(), g.dx, 1e-4, "layernorm bwd dx");
+      assertClose(await W.grad!.read(), g.dw, 1e-4, "layernorm bwd dw");
+      assertClose(await B.grad!.read(), g.db, 1e-4, "layernorm bwd db");
+      runs.push(new Uint32Array([...await W.grad!.readU32(), ...await B.grad!.readU32()]));
+    }
+    if (!runs[0].every((v, i) => v === runs[1][i])) {
+      throw new Error("layernorm dw/db not bit-identical across runs");
+    }
   }
 });

@@ -1,4 +1,4 @@
-import { assertClose, poisoned, Rng, rt, Tensor } from "../util.ts";
+import { assertClose, familyTest, poisoned, Rng, rt, Tensor } from "../util.ts";
 import {
   ADAMW_DEFAULTS,
   type AdamWConfig,
@@ -24,7 +24,7 @@ const stepState = (t: number) => Tensor.from(rt, Uint32Array.from([1234, t, 0, 0
 const hyper = (cfg: { lr: number; weightDecay: number }) =>
   Tensor.from(rt, hyperValues(cfg.lr, cfg.weightDecay));
 
-Deno.test("zeroGrads writes 0 everywhere, including a ParamStore's padding", async () => {
+familyTest("zeroGrads writes 0 everywhere, including a ParamStore's padding", async () => {
   for (const n of SIZES) {
     const g = poisoned([n]);
     zeroGrads(rt, g);
@@ -37,7 +37,7 @@ Deno.test("zeroGrads writes 0 everywhere, including a ParamStore's padding", asy
   if ((await ps.grads.read()).some((x) => x !== 0)) throw new Error("zeroGrads: ParamStore grads not zero");
 });
 
-Deno.test("sgdStep: one and five steps vs float64", async () => {
+familyTest("sgdStep: one and five steps vs float64", async () => {
   for (const n of SIZES) {
     const lr = 0.05;
     // Parameters at the scale of one update, so the update itself is what is measured.
@@ -84,7 +84,7 @@ async function adamwRun(
 
 const f64Or0 = (a: Float32Array | undefined, n: number) => a ? Float64Array.from(a) : new Float64Array(n);
 
-Deno.test("adamwStep: one step and five steps vs float64 PyTorch formulas", async () => {
+familyTest("adamwStep: one step and five steps vs float64 PyTorch formulas", async () => {
   for (const cfg of [ADAMW_DEFAULTS, CUSTOM]) {
     for (const n of SIZES) {
       // pScale ~ lr: the per-step change is a large fraction of the parameters.
@@ -95,7 +95,7 @@ Deno.test("adamwStep: one step and five steps vs float64 PyTorch formulas", asyn
   }
 });
 
-Deno.test("adamwStep: late steps (t = 4000, 5000) from a warm optimizer state", async () => {
+familyTest("adamwStep: late steps (t = 4000, 5000) from a warm optimizer state", async () => {
   for (const cfg of [ADAMW_DEFAULTS, CUSTOM]) {
     for (const n of [65, 1003]) {
       const m = rng.uniformArray(n, -0.1, 0.1);
@@ -107,7 +107,7 @@ Deno.test("adamwStep: late steps (t = 4000, 5000) from a warm optimizer state", 
   }
 });
 
-Deno.test("adamwStep: bias corrections 1-β^t are accurate for t = 1..5000 (update alone)", async () => {
+familyTest("adamwStep: bias corrections 1-β^t are accurate for t = 1..5000 (update alone)", async () => {
   // p = 0 and no weight decay: the new p is exactly -lr·mhat/(sqrt(vhat)+eps), so any error in
   // 1-β1^t or 1-β2^t shows directly (a plain f32 1 - pow(β, t) gives 5e-5 here).
   const n = 257;
@@ -125,7 +125,7 @@ Deno.test("adamwStep: bias corrections 1-β^t are accurate for t = 1..5000 (upda
   }
 });
 
-Deno.test("optimizers over a whole ParamStore (flat params/grads, padding stays 0)", async () => {
+familyTest("optimizers over a whole ParamStore (flat params/grads, padding stays 0)", async () => {
   const specs = [
     { name: "w", shape: [65, 7], init: rng.uniformArray(455, -0.01, 0.01) },
     { name: "b", shape: [7], init: rng.uniformArray(7, -0.01, 0.01) },
@@ -148,7 +148,7 @@ Deno.test("optimizers over a whole ParamStore (flat params/grads, padding stays 
   for (let i = 0; i < n; i++) if (ref.p[i] === 0 && got[i] !== 0) throw new Error("padding changed");
 });
 
-Deno.test("adamwStep with a decay mask: only the masked elements decay (vs float64)", async () => {
+familyTest("adamwStep with a decay mask: only the masked elements decay (vs float64)", async () => {
   for (const n of [1, 7, 65, 1003, 70001]) {
     // Awkward ranges: crossing 32-bit word boundaries, a single element, the last element.
     const ranges: [number, number][] = [[0, Math.min(n, 3)], [Math.floor(n / 3), Math.floor(n / 2) + 1]];
@@ -173,21 +173,28 @@ Deno.test("adamwStep with a decay mask: only the masked elements decay (vs float
   }
 });
 
-Deno.test("clipGradNorm: global L2 norm and clipped gradients vs float64 (above and below the limit)", async () => {
-  for (const n of [1, 7, 65, 1003, 70001, 2_500_003]) {
-    for (const maxNorm of [0.5, 1e9]) {
-      const g = rng.uniformArray(n, -1, 1);
-      const G = Tensor.from(rt, g);
-      const buf = new ClipBuffers(rt, n);
-      buf.coef.poison();
-      buf.partials.poison();
-      clipGradNorm(rt, G, maxNorm, buf);
-      const want = clipRef(g, maxNorm);
-      const [norm, scale] = await buf.coef.read();
-      assertClose([norm], [want.norm], 1e-5, "clip norm");
-      assertClose([scale], [want.scale], 1e-5, "clip scale");
-      if (maxNorm > 1e8 && scale !== 1) throw new Error(`below the limit the scale must be 1, got ${scale}`);
-      assertClose(await G.read(), want.grads, 1e-5, "clipped grads");
+familyTest(
+  "clipGradNorm: global L2 norm and clipped gradients vs float64 (above and below the limit)",
+  async () => {
+    for (const n of [1, 7, 65, 1003, 70001, 2_500_003]) {
+      for (const maxNorm of [0.5, 1e9]) {
+        const g = rng.uniformArray(n, -1, 1);
+        const G = Tensor.from(rt, g);
+        const buf = new ClipBuffers(rt, n);
+        buf.coef.poison();
+        buf.partials.poison();
+        clipGradNorm(rt, G, maxNorm, buf);
+        const want = clipRef(g, maxNorm);
+        const [norm, scale] = await buf.coef.read();
+        assertClose([norm], [want.norm], 1e-5, "clip norm");
+        assertClose([scale], [want.scale], 1e-5, "clip scale");
+        if (maxNorm > 1e8 && scale !== 1) {
+          throw new Error(
+            `below the limit the scale must be 1, got ${scale}`,
+          );
+        }
+        assertClose(await G.read(), want.grads, 1e-5, "clipped grads");
+      }
     }
-  }
-});
+  },
+);

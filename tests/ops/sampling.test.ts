@@ -1,8 +1,9 @@
 // The GPU sampling kernel vs the host reference (models/common.ts): the kept set and the
 // probabilities it draws from (filteredProbs), and the drawn id (sampleLogits fed the kernel's
-// counter-based uniform), on random logits with awkward vocabularies, ties, and strided rows.
+// counter-based uniform), on random logits with awkward vocabularies, ties, and strided rows, through
+// both kernel families (familyTest: they share the kernel).
 
-import { assertCloseElementwise, Rng, rt, Tensor } from "../util.ts";
+import { assertCloseElementwise, familyTest, Rng, rt, Tensor } from "../util.ts";
 import { sampleTokens, sampleUniform } from "../../ops/sampling.ts";
 import { filteredProbs, sampleLogits } from "../../models/common.ts";
 
@@ -29,6 +30,7 @@ const CASES: Case[] = [
   { B: 2, V: 129, temperature: 2, topK: 100, topP: 0.95 },
   { B: 1, V: 129, temperature: 0.05, topK: 0, topP: 0.3 },
   { B: 5, V: 65, temperature: 1, topK: 1, topP: 1 },
+  { B: 2, V: 66, temperature: 0.8, topK: 0, topP: 0.95 },
   { B: 3, V: 20, temperature: 1, topK: 0, topP: 1, rowStride: 4, rowOffset: 3 }, // rows b*4+3
 ];
 
@@ -59,7 +61,7 @@ function nearTopPBoundary(row: ArrayLike<number>, c: Case): boolean {
   return false;
 }
 
-Deno.test("sampling kernel: kept set, probabilities and draw match the host reference", async () => {
+familyTest("sampling kernel: kept set, probabilities and draw match the host reference", async () => {
   let checked = 0, boundary = 0;
   for (const c of CASES) {
     const rows = (c.B - 1) * (c.rowStride ?? 1) + (c.rowOffset ?? 0) + 1;
@@ -100,8 +102,8 @@ Deno.test("sampling kernel: kept set, probabilities and draw match the host refe
   if (checked < 120) throw new Error(`only ${checked} rows checked (${boundary} at a top-p boundary)`);
 });
 
-Deno.test("sampling kernel: greedy is the first maximum and a one-hot distribution", async () => {
-  for (const V of [1, 7, 65, 129]) {
+familyTest("sampling kernel: greedy is the first maximum and a one-hot distribution", async () => {
+  for (const V of [1, 7, 65, 66, 129]) {
     const B = 3;
     const logits = rng.uniformArray(B * V, -2, 2);
     for (let i = 0; i < logits.length; i++) logits[i] = Math.round(logits[i] * 2) / 2; // ties
@@ -119,7 +121,7 @@ Deno.test("sampling kernel: greedy is the first maximum and a one-hot distributi
   }
 });
 
-Deno.test("sampling kernel: draws follow the filtered distribution (chi-square), seeds differ", async () => {
+familyTest("sampling kernel: draws follow the filtered distribution (chi-square), seeds differ", async () => {
   // 4000 sequences of the same row, each its own stream: the draw frequencies must fit the probs.
   const V = 9, B = 4000;
   const row = rng.uniformArray(V, -2, 2);
