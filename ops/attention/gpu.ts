@@ -1,13 +1,14 @@
 // GPU-family attention kernels, shaped for real GPUs: a workgroup of 64 invocations per (b, h,
-// query row) with the key loop spread across it, workgroup-memory reductions for the softmax
-// statistics, coalesced loads (consecutive invocations read consecutive floats of a row). See
-// ops/attention.ts for the math and layouts shared with the CPU family.
+// block of 4 query rows) with the key loop spread across it, workgroup-memory reductions for the
+// softmax statistics, coalesced loads (consecutive invocations read consecutive floats of a row).
+// See ops/attention.ts for the math and layouts shared with the CPU family.
 //
-// Row kernels (forward, backward dq) own one (b, h, t) per workgroup; keys go in tiles of 64, one
-// per invocation. The invocation of key j keeps its per-key values (score, exp, dP, dS) in the
-// row's own probs / dscores elements, which only it reads back, so nothing is sized by T.
-//   dots  s_j = a · x_j (a = q or dout in workgroup memory): the tile's rows are staged through
-//         workgroup memory DC columns at a time, read row-contiguously, stored column-major.
+// Row kernels (forward, backward dq) own rows t0 .. t0+3 of one (b, h) per workgroup (vec4: one
+// component per row, so every k / v value loaded serves 4 rows); keys go in tiles of 64, one per
+// invocation. The invocation of key j keeps its per-key values (score, exp, dP, dS) in the rows'
+// own probs / dscores elements, which only it reads back, so nothing is sized by T.
+//   dots  s_j = a · x_j (a = q or dout of the 4 rows, in workgroup memory): the tile's rows are
+//         staged through workgroup memory DC columns at a time, read row-contiguously.
 //   sums  acc = Σ_j w_j x_j (w = dropout(P) or dS): the invocations form G groups of L = min(hs, 64)
 //         lanes; lane d reads column d of the group's rows (one contiguous run per row), and the
 //         groups' partial sums are added in group order at the end.
@@ -26,6 +27,8 @@ import { type AttnShape, cached, KEEP_WGSL } from "./common.ts";
 
 /** Invocations per workgroup: keys (or queries) per tile. */
 const WG = 64;
+/** Query rows per workgroup of the row kernels (the components of a vec4). */
+const QB = 4;
 
 /** The column split of a head of size hs over a workgroup (see the file comment). */
 function lanes(hs: number) {
@@ -51,9 +54,9 @@ struct Params { B: u32, T: u32, C: u32, H: u32, stream: u32, drop: f32, scale: f
 @group(0) @binding(0) var<uniform> p: Params;`;
 }
 
-// A workgroup-memory tree reduction over the 64 invocations (fixed order: deterministic).
+// A workgroup-memory tree reduction over the 64 invocations, per row (fixed order: deterministic).
 const reduce = (name: string, op: (a: string, b: string) => string) => /* wgsl */ `
-fn ${name}(lid: u32, x: f32) -> f32 {
+fn ${name}(lid: u32, x: vec4<f32>) -> vec4<f32> {
   red[lid] = x;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -65,20 +68,37 @@ fn ${name}(lid: u32, x: f32) -> f32 {
   return r;
 }`;
 
-/** WGSL shared by the row kernels (forward and backward dq); `dst` is the buffer store_acc writes. */
-function rowsWGSL(dst: string): string {
-  return /* wgsl */ `
-var<workgroup> va: array<f32, HS>;         // the row's q (forward) or dout (backward)
+/**
+ * WGSL shared by the row kernels (forward and backward dq): `a` is the buffer va loads from
+ * (`a_row` its row stride), `dst` the buffer store_acc writes.
+ */
+function rowsWGSL(hs: number, a: string, aRow: string, dst: string): string {
+  return /* wgsl */ `${header(hs)}
+var<workgroup> va: array<vec4<f32>, HS>;   // column d of the 4 rows' q (forward) or dout (backward)
 var<workgroup> xt: array<f32, DC * 65u>;   // DC columns of a tile of rows: column dd of row k at dd * 65 + k
-var<workgroup> ws: array<f32, WG>;         // per-key weights of a tile
-var<workgroup> red: array<f32, WG>;
-var<private> acc: array<f32, NCOL>;
+var<workgroup> ws: array<vec4<f32>, WG>;   // per-key weights of a tile, per row
+var<workgroup> red: array<vec4<f32>, WG>;
+var<private> acc: array<vec4<f32>, NCOL>;
 ${reduce("wg_max", (a, b) => `max(${a}, ${b})`)}
 ${reduce("wg_sum", (a, b) => `${a} + ${b}`)}
 
-// va · x_{j0 + lid} (0 past key n - 1): rows x_j at qkv[xo + j * C3 ..], staged DC columns at a time.
-fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> f32 {
-  var s = 0.0;
+// Whether query row t (padding when t >= T) sees key j.
+fn sees(j: u32, t: u32, T: u32) -> bool { return j <= t && t < T; }
+
+// va[d][r] = ${a}[o + min(t0 + r, T - 1) a_row + d] (padding rows repeat row T - 1).
+fn load_rows(lid: u32, o: u32, a_row: u32, t0: u32, T: u32) {
+  for (var e = lid; e < 4u * HS; e += WG) {
+    let r = e / HS;
+    let d = e % HS;
+    va[d][r] = ${a}[o + min(t0 + r, T - 1u) * a_row + d];
+  }
+  workgroupBarrier();
+}
+
+// va · x_{j0 + lid} per row (0 past key n - 1): rows x_j at qkv[xo + j * C3 ..], staged DC
+// columns at a time.
+fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> vec4<f32> {
+  var s = vec4<f32>();
   for (var d0 = 0u; d0 < HS; d0 += DC) {
     for (var e = lid; e < WG * DC; e += WG) {
       let k = e / DC;
@@ -88,7 +108,7 @@ fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> f32 {
       xt[(e % DC) * 65u + k] = x;
     }
     workgroupBarrier();
-    for (var dd = 0u; dd < min(DC, HS - d0); dd++) { s = fma(va[d0 + dd], xt[dd * 65u + lid], s); }
+    for (var dd = 0u; dd < min(DC, HS - d0); dd++) { s = fma(va[d0 + dd], vec4<f32>(xt[dd * 65u + lid]), s); }
     workgroupBarrier();
   }
   return s;
@@ -103,137 +123,154 @@ fn tile_acc(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) {
       let w = ws[k];
       let ro = xo + (j0 + k) * C3 + dl;
       for (var c = 0u; c < NCOL; c++) {
-        if (dl + c * L < HS) { acc[c] = fma(w, qkv[ro + c * L], acc[c]); }
+        if (dl + c * L < HS) { acc[c] = fma(w, vec4<f32>(qkv[ro + c * L]), acc[c]); }
       }
     }
   }
 }
 
-// ${dst}[o + d] = scale Σ_groups acc (d < HS), the groups added in order.
-fn store_acc(lid: u32, o: u32, scale: f32) {
+// ${dst}[o + tr[r] row + d] = scale Σ_groups acc[.][r] (d < HS, rows tr[r] < T), groups added in order.
+fn store_acc(lid: u32, o: u32, row: u32, tr: vec4<u32>, T: u32, scale: f32) {
   for (var c = 0u; c < NCOL; c++) {
-    red[lid] = select(0.0, acc[c], lid < G * L);
+    red[lid] = select(vec4<f32>(), acc[c], lid < G * L);
     workgroupBarrier();
     let d = lid + c * L;
     if (lid < L && d < HS) {
-      var s = 0.0;
+      var s = vec4<f32>();
       for (var g = 0u; g < G; g++) { s += red[g * L + lid]; }
-      ${dst}[o + d] = scale * s;
+      for (var r = 0u; r < 4u; r++) {
+        if (tr[r] < T) { ${dst}[o + tr[r] * row + d] = scale * s[r]; }
+      }
     }
     workgroupBarrier();
   }
-}`;
 }
 
-// One workgroup per (b, h, t) row (grid1d: row = wid.x + wid.y * nwg.x, uniform across it).
-const ROW = /* wgsl */ `
+// One workgroup per (b, h, block of 4 rows) (grid1d: blk = wid.x + wid.y * nwg.x, uniform in it).
 @compute @workgroup_size(64)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x + wid.y * nwg.x;  // (b * H + h) * T + t
   let T = p.T;
-  if (row >= p.B * p.H * T) { return; }
+  let NQ = (T + 3u) / 4u;
+  let blk = wid.x + wid.y * nwg.x;  // (b * H + h) * NQ + row block
+  if (blk >= p.B * p.H * NQ) { return; }
   let C3 = 3u * p.C;
-  let t = row % T;
-  let h = (row / T) % p.H;
-  let b = row / (T * p.H);
+  let bh = blk / NQ;
+  let t0 = (blk % NQ) * 4u;
+  let h = bh % p.H;
+  let b = bh / p.H;
   let qkvB = b * T * C3 + h * HS;  // q of (b, 0) for head h; + C for k, + 2C for v
   let oB = b * T * p.C + h * HS;   // out / dout of (b, 0) for head h
-  let n = t + 1u;                  // keys this row sees
-  let pRow = row * T;              // probs / dscores row
+  let tr = vec4<u32>(t0, t0 + 1u, t0 + 2u, t0 + 3u);  // the rows (>= T: padding)
+  let n = min(t0 + 4u, T);         // keys the block sees
+  let pB = bh * T * T;             // probs / dscores of (b, h); row t at pB + t T
   let key = drop_key(state[0], state[1], p.stream);
-  let ks = 1.0 / (1.0 - p.drop);`;
+  let ks = 1.0 / (1.0 - p.drop);
+  load_rows(lid, ${a === "qkv" ? "qkvB" : "oB"}, ${aRow}, t0, T);`;
+}
 
 function forwardWGSL(hs: number): string {
-  return /* wgsl */ `${header(hs)}
+  return /* wgsl */ `
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(4) var<storage, read> state: array<u32>;
-${rowsWGSL("out")}
-${ROW}
-  for (var d = lid; d < HS; d += WG) { va[d] = qkv[qkvB + t * C3 + d]; }
-  workgroupBarrier();
+${rowsWGSL(hs, "qkv", "C3", "out")}
   // Scores (scaled) -> probs, and their max (-f32 max: Tint rejects 3.4028235e38).
-  var mloc = -3.4028234e38;
+  var mloc = vec4<f32>(-3.4028234e38);
   for (var j0 = 0u; j0 < n; j0 += WG) {
     let s = tile_dots(lid, j0, n, qkvB + p.C, C3) * p.scale;
     let j = j0 + lid;
-    if (j < n) {
-      probs[pRow + j] = s;
-      mloc = max(mloc, s);
+    for (var r = 0u; r < 4u; r++) {
+      if (sees(j, tr[r], T)) {
+        probs[pB + tr[r] * T + j] = s[r];
+        mloc[r] = max(mloc[r], s[r]);
+      }
     }
   }
   let m = wg_max(lid, mloc);
-  var lloc = 0.0;
-  for (var j = lid; j < n; j += WG) {
-    let e = exp(probs[pRow + j] - m);
-    probs[pRow + j] = e;
-    lloc += e;
+  var lloc = vec4<f32>();
+  for (var r = 0u; r < 4u; r++) {
+    for (var j = lid; sees(j, tr[r], T); j += WG) {
+      let i = pB + tr[r] * T + j;
+      let e = exp(probs[i] - m[r]);
+      probs[i] = e;
+      lloc[r] += e;
+    }
   }
   let l = wg_sum(lid, lloc);
-  // P = e / l -> probs; out = Σ_j dropout(P_j) v_j.
+  // P = e / l -> probs (0 right of the diagonal); out = Σ_j dropout(P_j) v_j.
   for (var j0 = 0u; j0 < n; j0 += WG) {
     let j = j0 + lid;
-    var w = 0.0;
-    if (j < n) {
-      let pj = probs[pRow + j] / l;
-      probs[pRow + j] = pj;
-      w = pj * keep(pRow + j, key, p.drop, ks);
+    var w = vec4<f32>();
+    for (var r = 0u; r < 4u; r++) {
+      let i = pB + tr[r] * T + j;
+      if (sees(j, tr[r], T)) {
+        let pj = probs[i] / l[r];
+        probs[i] = pj;
+        w[r] = pj * keep(i, key, p.drop, ks);
+      } else if (j < n && tr[r] < T) {
+        probs[i] = 0.0;
+      }
     }
     ws[lid] = w;
     workgroupBarrier();
     tile_acc(lid, j0, n, qkvB + 2u * p.C, C3);
     workgroupBarrier();
   }
-  for (var j = n + lid; j < T; j += WG) { probs[pRow + j] = 0.0; }
-  store_acc(lid, oB + t * p.C, 1.0);
+  for (var r = 0u; r < 4u; r++) {
+    if (tr[r] < T) {
+      for (var j = n + lid; j < T; j += WG) { probs[pB + tr[r] * T + j] = 0.0; }
+    }
+  }
+  store_acc(lid, oB, p.C, tr, T, 1.0);
 }`;
 }
 
 function backwardRowsWGSL(hs: number): string {
-  return /* wgsl */ `${header(hs)}
+  return /* wgsl */ `
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 @group(0) @binding(3) var<storage, read> probs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dscores: array<f32>;
 @group(0) @binding(6) var<storage, read> state: array<u32>;
-${rowsWGSL("dqkv")}
-${ROW}
-  for (var d = lid; d < HS; d += WG) { va[d] = dout[oB + t * p.C + d]; }
-  workgroupBarrier();
+${rowsWGSL(hs, "dout", "p.C", "dqkv")}
   // dP_j = (dout_t · v_j) mask_j -> dscores, D = Σ_j P_j dP_j.
-  var dloc = 0.0;
+  var dloc = vec4<f32>();
   for (var j0 = 0u; j0 < n; j0 += WG) {
     let dp = tile_dots(lid, j0, n, qkvB + 2u * p.C, C3);
     let j = j0 + lid;
-    if (j < n) {
-      let i = pRow + j;
-      let dpm = dp * keep(i, key, p.drop, ks);
-      dscores[i] = dpm;
-      dloc = fma(probs[i], dpm, dloc);
+    for (var r = 0u; r < 4u; r++) {
+      if (sees(j, tr[r], T)) {
+        let i = pB + tr[r] * T + j;
+        let dpm = dp[r] * keep(i, key, p.drop, ks);
+        dscores[i] = dpm;
+        dloc[r] = fma(probs[i], dpm, dloc[r]);
+      }
     }
   }
   let D = wg_sum(lid, dloc);
   // dS_j = P_j (dP_j - D) -> dscores (the key kernel reads it); dq_t = scale Σ_j dS_j k_j.
   for (var j0 = 0u; j0 < n; j0 += WG) {
     let j = j0 + lid;
-    var ds = 0.0;
-    if (j < n) {
-      let i = pRow + j;
-      ds = probs[i] * (dscores[i] - D);
-      dscores[i] = ds;
+    var ds = vec4<f32>();
+    for (var r = 0u; r < 4u; r++) {
+      if (sees(j, tr[r], T)) {
+        let i = pB + tr[r] * T + j;
+        ds[r] = probs[i] * (dscores[i] - D[r]);
+        dscores[i] = ds[r];
+      }
     }
     ws[lid] = ds;
     workgroupBarrier();
     tile_acc(lid, j0, n, qkvB + p.C, C3);
     workgroupBarrier();
   }
-  store_acc(lid, qkvB + t * C3, p.scale);
+  store_acc(lid, qkvB, C3, tr, T, p.scale);
 }`;
 }
 
@@ -326,23 +363,30 @@ fn main(
 }`;
 }
 
+/** Keys per workgroup of the backward key kernel (its grid is B·H·⌈T / KB⌉ workgroups). */
+export function keysPerWorkgroup(hs: number): number {
+  return lanes(hs).KB;
+}
+
 const cache = new Map<string, string>();
 const params = (s: AttnShape) => [s.B, s.T, s.C, s.H, s.stream, f32(s.p), f32(1 / Math.sqrt(s.hs))];
-/** One workgroup per row: grid1d's workgroups for `rows` items of WG invocations each. */
-const perRow = (rt: Runtime, rows: number) => grid1d(rt, rows * WG, WG).workgroups;
+/** One workgroup per item (row block, key block): grid1d's workgroups for `n` items of WG invocations. */
+const perGroup = (rt: Runtime, n: number) => grid1d(rt, n * WG, WG).workgroups;
+/** Row blocks of the row kernels. */
+const rowBlocks = (s: AttnShape) => s.B * s.H * Math.ceil(s.T / QB);
 
-/** Forward (see ops/attention.ts attentionForward): 1 dispatch, B·H·T workgroups of 64. */
+/** Forward (see ops/attention.ts attentionForward): 1 dispatch, B·H·⌈T/4⌉ workgroups of 64. */
 export function forwardGpu(rt: Runtime, qkv: Tensor, out: Tensor, probs: Tensor, s: AttnShape): void {
   rt.dispatch(
     "attention_fwd",
     cached(cache, `fwd/${s.hs}`, () => forwardWGSL(s.hs)),
     { qkv, out, probs, state: s.state },
     params(s),
-    perRow(rt, s.B * s.H * s.T),
+    perGroup(rt, rowBlocks(s)),
   );
 }
 
-/** Backward (see ops/attention.ts attentionBackward): 2 dispatches, B·H·T and B·H·⌈T/KB⌉ workgroups of 64. */
+/** Backward (see ops/attention.ts attentionBackward): 2 dispatches, B·H·⌈T/4⌉ and B·H·⌈T/KB⌉ workgroups of 64. */
 export function backwardGpu(
   rt: Runtime,
   dout: Tensor,
@@ -352,19 +396,19 @@ export function backwardGpu(
   dscores: Tensor,
   s: AttnShape,
 ): void {
-  const state = s.state, { KB } = lanes(s.hs);
+  const state = s.state;
   rt.dispatch(
     "attention_bwd_rows",
     cached(cache, `bwd_rows/${s.hs}`, () => backwardRowsWGSL(s.hs)),
     { dout, qkv, probs, dqkv, dscores, state },
     params(s),
-    perRow(rt, s.B * s.H * s.T),
+    perGroup(rt, rowBlocks(s)),
   );
   rt.dispatch(
     "attention_bwd_keys",
     cached(cache, `bwd_keys/${s.hs}`, () => backwardKeysWGSL(s.hs)),
     { dout, qkv, probs, dscores, dqkv, state },
     params(s),
-    perRow(rt, s.B * s.H * Math.ceil(s.T / KB)),
+    perGroup(rt, s.B * s.H * Math.ceil(s.T / keysPerWorkgroup(s.hs))),
   );
 }

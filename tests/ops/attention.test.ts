@@ -1,6 +1,7 @@
 import { assertClose, checkNumeric, dot, f64, familyTest, poisoned, Rng, rt, Tensor } from "../util.ts";
 import type { KernelFamily } from "../../ops/runtime.ts";
-import { attentionBackward, attentionForward, MAX_HS } from "../../ops/attention.ts";
+import { attentionBackward, attentionForward, attentionRows, MAX_HS } from "../../ops/attention.ts";
+import { keysPerWorkgroup } from "../../ops/attention/gpu.ts";
 import { attentionGradRef, attentionRef, type AttnCfg, attnMask } from "../reference/attention.ts";
 
 const rng = new Rng(4321);
@@ -81,6 +82,17 @@ familyTest("attention forward/backward vs float64 reference (p=0, dropout, eval)
   }
 });
 
+familyTest("attention at T = 1024 (16 tiles of keys) vs float64 reference, dropout on", async () => {
+  const [B, T, C, H] = [1, 1024, 6, 2];
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 4, step: 9, stream: 2 };
+  const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+  const got = await run(cfg, qkv, dout);
+  const want = attentionRef(qkv, cfg);
+  assertClose(got.out, want.out, 1e-5, "attention fwd out (T 1024)");
+  assertClose(got.probs, want.probs, 1e-5, "attention fwd probs (T 1024)");
+  assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv (T 1024)");
+});
+
 familyTest("attention dropout is active and matches the TS mirror mask", async () => {
   const [B, T, C, H] = [1, 32, 64, 4];
   const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 99, step: 7, stream: 2 };
@@ -155,6 +167,36 @@ Deno.test("attention: the gpu and cpu families agree (dropout on)", async () => 
   assertClose(gpu.out, cpu.out, 1e-5, "attention gpu vs cpu out");
   assertClose(gpu.probs, cpu.probs, 1e-5, "attention gpu vs cpu probs");
   assertClose(gpu.dqkv, cpu.dqkv, 1e-4, "attention gpu vs cpu dqkv");
+});
+
+// The launch shapes each family promises (ops/attention/*.ts), at the reference config (B 64, T 32,
+// C 64, H 4): the GPU family spreads the work over tens of thousands of invocations.
+familyTest("attention launches 1 forward and 2 backward dispatches of the family's shape", async (family) => {
+  const [B, T, C, H] = [64, 32, 64, 4], hs = C / H;
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 1, step: 1, stream: 0 };
+  rt.startTrace();
+  let trace;
+  try {
+    await run(cfg, rng.uniformArray(B * T * 3 * C), rng.uniformArray(B * T * C));
+  } finally {
+    trace = rt.stopTrace().filter((k) => k.name.startsWith("attention"));
+  }
+  const R = attentionRows(hs), cpuGroups = Math.ceil(B * H * Math.ceil(T / R) / 64);
+  const want = family === "gpu"
+    ? [["attention_fwd", B * H * T / 4], ["attention_bwd_rows", B * H * T / 4], [
+      "attention_bwd_keys",
+      B * H * Math.ceil(T / keysPerWorkgroup(hs)),
+    ]]
+    : [["attention_fwd", cpuGroups], ["attention_bwd_rows", cpuGroups], ["attention_bwd_keys", cpuGroups]];
+  const got = trace.map((k) => [k.name, k.workgroups]);
+  if (JSON.stringify(got) !== JSON.stringify(want)) {
+    throw new Error(`launches ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+  }
+  if (trace.some((k) => k.workgroupSize !== 64 || k.family !== family)) {
+    throw new Error(`workgroup sizes / families ${JSON.stringify(trace)}`);
+  }
+  const invocations = trace.reduce((n, k) => n + k.workgroups * k.workgroupSize, 0);
+  if (family === "gpu" && !(invocations >= 1e4 * 3)) throw new Error(`only ${invocations} invocations`);
 });
 
 Deno.test("attention float64 analytic gradient agrees with finite differences (dropout on)", () => {
