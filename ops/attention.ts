@@ -9,7 +9,7 @@
 // zero above the diagonal. dscores [B*H*T*T] is backward scratch.
 //
 // This file checks the arguments and picks the kernel family (rt.kernels):
-//   ops/attention/gpu.ts  a workgroup of 64 per (b, h, query row), keys spread over it (real GPUs);
+//   ops/attention/gpu.ts  a workgroup of 64 per (b, h, 4 query rows), keys spread over it (real GPUs);
 //   ops/attention/cpu.ts  one invocation per R query rows of a (b, h) (CPU fallback adapters).
 // Both: 1 dispatch forward, 2 backward, deterministic (no atomics), nothing sized by T.
 
@@ -79,8 +79,8 @@ export function attentionForward(
     [out, B * T * C, "out"],
     [probs, B * H * T * T, "probs"],
   ]);
-  if (rt.kernels === "gpu") forwardGpu(rt, qkv, out, probs, s);
-  else forwardCpu(rt, qkv, out, probs, s);
+  if (rt.kernels === "gpu") forwardGpu(rt, { qkv, out, probs }, s);
+  else forwardCpu(rt, { qkv, out, probs }, s);
 }
 
 /**
@@ -112,6 +112,6 @@ export function attentionBackward(
     [dqkv, B * T * 3 * C, "dqkv"],
     [dscores, B * H * T * T, "dscores"],
   ]);
-  if (rt.kernels === "gpu") backwardGpu(rt, dout, qkv, probs, dqkv, dscores, s);
-  else backwardCpu(rt, dout, qkv, probs, dqkv, dscores, s);
+  if (rt.kernels === "gpu") backwardGpu(rt, { dout, qkv, probs, dqkv, dscores }, s);
+  else backwardCpu(rt, { dout, qkv, probs, dqkv, dscores }, s);
 }

@@ -16,6 +16,22 @@ export interface AttnShape {
   state: Tensor;
 }
 
+/** The tensors of a forward launch, named as the kernels bind them. */
+export interface AttnForwardTensors {
+  qkv: Tensor;
+  out: Tensor;
+  probs: Tensor;
+}
+
+/** The tensors of a backward launch, named as the kernels bind them. */
+export interface AttnBackwardTensors {
+  dout: Tensor;
+  qkv: Tensor;
+  probs: Tensor;
+  dqkv: Tensor;
+  dscores: Tensor;
+}
+
 /**
  * WGSL: the hash plus the dropout keep-scale with the per-dispatch part of the hash hoisted:
  * keep(idx, key, p, ks) equals dropout_scale(seed, step, stream, idx, p) for

@@ -18,8 +18,13 @@
 //                  dk_j = scale Σ_t dS q_t,  dv_j = Σ_t P mask dout_t
 
 import { f32, groups, type Param, type Runtime } from "../runtime.ts";
-import type { Tensor } from "../tensor.ts";
-import { type AttnShape, cached, KEEP_WGSL } from "./common.ts";
+import {
+  type AttnBackwardTensors,
+  type AttnForwardTensors,
+  type AttnShape,
+  cached,
+  KEEP_WGSL,
+} from "./common.ts";
 
 const WG = 64;
 
@@ -344,39 +349,31 @@ function launch(s: AttnShape): { params: Param[]; wgs: [number] } {
 }
 
 /** Forward (see ops/attention.ts attentionForward): 1 dispatch. */
-export function forwardCpu(rt: Runtime, qkv: Tensor, out: Tensor, probs: Tensor, s: AttnShape): void {
+export function forwardCpu(rt: Runtime, t: AttnForwardTensors, s: AttnShape): void {
   const { params, wgs } = launch(s);
   rt.dispatch(
     "attention_fwd",
     kernel("fwd", s.hs, attentionRows(s.hs)),
-    { qkv, out, probs, state: s.state },
+    { ...t, state: s.state },
     params,
     wgs,
   );
 }
 
 /** Backward (see ops/attention.ts attentionBackward): 2 dispatches. */
-export function backwardCpu(
-  rt: Runtime,
-  dout: Tensor,
-  qkv: Tensor,
-  probs: Tensor,
-  dqkv: Tensor,
-  dscores: Tensor,
-  s: AttnShape,
-): void {
-  const { params, wgs } = launch(s), R = attentionRows(s.hs), state = s.state;
+export function backwardCpu(rt: Runtime, t: AttnBackwardTensors, s: AttnShape): void {
+  const { params, wgs } = launch(s), R = attentionRows(s.hs);
   rt.dispatch(
     "attention_bwd_rows",
     kernel("bwd_rows", s.hs, R),
-    { dout, qkv, probs, dqkv, dscores, state },
+    { ...t, state: s.state },
     params,
     wgs,
   );
   rt.dispatch(
     "attention_bwd_keys",
     kernel("bwd_keys", s.hs, R),
-    { dout, qkv, probs, dscores, dqkv, state },
+    { ...t, state: s.state },
     params,
     wgs,
   );

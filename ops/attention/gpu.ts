@@ -8,7 +8,7 @@
 // invocation. The invocation of key j keeps its per-key values (score, exp, dP, dS) in the rows'
 // own probs / dscores elements, which only it reads back, so nothing is sized by T.
 //   dots  s_j = a · x_j (a = q or dout of the 4 rows, in workgroup memory): the tile's rows are
-//         staged through workgroup memory DC columns at a time, read row-contiguously.
+//         staged through workgroup memory 4 columns (a vec4) at a time, read row-contiguously.
 //   sums  acc = Σ_j w_j x_j (w = dropout(P) or dS): the invocations form G groups of L = min(hs, 64)
 //         lanes; lane d reads column d of the group's rows (one contiguous run per row), and the
 //         groups' partial sums are added in group order at the end.
@@ -22,8 +22,13 @@
 //          each invocation owning KPT keys of one or two columns.
 
 import { f32, grid1d, type Runtime } from "../runtime.ts";
-import type { Tensor } from "../tensor.ts";
-import { type AttnShape, cached, KEEP_WGSL } from "./common.ts";
+import {
+  type AttnBackwardTensors,
+  type AttnForwardTensors,
+  type AttnShape,
+  cached,
+  KEEP_WGSL,
+} from "./common.ts";
 
 /** Invocations per workgroup: keys (or queries) per tile. */
 const WG = 64;
@@ -37,22 +42,30 @@ function lanes(hs: number) {
   const kpt = ncol === 1 ? Math.max(1, Math.floor(16 / G)) : 8;
   const KB = G * kpt;
   // Queries per staged tile: 2 x 1024 floats (8 KiB) of dS and P·mask.
-  const QT = Math.floor(1024 / KB);
-  return { L, G, ncol, kpt, KB, QT, DC: Math.min(16, hs) };
+  const QT = Math.floor(256 / KB);
+  return { L, G, ncol, kpt, KB, QT };
 }
 
 function header(hs: number): string {
-  const { L, G, ncol, DC } = lanes(hs);
+  const { L, G, ncol } = lanes(hs);
   return /* wgsl */ `${KEEP_WGSL}
 const HS: u32 = ${hs}u;
 const WG: u32 = ${WG}u;
 const L: u32 = ${L}u;       // lanes per column group: min(HS, WG)
 const G: u32 = ${G}u;       // column groups per workgroup
 const NCOL: u32 = ${ncol}u; // columns per lane
-const DC: u32 = ${DC}u;     // columns per staged chunk of a tile of rows
 struct Params { B: u32, T: u32, C: u32, H: u32, stream: u32, drop: f32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 }
+
+// The entry point of every kernel: a workgroup of 64 per item, item = wid.x + wid.y * nwg.x
+// (grid1d's grid; uniform within the workgroup, so its kernels may return early and use barriers).
+const MAIN = /* wgsl */ `@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {`;
 
 // A workgroup-memory tree reduction over the 64 invocations, per row (fixed order: deterministic).
 const reduce = (name: string, op: (a: string, b: string) => string) => /* wgsl */ `
@@ -75,7 +88,7 @@ fn ${name}(lid: u32, x: vec4<f32>) -> vec4<f32> {
 function rowsWGSL(hs: number, a: string, aRow: string, dst: string): string {
   return /* wgsl */ `${header(hs)}
 var<workgroup> va: array<vec4<f32>, HS>;   // column d of the 4 rows' q (forward) or dout (backward)
-var<workgroup> xt: array<f32, DC * 65u>;   // DC columns of a tile of rows: column dd of row k at dd * 65 + k
+var<workgroup> xt: array<vec4<f32>, WG>;   // columns d0 .. d0 + 3 of a tile of rows, row k at k
 var<workgroup> ws: array<vec4<f32>, WG>;   // per-key weights of a tile, per row
 var<workgroup> red: array<vec4<f32>, WG>;
 var<private> acc: array<vec4<f32>, NCOL>;
@@ -95,20 +108,21 @@ fn load_rows(lid: u32, o: u32, a_row: u32, t0: u32, T: u32) {
   workgroupBarrier();
 }
 
-// va · x_{j0 + lid} per row (0 past key n - 1): rows x_j at qkv[xo + j * C3 ..], staged DC
+// va · x_{j0 + lid} per row (0 past key n - 1): rows x_j at qkv[xo + j * C3 ..], staged 4
 // columns at a time.
 fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> vec4<f32> {
   var s = vec4<f32>();
-  for (var d0 = 0u; d0 < HS; d0 += DC) {
-    for (var e = lid; e < WG * DC; e += WG) {
-      let k = e / DC;
-      let d = d0 + e % DC;
+  for (var d0 = 0u; d0 < HS; d0 += 4u) {
+    for (var e = lid; e < WG * 4u; e += WG) {
+      let k = e / 4u;
+      let d = d0 + e % 4u;
       var x = 0.0;
       if (j0 + k < n && d < HS) { x = qkv[xo + (j0 + k) * C3 + d]; }
-      xt[(e % DC) * 65u + k] = x;
+      xt[k][e % 4u] = x;
     }
     workgroupBarrier();
-    for (var dd = 0u; dd < min(DC, HS - d0); dd++) { s = fma(va[d0 + dd], vec4<f32>(xt[dd * 65u + lid]), s); }
+    let x = xt[lid];
+    for (var dd = 0u; dd < min(4u, HS - d0); dd++) { s = fma(va[d0 + dd], vec4<f32>(x[dd]), s); }
     workgroupBarrier();
   }
   return s;
@@ -147,12 +161,7 @@ fn store_acc(lid: u32, o: u32, row: u32, tr: vec4<u32>, T: u32, scale: f32) {
 }
 
 // One workgroup per (b, h, block of 4 rows) (grid1d: blk = wid.x + wid.y * nwg.x, uniform in it).
-@compute @workgroup_size(64)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
+${MAIN}
   let T = p.T;
   let NQ = (T + 3u) / 4u;
   let blk = wid.x + wid.y * nwg.x;  // (b * H + h) * NQ + row block
@@ -289,12 +298,7 @@ const QT: u32 = ${QT}u;    // queries per staged tile
 var<workgroup> sd: array<f32, QT * KB>;  // dS[t0 + q][jb + k] at q * KB + k
 var<workgroup> sw: array<f32, QT * KB>;  // P mask, likewise
 
-@compute @workgroup_size(64)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
+${MAIN}
   let T = p.T;
   let NB = (T + KB - 1u) / KB;
   let blk = wid.x + wid.y * nwg.x;  // (b * H + h) * NB + key block
@@ -376,38 +380,29 @@ const perGroup = (rt: Runtime, n: number) => grid1d(rt, n * WG, WG).workgroups;
 const rowBlocks = (s: AttnShape) => s.B * s.H * Math.ceil(s.T / QB);
 
 /** Forward (see ops/attention.ts attentionForward): 1 dispatch, B·H·⌈T/4⌉ workgroups of 64. */
-export function forwardGpu(rt: Runtime, qkv: Tensor, out: Tensor, probs: Tensor, s: AttnShape): void {
+export function forwardGpu(rt: Runtime, t: AttnForwardTensors, s: AttnShape): void {
   rt.dispatch(
     "attention_fwd",
     cached(cache, `fwd/${s.hs}`, () => forwardWGSL(s.hs)),
-    { qkv, out, probs, state: s.state },
+    { ...t, state: s.state },
     params(s),
     perGroup(rt, rowBlocks(s)),
   );
 }
 
 /** Backward (see ops/attention.ts attentionBackward): 2 dispatches, B·H·⌈T/4⌉ and B·H·⌈T/KB⌉ workgroups of 64. */
-export function backwardGpu(
-  rt: Runtime,
-  dout: Tensor,
-  qkv: Tensor,
-  probs: Tensor,
-  dqkv: Tensor,
-  dscores: Tensor,
-  s: AttnShape,
-): void {
-  const state = s.state;
+export function backwardGpu(rt: Runtime, t: AttnBackwardTensors, s: AttnShape): void {
   rt.dispatch(
     "attention_bwd_rows",
     cached(cache, `bwd_rows/${s.hs}`, () => backwardRowsWGSL(s.hs)),
-    { dout, qkv, probs, dqkv, dscores, state },
+    { ...t, state: s.state },
     params(s),
     perGroup(rt, rowBlocks(s)),
   );
   rt.dispatch(
     "attention_bwd_keys",
     cached(cache, `bwd_keys/${s.hs}`, () => backwardKeysWGSL(s.hs)),
-    { dout, qkv, probs, dscores, dqkv, state },
+    { ...t, state: s.state },
     params(s),
     perGroup(rt, s.B * s.H * Math.ceil(s.T / keysPerWorkgroup(s.hs))),
   );
