@@ -41,7 +41,9 @@ function lanes(hs: number) {
   // Keys per invocation in the key kernel: 16 accumulator pairs at most; KB = G·KPT keys per workgroup.
   const kpt = ncol === 1 ? Math.max(1, Math.floor(16 / G)) : 8;
   const KB = G * kpt;
-  // Queries per staged tile: 2 x 1024 floats (8 KiB) of dS and P·mask.
+  // Queries per staged tile: 2 x 256 floats of dS and P·mask. Workgroup memory is kept small
+  // everywhere: on GL, llvmpipe's compile time grows steeply with it (this kernel: 145 s at
+  // 2 x 1024 floats, 11 s at 2 x 256, uncached).
   const QT = Math.floor(256 / KB);
   return { L, G, ncol, kpt, KB, QT };
 }
