@@ -1,12 +1,15 @@
-import { assertClose, checkNumeric, dot, f64, poisoned, Rng, rt, Tensor } from "../util.ts";
-import { attentionBackward, attentionForward, MAX_HS } from "../../ops/attention.ts";
+import { assertClose, checkNumeric, dot, f64, familyTest, poisoned, Rng, rt, Tensor } from "../util.ts";
+import type { KernelFamily } from "../../ops/runtime.ts";
+import { attentionBackward, attentionForward, attentionRows, MAX_HS } from "../../ops/attention.ts";
+import { keysPerWorkgroup } from "../../ops/attention/gpu.ts";
 import { attentionGradRef, attentionRef, type AttnCfg, attnMask } from "../reference/attention.ts";
 
 const rng = new Rng(4321);
 
-// (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (16 rows per
-// invocation), 48 (5 rows, column loops in 3 chunks) and MAX_HS = 128 (2 rows, 8 chunks), T = 129
-// and T = 256.
+// (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (CPU family: 16 rows
+// per invocation), 48 (5 rows, column loops in 3 chunks) and MAX_HS = 128 (2 rows, 8 chunks); T = 65,
+// 129 and 256 (GPU family: 2 to 4 tiles of 64 keys); hs = 1, 2 and 10 (GPU: 64, 32 and 6 column
+// groups), 100 (two columns per lane, the second partial); B*H from 1 to 96.
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 4, 1],
   [2, 7, 12, 3],
@@ -18,6 +21,10 @@ const SHAPES: [number, number, number, number][] = [
   [2, 17, 96, 2], // hs = 48
   [1, 5, 128, 1], // hs = MAX_HS
   [1, 256, 8, 2], // hs = 4, T = 256
+  [2, 65, 40, 4], // hs = 10, T = 65
+  [2, 9, 3, 3], // hs = 1
+  [12, 5, 16, 8], // hs = 2, B*H = 96
+  [1, 70, 100, 1], // hs = 100
 ];
 
 const MODES = [
@@ -50,7 +57,7 @@ async function run(cfg: AttnCfg, qkv: Float32Array, dout: Float32Array): Promise
   return { out: await out.read(), probs: await probs.read(), dqkv: await dqkv.read() };
 }
 
-Deno.test("attention forward/backward vs float64 reference (p=0, dropout, eval)", async () => {
+familyTest("attention forward/backward vs float64 reference (p=0, dropout, eval)", async () => {
   for (const [B, T, C, H] of SHAPES) {
     for (const m of MODES) {
       const cfg: AttnCfg = { B, T, C, H, p: m.p, train: m.train, seed: 17, step: 3, stream: 5 };
@@ -75,7 +82,18 @@ Deno.test("attention forward/backward vs float64 reference (p=0, dropout, eval)"
   }
 });
 
-Deno.test("attention dropout is active and matches the TS mirror mask", async () => {
+familyTest("attention at T = 1024 (16 tiles of keys) vs float64 reference, dropout on", async () => {
+  const [B, T, C, H] = [1, 1024, 6, 2];
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 4, step: 9, stream: 2 };
+  const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+  const got = await run(cfg, qkv, dout);
+  const want = attentionRef(qkv, cfg);
+  assertClose(got.out, want.out, 1e-5, "attention fwd out (T 1024)");
+  assertClose(got.probs, want.probs, 1e-5, "attention fwd probs (T 1024)");
+  assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv (T 1024)");
+});
+
+familyTest("attention dropout is active and matches the TS mirror mask", async () => {
   const [B, T, C, H] = [1, 32, 64, 4];
   const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 99, step: 7, stream: 2 };
   let dropped = 0, kept = 0;
@@ -97,6 +115,90 @@ Deno.test("attention dropout is active and matches the TS mirror mask", async ()
   assertClose(other.out, attentionRef(qkv, { ...cfg, step: 8 }).out, 1e-5, "attention fwd out");
 });
 
+// Reads the dropout mask straight out of the forward pass: with q = 0 every score is 0, so
+// P_tj = 1 / (t + 1), and with v_j = e_j (hs >= T) out_t[j] = P_tj mask_tj. Both families must drop
+// exactly the elements ops/hash.ts's mask drops (at p = 0.5 any slip shows in a quarter of the rows).
+familyTest("attention dropout mask is exactly ops/hash.ts's, element by element", async () => {
+  const [B, T, C, H] = [2, 13, 32, 2], hs = C / H;
+  const cfg: AttnCfg = { B, T, C, H, p: 0.5, train: true, seed: 12345, step: 6, stream: 4 };
+  const qkv = new Float32Array(B * T * 3 * C);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) qkv[(b * T + t) * 3 * C + 2 * C + h * hs + t] = 1;
+    }
+  }
+  const got = await run(cfg, qkv, rng.uniformArray(B * T * C));
+  let dropped = 0;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        const r0 = ((b * H + h) * T + t) * T;
+        for (let j = 0; j < hs; j++) {
+          const want = j <= t ? attnMask(cfg, r0 + j) / (t + 1) : 0;
+          const o = got.out[(b * T + t) * C + h * hs + j];
+          if (Math.abs(o - want) > 1e-6) {
+            throw new Error(`(b ${b}, h ${h}, t ${t}, j ${j}): out ${o}, mask says ${want}`);
+          }
+          if (j <= t && want === 0) dropped++;
+        }
+      }
+    }
+  }
+  const seen = B * H * T * (T + 1) / 2;
+  if (dropped < 0.35 * seen || dropped > 0.65 * seen) throw new Error(`dropped ${dropped} of ${seen}`);
+});
+
+// The two families on one input: the same dropout mask and the same results to float32 rounding.
+Deno.test("attention: the gpu and cpu families agree (dropout on)", async () => {
+  const [B, T, C, H] = [3, 70, 48, 4];
+  const cfg: AttnCfg = { B, T, C, H, p: 0.2, train: true, seed: 8, step: 21, stream: 6 };
+  const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
+  const before = rt.kernels;
+  const runs: Partial<Record<KernelFamily, Run>> = {};
+  try {
+    for (const family of ["gpu", "cpu"] as const) {
+      rt.kernels = family;
+      runs[family] = await run(cfg, qkv, dout);
+    }
+  } finally {
+    rt.kernels = before;
+  }
+  const { gpu, cpu } = runs as Record<KernelFamily, Run>;
+  assertClose(gpu.out, cpu.out, 1e-5, "attention gpu vs cpu out");
+  assertClose(gpu.probs, cpu.probs, 1e-5, "attention gpu vs cpu probs");
+  assertClose(gpu.dqkv, cpu.dqkv, 1e-4, "attention gpu vs cpu dqkv");
+});
+
+// The launch shapes each family promises (ops/attention/*.ts), at the reference config (B 64, T 32,
+// C 64, H 4): the GPU family spreads the work over tens of thousands of invocations.
+familyTest("attention launches 1 forward and 2 backward dispatches of the family's shape", async (family) => {
+  const [B, T, C, H] = [64, 32, 64, 4], hs = C / H;
+  const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 1, step: 1, stream: 0 };
+  rt.startTrace();
+  let trace;
+  try {
+    await run(cfg, rng.uniformArray(B * T * 3 * C), rng.uniformArray(B * T * C));
+  } finally {
+    trace = rt.stopTrace().filter((k) => k.name.startsWith("attention"));
+  }
+  const R = attentionRows(hs), cpuGroups = Math.ceil(B * H * Math.ceil(T / R) / 64);
+  const want = family === "gpu"
+    ? [["attention_fwd", B * H * T / 4], ["attention_bwd_rows", B * H * T / 4], [
+      "attention_bwd_keys",
+      B * H * Math.ceil(T / keysPerWorkgroup(hs)),
+    ]]
+    : [["attention_fwd", cpuGroups], ["attention_bwd_rows", cpuGroups], ["attention_bwd_keys", cpuGroups]];
+  const got = trace.map((k) => [k.name, k.workgroups]);
+  if (JSON.stringify(got) !== JSON.stringify(want)) {
+    throw new Error(`launches ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+  }
+  if (trace.some((k) => k.workgroupSize !== 64 || k.family !== family)) {
+    throw new Error(`workgroup sizes / families ${JSON.stringify(trace)}`);
+  }
+  const invocations = trace.reduce((n, k) => n + k.workgroups * k.workgroupSize, 0);
+  if (family === "gpu" && !(invocations >= 1e4 * 3)) throw new Error(`only ${invocations} invocations`);
+});
+
 Deno.test("attention float64 analytic gradient agrees with finite differences (dropout on)", () => {
   for (const [B, T, C, H] of [[2, 7, 12, 3], [1, 9, 20, 5]]) {
     const cfg: AttnCfg = { B, T, C, H, p: 0.25, train: true, seed: 3, step: 11, stream: 1 };
@@ -106,7 +208,7 @@ Deno.test("attention float64 analytic gradient agrees with finite differences (d
   }
 });
 
-Deno.test("attention eval mode equals p=0, and runs are bit-identical", async () => {
+familyTest("attention eval mode equals p=0, and runs are bit-identical", async () => {
   const [B, T, C, H] = [2, 33, 20, 5];
   const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
   const base: AttnCfg = { B, T, C, H, p: 0.1, train: false, seed: 5, step: 1, stream: 9 };
@@ -122,7 +224,7 @@ Deno.test("attention eval mode equals p=0, and runs are bit-identical", async ()
   for (const k of ["out", "probs", "dqkv"] as const) same(r1[k], r2[k], `determinism ${k}`);
 });
 
-Deno.test("attention softmax is stable for large scores", async () => {
+familyTest("attention softmax is stable for large scores", async () => {
   // hs = 4, q = 8 everywhere, k_j = 8 + (j % 5)/64: scores 128 + (j % 5)/4 exactly, exp would overflow f32.
   const [B, T, C, H] = [1, 9, 8, 2];
   const qkv = new Float32Array(B * T * 3 * C);

@@ -1,0 +1,54 @@
+// What both attention kernel families share: the problem a dispatch solves and the dropout keep-scale.
+
+import { HASH_WGSL } from "../hash.ts";
+import type { Tensor } from "../tensor.ts";
+
+/** One attention launch, checked by ops/attention.ts: hs = C / H, p the dropout rate in effect (0 in eval). */
+export interface AttnShape {
+  B: number;
+  T: number;
+  C: number;
+  H: number;
+  hs: number;
+  p: number;
+  stream: number;
+  /** The u32 step state [seed, step, ..] (ops/hash.ts). */
+  state: Tensor;
+}
+
+/** The tensors of a forward launch, named as the kernels bind them. */
+export interface AttnForwardTensors {
+  qkv: Tensor;
+  out: Tensor;
+  probs: Tensor;
+}
+
+/** The tensors of a backward launch, named as the kernels bind them. */
+export interface AttnBackwardTensors {
+  dout: Tensor;
+  qkv: Tensor;
+  probs: Tensor;
+  dqkv: Tensor;
+  dscores: Tensor;
+}
+
+/**
+ * WGSL: the hash plus the dropout keep-scale with the per-dispatch part of the hash hoisted:
+ * keep(idx, key, p, ks) equals dropout_scale(seed, step, stream, idx, p) for
+ * key = drop_key(seed, step, stream), ks = 1 / (1 - p) (p = 0 gives 1, as u >= 0 always).
+ */
+export const KEEP_WGSL = /* wgsl */ `${HASH_WGSL}
+fn drop_key(seed: u32, step: u32, stream: u32) -> u32 {
+  return pcg_hash(stream ^ pcg_hash(step ^ pcg_hash(seed)));
+}
+fn keep(idx: u32, key: u32, p: f32, ks: f32) -> f32 {
+  let u = f32(pcg_hash(idx ^ key) >> 8u) * (1.0 / 16777216.0);
+  return select(0.0, ks, u >= p);
+}`;
+
+/** A generated kernel per (kind, head size, ...) key, built once. */
+export function cached(cache: Map<string, string>, key: string, make: () => string): string {
+  let code = cache.get(key);
+  if (code === undefined) cache.set(key, code = make());
+  return code;
+}
