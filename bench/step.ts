@@ -176,12 +176,13 @@ export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOption
     times.push(performance.now() - t0);
   }
   const after = { ...rt.stats };
-  // Back-to-back steps with one sync at the end (what train.ts does between loss readbacks).
-  const pipelinedSteps = Math.min(times.length, 10);
+  // Back-to-back steps with one sync at the end (what train.ts does between loss readbacks); not
+  // worth its time when fewer than 3 steps were timed (a slow config on a CPU adapter).
+  const pipelinedSteps = times.length >= 3 ? Math.min(times.length, 10) : 0;
   t0 = performance.now();
   for (let i = 0; i < pipelinedSteps; i++) b.record();
   await rt.sync();
-  const pipelinedMs = (performance.now() - t0) / pipelinedSteps;
+  const pipelinedMs = pipelinedSteps ? (performance.now() - t0) / pipelinedSteps : NaN;
   const loss = (await b.step.acts.loss.read())[0];
   // What one host wait (queue.onSubmittedWorkDone) costs on its own: part of every synced step.
   const waits: number[] = [];

@@ -99,18 +99,22 @@ Deno.test("sample.ts: --kernels and TINYGPT_KERNELS; the adapter line on stderr 
   }
 });
 
+/** A CLI of the project run with read access and the environment (enough for --help and flag errors). */
+const cli = (script: string, ...args: string[]) =>
+  deno([
+    "run",
+    "--no-config",
+    "--no-lock",
+    "--quiet",
+    "--allow-read",
+    "--allow-env",
+    `${ROOT}${script}`,
+    ...args,
+  ]);
+
 Deno.test("--help of train.ts, sample.ts and bench.ts documents --kernels and TINYGPT_KERNELS; bench refuses a bad value", async () => {
   for (const script of ["train.ts", "sample.ts", "bench.ts"]) {
-    const r = await deno([
-      "run",
-      "--no-config",
-      "--no-lock",
-      "--quiet",
-      "--allow-read",
-      "--allow-env",
-      `${ROOT}${script}`,
-      "--help",
-    ]);
+    const r = await cli(script, "--help");
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
@@ -118,15 +122,12 @@ Deno.test("--help of train.ts, sample.ts and bench.ts documents --kernels and TI
       script,
     );
   }
-  const bad = await deno([
-    "run",
-    "--no-config",
-    "--no-lock",
-    "--quiet",
-    "--allow-read",
-    "--allow-env",
-    `${ROOT}bench.ts`,
-    "--kernels=gpu2",
-  ]);
-  assertUserError(bad, /--kernels must be one of "gpu", "cpu", "auto", got "gpu2"/);
+  assertUserError(
+    await cli("bench.ts", "--kernels=gpu2"),
+    /--kernels must be one of "gpu", "cpu", "auto", got "gpu2"/,
+  );
+  assertUserError(
+    await cli("bench.ts", "--config=gpt2"),
+    /--config must be one of "lecture", "nanogpt-char"/,
+  );
 });
