@@ -226,8 +226,10 @@ function report(r: StepBench): void {
     `step      ${fmt(r.msPerStep)} ms median of ${step.timedSteps} (min ${fmt(step.msMin)}, p90 ${
       fmt(step.msP90)
     }; first step ${fmt(step.firstStepMs, 0)} ms incl. compiles; ${
-      fmt(step.pipelinedMs)
-    } ms/step back-to-back)`,
+      Number.isFinite(step.pipelinedMs)
+        ? `${fmt(step.pipelinedMs)} ms/step back-to-back`
+        : "no back-to-back steps under 3 timed ones"
+    })`,
   );
   console.log(
     `          ${fmt(step.tokensPerSec, 0)} tokens/s; loss ${fmt(step.loss, 4)}; one host wait ` +
