@@ -51,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#--out=}" ;;
-    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -138,7 +138,7 @@ for family in gpu cpu; do
       --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || rc=$?
     if ((rc == 124 || rc == 137)); then echo "   timed out after ${RUN_TIMEOUT}s" | tee -a "$OUT/$name.log"
     elif ((rc != 0)); then echo "   failed (exit $rc): $(tail -1 "$OUT/$name.log")"
-    else grep -E '^(adapter:|step |work )' "$OUT/$name.log" | sed 's/^/   /'
+    else grep -E '^(adapter:|step |work )' "$OUT/$name.log" | sed 's/^/   /' || true
     fi
   done
 done
