@@ -43,7 +43,7 @@ async function main(dir: string): Promise<void> {
           workgroupSizes: "",
           gflops: null,
           allocsAfterFirstStep: null,
-          note: `no result: ${last || "not run"}`,
+          note: `no result: ${last.trim() || "not run"}`,
         });
         continue;
       }
