@@ -63,7 +63,8 @@ const FLAGS: FlagSpec[] = [
     name: "time-budget",
     type: "string",
     default: "120",
-    help: "seconds of timed steps per config at most (at least one step is timed)",
+    help:
+      "seconds of timed and back-to-back steps per config, and of PyTorch's, at most (at least one step is timed)",
   },
   {
     name: "batch-size",

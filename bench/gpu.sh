@@ -104,14 +104,15 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$WORK}"
 TORCH=0
 if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then TORCH=1; fi
 
-# Bounds per run: (steps warmup profile-steps time-budget-s) and the hard timeout around the process.
+# Bounds per run: steps, warm-up and profiled steps, the time budget (seconds of timed and back-to-back
+# steps in the bench, and of PyTorch's timed steps), and the hard timeout around the whole process.
 if ((QUICK)); then
   LECTURE=(--steps 2 --warmup 1 --profile-steps 1 --time-budget 20)
   NANO=(--batch-size 1 --steps 1 --warmup 1 --profile-steps 0 --time-budget 20)
   RUN_TIMEOUT=300
 else
   LECTURE=(--steps 20 --warmup 3 --profile-steps 3 --time-budget 25)
-  NANO=(--steps 10 --warmup 2 --profile-steps 1 --time-budget 35)
+  NANO=(--steps 10 --warmup 2 --profile-steps 1 --time-budget 30)
   RUN_TIMEOUT=105
 fi
 

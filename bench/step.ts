@@ -176,9 +176,11 @@ export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOption
     times.push(performance.now() - t0);
   }
   const after = { ...rt.stats };
-  // Back-to-back steps with one sync at the end (what train.ts does between loss readbacks); not
-  // worth its time when fewer than 3 steps were timed (a slow config on a CPU adapter).
-  const pipelinedSteps = times.length >= 3 ? Math.min(times.length, 10) : 0;
+  // Back-to-back steps with one sync at the end (what train.ts does between loss readbacks), as many
+  // as the rest of the time budget allows, up to 10; skipped under 3 (a slow config on a CPU adapter).
+  const left = Math.floor((1000 * o.timeBudgetS - (performance.now() - start)) / median(times));
+  const fit = Math.min(times.length, 10, Math.max(0, left));
+  const pipelinedSteps = fit >= 3 ? fit : 0;
   t0 = performance.now();
   for (let i = 0; i < pipelinedSteps; i++) b.record();
   await rt.sync();
