@@ -112,8 +112,6 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   }
   const rt = await createRuntime({ kernels });
   try {
-    // stdout is the text alone; the adapter line (which names the kernel family) goes to stderr.
-    console.error(`adapter: ${rt.describe()}`);
     if (ckpt.kind === "gpt") {
       // The decoder's window pass: GPTActivations for N sequences of block_size (the largest buffer
       // is each layer's attention probabilities, [N, heads, block, block]).
@@ -124,6 +122,8 @@ export async function main(args: string[] = Deno.args): Promise<void> {
         advice: "use fewer samples",
       }));
     }
+    // stdout is the text alone; the adapter line (which names the kernel family) goes to stderr.
+    console.error(`adapter: ${rt.describe()}`);
     const model = buildModel(rt, ckpt);
     const enc = new TextEncoder();
     const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));

@@ -91,6 +91,7 @@ Deno.test("sample.ts: --num-samples whose decoding buffers exceed the limit is o
       ),
     );
     assert.equal(r.stdout, "", "nothing sampled");
+    assert.equal(r.stderr.trimEnd().split("\n").length, 1, "the error line alone, no adapter line before it");
   } finally {
     await cleanup();
   }
