@@ -1,25 +1,37 @@
-// deno task bench — how fast is a training step of the reference GPT on this adapter, and why.
+// deno task bench — how fast is a training step on this adapter, and why: the reference (lecture)
+// config and nanoGPT's shakespeare-char config, on one kernel family (--kernels).
 //
-// Prints the adapter, ms/step (median of --steps synced steps after warm-up), tokens/s, achieved
-// GFLOP/s (analytic FLOP count), dispatches and submits per step, the forward / backward / optimizer
-// split and a per-kernel table from timestamp queries, a matmul micro-benchmark (the adapter's matmul
-// ceiling, window kernel vs the storage kernel), the allocation counters of steady-state steps (must
-// all be 0), and — when `python3 -c "import torch"` works — the same step in PyTorch on the CPU.
+// Per config (bench/step.ts): ms/step (median of --steps synced steps after warm-up), tokens/s,
+// achieved GFLOP/s (analytic FLOP count), dispatches and submits per step, the workgroup sizes used,
+// the forward / backward / optimizer split and a per-kernel table from timestamp queries, the
+// allocation counters of steady-state steps (must all be 0), and — when `python3 -c "import torch"`
+// works — the same step in PyTorch on the CPU. Then a matmul micro-benchmark (the adapter's matmul
+// ceiling, window kernel vs the storage kernel) and a summary table. `--json FILE` writes it all.
 
 import type { Runtime } from "./ops/runtime.ts";
+import { isCpuAdapter } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
 import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
-import { GPT, GPT_REFERENCE, type GPTConfig } from "./models/gpt.ts";
-import { type DecayParams, Optimizer } from "./models/common.ts";
 import { Rng } from "./lib/rng.ts";
-import { choiceFlag, ensureOutputFile, type FlagSpec, intFlag, parseFlags, runMain } from "./lib/cli.ts";
+import {
+  choiceFlag,
+  ensureOutputFile,
+  type FlagSpec,
+  intFlag,
+  KERNELS_FLAG,
+  kernelsChoice,
+  parseFlags,
+  runMain,
+} from "./lib/cli.ts";
 import { atomicWrite } from "./lib/fsutil.ts";
 import { PRESETS } from "./train/config.ts";
-import { GPTStep, type Phase } from "./train/step.ts";
+import { benchStep, median, presetSettings, type StepBench, type StepSettings } from "./bench/step.ts";
 import { benchSampling, type SamplingCase, summarize } from "./bench/sampling.ts";
 
-const USAGE = `Benchmark one training step of the GPT (WebGPU) and the matmul kernels.
+export { stepFlops } from "./bench/step.ts";
+
+const USAGE = `Benchmark one training step of the GPT (WebGPU) at each config, and the matmul kernels.
 
 Usage: deno task bench [flags]`;
 
@@ -27,23 +39,38 @@ const FLAGS: FlagSpec[] = [
   {
     name: "config",
     type: "string",
-    default: "lecture",
-    help: "model and optimizer settings: lecture | nanogpt-char",
+    default: "lecture,nanogpt-char",
+    help: "configs to measure, comma-separated: lecture | nanogpt-char (model and optimizer settings)",
   },
-  { name: "steps", type: "string", default: "20", help: "timed steps (median reported)" },
+  KERNELS_FLAG,
+  {
+    name: "steps",
+    type: "string",
+    help: "timed steps, median reported (default 20; nanogpt-char on a CPU adapter: 2)",
+  },
   {
     name: "warmup",
     type: "string",
-    default: "3",
-    help: "untimed steps first (the first compiles every pipeline)",
+    help:
+      "untimed steps first, the first compiles every pipeline (default 3; nanogpt-char on a CPU adapter: 1)",
   },
   {
     name: "profile-steps",
     type: "string",
-    default: "3",
-    help: "steps timed per kernel with timestamp queries",
+    help: "steps timed per kernel with timestamp queries (default 3; nanogpt-char on a CPU adapter: 1)",
   },
-  { name: "batch-size", type: "string", help: "sequences per micro-batch (default: the config's, 64)" },
+  {
+    name: "time-budget",
+    type: "string",
+    default: "120",
+    help:
+      "seconds of timed and back-to-back steps per config, and of PyTorch's, at most (at least one step is timed)",
+  },
+  {
+    name: "batch-size",
+    type: "string",
+    help: "sequences per micro-batch (default: the config's, 64; nanogpt-char on a CPU adapter: 4)",
+  },
   { name: "grad-accum", type: "string", default: "1", help: "micro-batches per step" },
   { name: "kernel", type: "string", default: "window", help: "matmul kernel for the step: window | storage" },
   {
@@ -52,7 +79,13 @@ const FLAGS: FlagSpec[] = [
     default: "window,storage",
     help: 'kernels in the matmul micro-benchmark ("" skips it)',
   },
-  { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch CPU comparison" },
+  { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch comparison" },
+  {
+    name: "torch-device",
+    type: "string",
+    default: "cpu",
+    help: "device of the PyTorch comparison: cpu | cuda",
+  },
   { name: "torch-steps", type: "string", help: "PyTorch timed steps (default: --steps)" },
   {
     name: "sampling",
@@ -62,34 +95,6 @@ const FLAGS: FlagSpec[] = [
   },
   { name: "json", type: "string", help: "also write every result as JSON to this file" },
 ];
-
-interface KernelRow {
-  name: string;
-  calls: number;
-  ms: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.round(q * (s.length - 1))))];
-}
-
-/** Analytic FLOPs of one training step (multiply-add = 2). Elementwise ops are not counted. */
-export function stepFlops(cfg: GPTConfig, B: number, T: number): { matmul: number; attention: number } {
-  const N = B * T, C = cfg.nEmbd, V = cfg.vocabSize, L = cfg.nLayer;
-  // Per block: qkv (C -> 3C), proj (C -> C), fc (C -> 4C), mlp proj (4C -> C): 2·N·C·12C forward.
-  // Backward doubles it (dx and dW). The LM head is one more Linear (C -> V).
-  const fwd = L * 24 * N * C * C + 2 * N * C * V;
-  // Attention per block: Q·Kᵀ and P·V forward (2·B·T²·C each), four products of that size backward.
-  const attention = L * 12 * B * T * T * C;
-  return { matmul: 3 * fwd, attention };
-}
 
 function fmt(x: number, d = 1): string {
   return Number.isFinite(x) ? x.toFixed(d) : String(x);
@@ -151,10 +156,12 @@ async function timeMatmuls(
   return out;
 }
 
+/** The same step in PyTorch (bench/torch_ref.py), when `python3 -c "import torch"` works. */
 async function torchRef(
   steps: number,
-  batch: number,
-  cfg: GPTConfig,
+  s: StepSettings,
+  device: "cpu" | "cuda",
+  timeBudgetS: number,
 ): Promise<{ python: string; result?: Record<string, number | string>; error?: string }> {
   const script = new URL("./bench/torch_ref.py", import.meta.url).pathname;
   const errs: string[] = [];
@@ -170,28 +177,11 @@ async function torchRef(
         errs.push(`${python}: ${new TextDecoder().decode(probe.stderr).trim().split("\n").pop()}`);
         continue;
       }
-      const args = [
-        script,
-        "--steps",
-        String(steps),
-        "--threads",
-        "2",
-        "--batch",
-        String(batch),
-        "--block",
-        String(cfg.blockSize),
-        "--n-embd",
-        String(cfg.nEmbd),
-        "--n-head",
-        String(cfg.nHead),
-        "--n-layer",
-        String(cfg.nLayer),
-        "--vocab",
-        String(cfg.vocabSize),
-        "--dropout",
-        String(cfg.dropout),
-      ];
-      const r = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
+      const r = await new Deno.Command(python, {
+        args: [script, ...torchArgs(steps, s, device, timeBudgetS)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
       if (!r.success) return { python, error: new TextDecoder().decode(r.stderr).trim().slice(-500) };
       return { python, result: JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!) };
     } catch (e) {
@@ -201,21 +191,116 @@ async function torchRef(
   return { python: "", error: errs.join("; ") || "no python3" };
 }
 
+/** bench/torch_ref.py's arguments for the step of `s`. */
+export function torchArgs(
+  steps: number,
+  s: StepSettings,
+  device: "cpu" | "cuda",
+  timeBudgetS: number,
+): string[] {
+  const { cfg } = s;
+  const a: [string, number | string][] = [
+    ["steps", steps],
+    ["time-budget", timeBudgetS],
+    ["device", device],
+    ["threads", 2],
+    ["batch", s.gradAccum * s.batch],
+    ["block", cfg.blockSize],
+    ["n-embd", cfg.nEmbd],
+    ["n-head", cfg.nHead],
+    ["n-layer", cfg.nLayer],
+    ["vocab", cfg.vocabSize],
+    ["dropout", cfg.dropout],
+    ["lr", s.lr],
+    ["beta2", s.opt.beta2],
+    ["weight-decay", s.opt.weightDecay],
+    ["decay-params", s.opt.decayParams],
+    ["grad-clip", s.opt.gradClip],
+  ];
+  return a.flatMap(([k, x]) => [`--${k}`, String(x)]);
+}
+
+/** Print one config's step results (the lines the bench has always printed). */
+function report(r: StepBench): void {
+  const { step, alloc, profile } = r;
+  console.log(
+    `step      ${fmt(r.msPerStep)} ms median of ${step.timedSteps} (min ${fmt(step.msMin)}, p90 ${
+      fmt(step.msP90)
+    }; first step ${fmt(step.firstStepMs, 0)} ms incl. compiles; ${
+      Number.isFinite(step.pipelinedMs)
+        ? `${fmt(step.pipelinedMs)} ms/step back-to-back`
+        : "no back-to-back steps under 3 timed ones"
+    })`,
+  );
+  console.log(
+    `          ${fmt(step.tokensPerSec, 0)} tokens/s; loss ${fmt(step.loss, 4)}; one host wait ` +
+      `(onSubmittedWorkDone) alone takes ${fmt(step.syncMs)} ms and is part of every synced step`,
+  );
+  const f = step.flops;
+  console.log(
+    `FLOPs     ${fmt(f.total / 1e9, 3)} GFLOP/step (matmuls ${fmt(f.matmul / 1e9, 3)}, attention ` +
+      `${fmt(f.attention / 1e9, 3)}; elementwise not counted) -> ${fmt(step.gflops, 2)} GFLOP/s achieved`,
+  );
+  console.log(
+    `work      ${r.dispatchesPerStep} dispatches (${r.family} kernels, ${r.workgroupSizes.min}..${r.workgroupSizes.max} ` +
+      `invocations per workgroup), ${fmt(step.submitsPerStep, 0)} submits, ${
+        fmt(step.readbacksPerStep, 0)
+      } readbacks per step`,
+  );
+  const allocOk = Object.values(alloc).every((n) => n === 0);
+  console.log(
+    `allocs    after the first step: ${alloc.buffers} buffers, ${alloc.bindGroups} bind groups, ` +
+      `${alloc.pipelines} pipelines, ${alloc.uniforms} uniform buffers created ${
+        allocOk ? "(ok)" : "(EXPECTED 0)"
+      }`,
+  );
+  if (!profile) {
+    console.log(`GPU time  per-kernel timing unavailable (${r.noProfile})`);
+    return;
+  }
+  const { kernelMs, phases } = profile;
+  const pct = (x: number) => `${fmt((100 * x) / kernelMs, 0)}%`;
+  console.log(
+    `GPU time  ${fmt(kernelMs)} ms/step in kernels (timestamp queries, one pass per dispatch, ` +
+      `mean of ${profile.steps} steps): forward ${fmt(phases.forward)} (${pct(phases.forward)}), ` +
+      `backward ${fmt(phases.backward)} (${pct(phases.backward)}), optimizer ${fmt(phases.optimizer)} ` +
+      `(${pct(phases.optimizer)}); step median minus kernel time: ${fmt(r.msPerStep - kernelMs)} ms ` +
+      `(host recording, copies, per-dispatch overhead, the host wait; measured in separate steps)`,
+  );
+  console.log(`\n${pad("kernel family", 28)}${lpad("calls", 7)}${lpad("ms/step", 10)}${lpad("share", 7)}`);
+  for (const k of profile.families) {
+    console.log(`${pad(k.name, 28)}${lpad(fmt(k.calls, 0), 7)}${lpad(fmt(k.ms), 10)}${lpad(pct(k.ms), 7)}`);
+  }
+  console.log(
+    `\n${pad("top kernels", 28)}${lpad("calls", 7)}${lpad("ms/step", 10)}${lpad("share", 7)}${
+      lpad("ms/call", 9)
+    }`,
+  );
+  for (const k of profile.kernels.slice(0, 20)) {
+    console.log(
+      `${pad(k.name, 28)}${lpad(fmt(k.calls, 0), 7)}${lpad(fmt(k.ms), 10)}${lpad(pct(k.ms), 7)}` +
+        `${lpad(fmt(k.ms / k.calls, 2), 9)}`,
+    );
+  }
+}
+
 async function main(): Promise<void> {
-  const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
-  const preset = PRESETS[choiceFlag(v.config, "config", Object.keys(PRESETS))];
-  const setting = (k: string, def: string) => preset[k] ?? def;
-  const steps = intFlag(v.steps, "steps", { min: 1, max: 100_000 });
-  const warmup = intFlag(v.warmup, "warmup", { min: 1, max: 100_000 });
-  const profileSteps = intFlag(v["profile-steps"], "profile-steps", { min: 0, max: 1000 });
-  const B = intFlag(v["batch-size"] ?? setting("batch-size", "64"), "batch-size", { min: 1, max: 4096 });
+  const { values: v, given } = parseFlags(Deno.args, FLAGS, USAGE);
+  const presets = (v.config as string).split(",").filter((c) => c)
+    .map((c) => choiceFlag(c, "config", Object.keys(PRESETS)));
+  if (!presets.length) choiceFlag("", "config", Object.keys(PRESETS));
+  const kernels = kernelsChoice(v.kernels);
+  const opt = (k: string, max: number, min = 0) =>
+    v[k] === undefined ? undefined : intFlag(v[k], k, { min, max });
+  const stepsFlag = opt("steps", 100_000, 1), warmupFlag = opt("warmup", 100_000, 1);
+  const profileFlag = opt("profile-steps", 1000), batchFlag = opt("batch-size", 4096, 1);
+  const timeBudgetS = intFlag(v["time-budget"], "time-budget", { min: 1, max: 86_400 });
   const accum = intFlag(v["grad-accum"], "grad-accum", { min: 1, max: 1024 });
   const kernel = choiceFlag(v.kernel, "kernel", ["window", "storage"] as const);
   const mmKernels = (v["mm-kernels"] as string).split(",").filter((s) => s)
     .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage"] as const));
-  const torchSteps = v["torch-steps"] === undefined
-    ? steps
-    : intFlag(v["torch-steps"], "torch-steps", { min: 1, max: 100_000 });
+  const torchStepsFlag = opt("torch-steps", 100_000, 1);
+  const torchDevice = choiceFlag(v["torch-device"], "torch-device", ["cpu", "cuda"] as const);
   const json = v.json as string | undefined;
   if (json) {
     await ensureOutputFile(
@@ -225,243 +310,83 @@ async function main(): Promise<void> {
     );
   }
 
-  const rt = await createRuntime({ timestamps: true });
+  const rt = await createRuntime({ timestamps: true, kernels });
   setMatmulKernel(rt, kernel);
   const info = rt.adapter.info;
+  const cpuAdapter = isCpuAdapter(info);
   const adapter = {
     description: info.description || info.vendor || "unknown",
     vendor: info.vendor,
     backend: rt.backendName(),
     fallback: info.isFallbackAdapter,
+    cpuAdapter,
     timestamps: rt.hasTimestamps,
+    family: rt.kernels,
   };
-  console.log(`adapter   ${adapter.description}`);
+  console.log(`adapter: ${rt.describe()}`);
   console.log(
-    `backend   ${adapter.backend}; fallback adapter: ${adapter.fallback ? "yes" : "no"}; ` +
+    `          fallback adapter: ${adapter.fallback ? "yes" : "no"}; CPU adapter: ${
+      cpuAdapter ? "yes" : "no"
+    }; ` +
       `timestamp-query: ${adapter.timestamps ? "yes" : "no"}`,
   );
 
-  // ---------------------------------------------------------------- the training step
-  const num = (k: string, def: number) => Number(setting(k, String(def)));
-  const cfg: GPTConfig = {
-    vocabSize: 65,
-    nEmbd: num("n-embd", GPT_REFERENCE.nEmbd),
-    nHead: num("n-head", GPT_REFERENCE.nHead),
-    nLayer: num("n-layer", GPT_REFERENCE.nLayer),
-    blockSize: num("block-size", GPT_REFERENCE.blockSize),
-    dropout: num("dropout", GPT_REFERENCE.dropout),
-  };
-  const optOpts = {
-    beta2: num("beta2", 0.999),
-    weightDecay: num("weight-decay", 0.01),
-    decayParams: setting("decay-params", "all") as DecayParams,
-    gradClip: num("grad-clip", 0),
-  };
-  const T = cfg.blockSize;
-  console.log(
-    `\n${v.config} GPT: vocab ${cfg.vocabSize}, n_embd ${cfg.nEmbd}, ${cfg.nHead} heads, ${cfg.nLayer} layers, ` +
-      `block ${T}, batch ${B} x ${accum} micro-batches, dropout ${cfg.dropout}, AdamW (beta2 ${optOpts.beta2}, ` +
-      `weight decay ${optOpts.weightDecay} on ${optOpts.decayParams}, grad clip ${
-        optOpts.gradClip || "off"
-      }); ` +
-      `matmul kernel: ${kernel}`,
-  );
-  const model = new GPT(rt, cfg, 1337);
-  const opt = new Optimizer(rt, model.params, "adamw", num("lr", 1e-3), optOpts);
-  // The training step of train.ts itself, on random ids.
-  const trainStep = new GPTStep(rt, model, opt, B, accum, 1337);
-  const acts = trainStep.acts;
-  const rng = new Rng(1);
-  const batch = () => {
-    const x = new Uint32Array(B * T), y = new Uint32Array(B * T);
-    for (let i = 0; i < x.length; i++) x[i] = rng.int(cfg.vocabSize), y[i] = rng.int(cfg.vocabSize);
-    return { x, y };
-  };
-  /** Where each phase of the last recorded step began (dispatch counter values). */
-  const marks: { phase: Phase; at: number }[] = [];
-  let stepNo = 0;
-  const record = () => {
-    marks.length = 0;
-    trainStep.record(
-      ++stepNo,
-      opt.lr,
-      batch,
-      undefined,
-      (phase) => marks.push({ phase, at: rt.stats.dispatches }),
-    );
-    rt.submit();
-  };
-
-  let t0 = performance.now();
-  record();
-  await rt.sync();
-  const firstStepMs = performance.now() - t0;
-  const afterFirst = { ...rt.stats };
-  for (let i = 1; i < warmup; i++) {
-    record();
-    await rt.sync();
-  }
-  const before = { ...rt.stats };
-  const times: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    t0 = performance.now();
-    record();
-    await rt.sync();
-    times.push(performance.now() - t0);
-  }
-  const after = { ...rt.stats };
-  // Back-to-back steps with one sync at the end (what train.ts does between loss readbacks).
-  t0 = performance.now();
-  const pipelinedSteps = Math.min(steps, 10);
-  for (let i = 0; i < pipelinedSteps; i++) record();
-  await rt.sync();
-  const pipelinedMs = (performance.now() - t0) / pipelinedSteps;
-  const loss = (await acts.loss.read())[0];
-
-  // What one host wait (queue.onSubmittedWorkDone) costs on its own: part of every synced step.
-  const waits: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    t0 = performance.now();
-    await rt.sync();
-    waits.push(performance.now() - t0);
-  }
-  const syncMs = median(waits);
-  const msStep = median(times);
-  const flops = stepFlops(cfg, accum * B, T);
-  const totalFlops = flops.matmul + flops.attention;
-  const perStep = (k: keyof typeof after) => (after[k] - before[k]) / steps;
-  const alloc = {
-    buffers: after.buffersCreated - afterFirst.buffersCreated,
-    bindGroups: after.bindGroupsCreated - afterFirst.bindGroupsCreated,
-    pipelines: after.pipelinesCreated - afterFirst.pipelinesCreated,
-    uniforms: after.uniformsCreated - afterFirst.uniformsCreated,
-  };
-  const step = {
-    firstStepMs,
-    msMedian: msStep,
-    msMin: Math.min(...times),
-    msP90: quantile(times, 0.9),
-    msMean: times.reduce((a, b) => a + b, 0) / times.length,
-    pipelinedMs,
-    syncMs,
-    tokensPerSec: (accum * B * T) / (msStep / 1000),
-    flops: { ...flops, total: totalFlops },
-    gflops: totalFlops / msStep / 1e6,
-    dispatchesPerStep: perStep("dispatches"),
-    submitsPerStep: perStep("submits"),
-    readbacksPerStep: perStep("readbacks"),
-    loss,
-  };
-  console.log(
-    `step      ${fmt(msStep)} ms median of ${steps} (min ${fmt(step.msMin)}, p90 ${fmt(step.msP90)}; ` +
-      `first step ${fmt(firstStepMs, 0)} ms incl. compiles; ${fmt(pipelinedMs)} ms/step back-to-back)`,
-  );
-  console.log(
-    `          ${fmt(step.tokensPerSec, 0)} tokens/s; loss after ${stepNo} steps ${
-      fmt(loss, 4)
-    }; one host wait ` +
-      `(onSubmittedWorkDone) alone takes ${fmt(syncMs)} ms and is part of every synced step`,
-  );
-  console.log(
-    `FLOPs     ${fmt(totalFlops / 1e9, 3)} GFLOP/step (matmuls ${fmt(flops.matmul / 1e9, 3)}, attention ` +
-      `${fmt(flops.attention / 1e9, 3)}; elementwise not counted) -> ${fmt(step.gflops, 2)} GFLOP/s achieved`,
-  );
-  console.log(
-    `work      ${fmt(step.dispatchesPerStep, 0)} dispatches, ${fmt(step.submitsPerStep, 0)} submits, ` +
-      `${fmt(step.readbacksPerStep, 0)} readbacks per step`,
-  );
-  const allocOk = Object.values(alloc).every((n) => n === 0);
-  console.log(
-    `allocs    after the first step: ${alloc.buffers} buffers, ${alloc.bindGroups} bind groups, ` +
-      `${alloc.pipelines} pipelines, ${alloc.uniforms} uniform buffers created ${
-        allocOk ? "(ok)" : "(EXPECTED 0)"
-      }`,
-  );
-
-  // ---------------------------------------------------------------- per-kernel profile
-  let profile: {
-    steps: number;
-    kernelMs: number;
-    phases: { forward: number; backward: number; optimizer: number };
-    kernels: KernelRow[];
-    families: KernelRow[];
-  } | null = null;
-  // One timestamp pair per dispatch, in one query set of at most 4096 queries.
-  const PROFILE_CAPACITY = 2048;
-  const profilable = step.dispatchesPerStep <= PROFILE_CAPACITY;
-  if (profileSteps > 0 && rt.hasTimestamps && profilable) {
-    const rows = new Map<string, KernelRow>();
-    const phases = { forward: 0, backward: 0, optimizer: 0 };
-    for (let s = 0; s < profileSteps; s++) {
-      rt.startProfile(PROFILE_CAPACITY);
-      record();
-      const k = await rt.stopProfile();
-      const d0 = marks[0].at;
-      k.forEach((x, i) => {
-        const r = rows.get(x.name) ?? { name: x.name, calls: 0, ms: 0 };
-        r.calls++;
-        r.ms += x.ms;
-        rows.set(x.name, r);
-        phases[marks.findLast((m) => m.at <= d0 + i)!.phase] += x.ms;
-      });
-    }
-    const per = (r: KernelRow) => ({ ...r, calls: r.calls / profileSteps, ms: r.ms / profileSteps });
-    const kernels = [...rows.values()].map(per).sort((a, b) => b.ms - a.ms);
-    const fam = new Map<string, KernelRow>();
-    for (const r of kernels) {
-      const name = r.name.split(" ")[0];
-      const f = fam.get(name) ?? { name, calls: 0, ms: 0 };
-      f.calls += r.calls;
-      f.ms += r.ms;
-      fam.set(name, f);
-    }
-    const kernelMs = kernels.reduce((a, r) => a + r.ms, 0);
-    for (const p of Object.keys(phases) as (keyof typeof phases)[]) phases[p] /= profileSteps;
-    profile = {
-      steps: profileSteps,
-      kernelMs,
-      phases,
-      kernels,
-      families: [...fam.values()].sort((a, b) => b.ms - a.ms),
+  // ---------------------------------------------------------------- the training step, per config
+  const runs: {
+    name: string;
+    settings: StepSettings;
+    note: string;
+    result: StepBench;
+    torch: Awaited<ReturnType<typeof torchRef>> | null;
+  }[] = [];
+  for (const name of presets) {
+    // nanoGPT's config is GPU work: on a CPU adapter it runs at batch 4 for a few steps.
+    const small = name === "nanogpt-char" && cpuAdapter;
+    const settings = presetSettings(name, { batch: batchFlag ?? (small ? 4 : undefined), gradAccum: accum });
+    const o = {
+      steps: stepsFlag ?? (small ? 2 : 20),
+      warmup: warmupFlag ?? (small ? 1 : 3),
+      profileSteps: profileFlag ?? (small ? 1 : 3),
+      timeBudgetS,
     };
-    const pct = (x: number) => `${fmt((100 * x) / kernelMs, 0)}%`;
+    const note = small && !given.has("batch-size")
+      ? "CPU adapter: nanogpt-char at batch 4 (not 64) and few steps, so the bench finishes in minutes"
+      : "";
+    const { cfg, opt: a } = settings;
     console.log(
-      `\nGPU time  ${fmt(kernelMs)} ms/step in kernels (timestamp queries, one pass per dispatch, ` +
-        `mean of ${profileSteps} steps): forward ${fmt(phases.forward)} (${pct(phases.forward)}), ` +
-        `backward ${fmt(phases.backward)} (${pct(phases.backward)}), optimizer ${fmt(phases.optimizer)} ` +
-        `(${pct(phases.optimizer)}); step median minus kernel time: ${fmt(msStep - kernelMs)} ms ` +
-        `(host recording, copies, per-dispatch overhead, the host wait; measured in separate steps)`,
+      `\n${name} GPT: vocab ${cfg.vocabSize}, n_embd ${cfg.nEmbd}, ${cfg.nHead} heads, ${cfg.nLayer} layers, ` +
+        `block ${cfg.blockSize}, batch ${settings.batch} x ${accum} micro-batches, dropout ${cfg.dropout}, ` +
+        `AdamW (beta2 ${a.beta2}, weight decay ${a.weightDecay} on ${a.decayParams}, grad clip ${
+          a.gradClip || "off"
+        }); ` +
+        `${rt.kernels} kernels, matmul kernel: ${kernel}`,
     );
-    console.log(`\n${pad("kernel family", 28)}${lpad("calls", 7)}${lpad("ms/step", 10)}${lpad("share", 7)}`);
-    for (const r of profile.families) {
-      console.log(`${pad(r.name, 28)}${lpad(fmt(r.calls, 0), 7)}${lpad(fmt(r.ms), 10)}${lpad(pct(r.ms), 7)}`);
+    if (note) console.log(`note      ${note}`);
+    const result = await benchStep(rt, settings, o);
+    report(result);
+    let torch: Awaited<ReturnType<typeof torchRef>> | null = null;
+    if (!v["no-torch"]) {
+      const torchSteps = torchStepsFlag ?? o.steps;
+      torch = await torchRef(torchSteps, settings, torchDevice, timeBudgetS);
+      if (torch.result) {
+        const tms = Number(torch.result.ms_per_step_median), ms = result.msPerStep;
+        console.log(
+          `PyTorch   ${torch.result.torch} ${torchDevice.toUpperCase()}, ${torch.result.threads} threads, BLAS ${torch.result.blas} ` +
+            `(${torch.python}): ${fmt(tms)} ms/step median of ${torchSteps}; ratio torch/webgpu ${
+              fmt(tms / ms, 2)
+            } (${tms >= ms ? `WebGPU ${fmt(tms / ms, 2)}x faster` : `PyTorch ${fmt(ms / tms, 2)}x faster`})`,
+        );
+      } else {
+        console.log(`PyTorch   not available: ${torch.error}`);
+      }
     }
-    console.log(
-      `\n${pad("top kernels", 28)}${lpad("calls", 7)}${lpad("ms/step", 10)}${lpad("share", 7)}${
-        lpad("ms/call", 9)
-      }`,
-    );
-    for (const r of kernels.slice(0, 20)) {
-      console.log(
-        `${pad(r.name, 28)}${lpad(fmt(r.calls, 0), 7)}${lpad(fmt(r.ms), 10)}${lpad(pct(r.ms), 7)}` +
-          `${lpad(fmt(r.ms / r.calls, 2), 9)}`,
-      );
-    }
-  } else {
-    console.log(
-      `\nGPU time  per-kernel timing unavailable (${
-        !rt.hasTimestamps
-          ? "no timestamp-query"
-          : !profilable
-          ? `${fmt(step.dispatchesPerStep, 0)} dispatches per step, over the profiler's ${PROFILE_CAPACITY}`
-          : "--profile-steps 0"
-      })`,
-    );
+    runs.push({ name, settings, note, result, torch });
   }
 
   // ---------------------------------------------------------------- matmul micro-benchmark
   let mm: Awaited<ReturnType<typeof timeMatmuls>> = [];
   let ceiling = NaN;
+  const ref = runs[0].result.step;
   if (mmKernels.length) {
     mm = await timeMatmuls(rt, mmKernels);
     console.log(`\nmatmul micro-benchmark (wall clock incl. staging copies, median of 5)`);
@@ -478,30 +403,12 @@ async function main(): Promise<void> {
     ceiling = Math.max(...mm.filter((r) => r.kernel === kernel).map((r) => r.gflops));
     if (!Number.isFinite(ceiling)) ceiling = Math.max(...mm.map((r) => r.gflops));
     console.log(
-      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best ${kernel} matmul above); the step reaches ` +
-        `${fmt(step.gflops, 2)} = ${fmt((100 * step.gflops) / ceiling, 0)}% of it; at the ceiling ` +
-        `its ${fmt(totalFlops / 1e9, 2)} GFLOP would take ${fmt(totalFlops / ceiling / 1e6)} ms`,
+      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best ${kernel} matmul above); the ${
+        runs[0].name
+      } step reaches ` +
+        `${fmt(ref.gflops, 2)} = ${fmt((100 * ref.gflops) / ceiling, 0)}% of it; at the ceiling ` +
+        `its ${fmt(ref.flops.total / 1e9, 2)} GFLOP would take ${fmt(ref.flops.total / ceiling / 1e6)} ms`,
     );
-  }
-
-  // ---------------------------------------------------------------- PyTorch CPU
-  let torch: Awaited<ReturnType<typeof torchRef>> | null = null;
-  if (!v["no-torch"]) {
-    torch = await torchRef(torchSteps, accum * B, cfg);
-    if (torch.result) {
-      const tms = Number(torch.result.ms_per_step_median);
-      console.log(
-        `\nPyTorch   ${torch.result.torch} CPU, ${torch.result.threads} threads, BLAS ${torch.result.blas} ` +
-          `(${torch.python}): ${fmt(tms)} ms/step median of ${torchSteps}; ratio torch/webgpu ` +
-          `${fmt(tms / msStep, 2)} (${
-            tms >= msStep
-              ? `WebGPU ${fmt(tms / msStep, 2)}x faster`
-              : `PyTorch ${fmt(msStep / tms, 2)}x faster`
-          })`,
-      );
-    } else {
-      console.log(`\nPyTorch   not available: ${torch.error}`);
-    }
   }
 
   let sampling: SamplingCase[] | null = null;
@@ -511,24 +418,67 @@ async function main(): Promise<void> {
     for (const l of summarize(sampling)) console.log(l);
   }
 
+  // ---------------------------------------------------------------- summary
+  console.log(`\nsummary (${adapter.description}, ${rt.kernels} kernels)`);
+  console.log(
+    `${pad("config", 14)}${lpad("batch", 6)}${lpad("ms/step", 10)}${lpad("dispatches", 12)}${
+      lpad("workgroup", 12)
+    }` +
+      `${lpad("GFLOP/s", 9)}${lpad("torch ms", 10)}`,
+  );
+  for (const r of runs) {
+    const t = r.torch?.result ? fmt(Number(r.torch.result.ms_per_step_median)) : "-";
+    const w = r.result.workgroupSizes;
+    console.log(
+      `${pad(r.name, 14)}${lpad(String(r.settings.batch), 6)}${lpad(fmt(r.result.msPerStep), 10)}` +
+        `${lpad(String(r.result.dispatchesPerStep), 12)}${lpad(`${w.min}..${w.max}`, 12)}` +
+        `${lpad(fmt(r.result.step.gflops, 2), 9)}${lpad(t, 10)}`,
+    );
+  }
+
   if (json) {
+    const first = runs[0];
+    const fs = first.settings;
     const result = {
       adapter,
+      // The first config's results under the fields the bench has always written.
       config: {
-        preset: v.config,
-        ...cfg,
-        batch: B,
-        gradAccum: accum,
+        preset: first.name,
+        ...fs.cfg,
+        batch: fs.batch,
+        gradAccum: fs.gradAccum,
         optimizer: "adamw",
-        ...optOpts,
+        ...fs.opt,
         matmulKernel: kernel,
       },
-      step,
-      alloc,
-      profile,
-      matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: step.gflops / ceiling },
-      torch,
+      step: first.result.step,
+      alloc: first.result.alloc,
+      profile: first.result.profile,
+      matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: ref.gflops / ceiling },
+      torch: first.torch,
       sampling,
+      family: rt.kernels,
+      // Every config measured (see README, "Reading the bench JSON").
+      configs: runs.map((r) => ({
+        name: r.name,
+        config: r.settings.cfg,
+        training: {
+          batch: r.settings.batch,
+          gradAccum: r.settings.gradAccum,
+          lr: r.settings.lr,
+          ...r.settings.opt,
+        },
+        family: r.result.family,
+        dispatchesPerStep: r.result.dispatchesPerStep,
+        msPerStep: r.result.msPerStep,
+        workgroupSizes: r.result.workgroupSizes,
+        kernels: r.result.kernels,
+        step: r.result.step,
+        alloc: r.result.alloc,
+        profile: r.result.profile,
+        torch: r.torch,
+        note: r.note,
+      })),
     };
     await atomicWrite(json, JSON.stringify(result, null, 2) + "\n");
     console.log(`\nwrote ${json}`);

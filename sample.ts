@@ -10,10 +10,13 @@ import {
   floatFlag,
   gpuCause,
   intFlag,
+  KERNELS_FLAG,
+  kernelsChoice,
   parseFlags,
   runMain,
   UsageError,
 } from "./lib/cli.ts";
+import { checkBuffers, gptActivationBuffers } from "./models/memory.ts";
 import { buildModel } from "./models/checkpoint.ts";
 import { readModelCheckpoint } from "./lib/files.ts";
 import type { GPT, GPTConfig } from "./models/gpt.ts";
@@ -58,6 +61,7 @@ const FLAGS: FlagSpec[] = [
     default: "1",
     help: "samples of the prompt, decoded as one batch (GPT); printed one after another",
   },
+  KERNELS_FLAG,
 ];
 /** Most samples decoded at once (each costs a [block_size]-row window pass per character). */
 const MAX_SAMPLES = 256;
@@ -81,6 +85,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   const seed = intFlag(v.seed, "seed", { min: 0, max: 0xffffffff });
   const numSamples = intFlag(v["num-samples"], "num-samples", { min: 1, max: MAX_SAMPLES });
   if (v.start === "") fail("--start must contain at least one character");
+  const kernels = kernelsChoice(v.kernels);
   const path = v.checkpoint;
   await ensureReadPermission([path], `--allow-read=${path === DEFAULT_CHECKPOINT ? "out" : path}`);
   if (!(await Deno.stat(path).then(() => true, () => false))) {
@@ -105,22 +110,20 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     }
     throw e;
   }
-  const rt = await createRuntime();
+  const rt = await createRuntime({ kernels });
   try {
     if (ckpt.kind === "gpt") {
-      // The largest decoding buffer: each layer's attention probabilities, [N, heads, block, block].
-      const { nHead, blockSize } = ckpt.config as GPTConfig;
-      const bytes = 4 * numSamples * nHead * blockSize * blockSize;
-      const limit = Math.min(rt.device.limits.maxStorageBufferBindingSize, rt.device.limits.maxBufferSize);
-      if (bytes > limit) {
-        fail(
-          `--num-samples ${numSamples}: decoding needs a ${
-            (bytes / 2 ** 20).toFixed(0)
-          } MiB attention buffer, ` +
-            `over this adapter's ${(limit / 2 ** 20).toFixed(0)} MiB limit; use fewer samples`,
-        );
-      }
+      // The decoder's window pass: GPTActivations for N sequences of block_size (the largest buffer
+      // is each layer's attention probabilities, [N, heads, block, block]).
+      const cfg = ckpt.config as GPTConfig;
+      checkBuffers(rt.device.limits, gptActivationBuffers(cfg, numSamples, cfg.blockSize), () => ({
+        what: "decoding",
+        flags: `--num-samples ${numSamples} (block size ${cfg.blockSize}, ${cfg.nHead} heads)`,
+        advice: "use fewer samples",
+      }));
     }
+    // stdout is the text alone; the adapter line (which names the kernel family) goes to stderr.
+    console.error(`adapter: ${rt.describe()}`);
     const model = buildModel(rt, ckpt);
     const enc = new TextEncoder();
     const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));

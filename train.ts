@@ -24,7 +24,6 @@ import {
   checkOptimState,
   NonFiniteParamsError,
   optimPath,
-  paramCount,
   type ResumeData,
 } from "./models/checkpoint.ts";
 import {
@@ -37,7 +36,8 @@ import {
 } from "./train/config.ts";
 import { checkSameVocab, resolveResume } from "./train/resume.ts";
 import { lockOutDir } from "./train/lock.ts";
-import { bigramJob, checkBufferSizes, gptJob, type Job } from "./train/jobs.ts";
+import { bigramJob, gptJob, type Job } from "./train/jobs.ts";
+import { checkBuffers, checkGptTraining, fmtBytes } from "./models/memory.ts";
 import { lrForStep } from "./train/schedule.ts";
 import { stepLosses } from "./train/step.ts";
 import { Metrics } from "./train/metrics.ts";
@@ -82,7 +82,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       "metrics.jsonl",
       "loss.svg",
     ]);
-    const rt = await createRuntime();
+    const rt = await createRuntime({ kernels: run.kernels });
     try {
       await train(rt, run, p);
     } catch (e) {
@@ -170,20 +170,15 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   // ---------------------------------------------------------------- model, optimizer, job
   const V = tok.vocabSize;
   const first = ids.subarray(0, Math.min(5000, ids.length));
-  if (run.gpt) {
-    const { nEmbd: C, nHead: H, blockSize: T } = run.gpt, B = run.batch, N = B * T;
-    checkBufferSizes(rt, [
-      ["attention (batch x heads x block x block)", B * H * T * T],
-      ["the MLP activations", N * 4 * C],
-      ["the logits", N * V],
-      ["the parameters", paramCount("gpt", run.gpt)],
-    ], "lower --batch-size (raise --grad-accum to keep the tokens per step) or --block-size (or --n-embd)");
-  } else {
-    checkBufferSizes(
-      rt,
-      [["the one-hot inputs", first.length * V]],
-      "use text with fewer distinct characters",
-    );
+  // Every buffer of the run against the adapter's limits, before anything is allocated.
+  let gpuBytes = 0;
+  if (run.gpt) gpuBytes = checkGptTraining(rt, run.gpt, run.batch, run.gradAccum, run.optimizer);
+  else {
+    checkBuffers(rt.device.limits, [{ name: "one-hot inputs", bytes: 4 * first.length * V }], () => ({
+      what: "one-hot input",
+      flags: `--data ${run.data} (${V} distinct characters)`,
+      advice: "use text with fewer distinct characters",
+    }));
   }
   let model: GPT | BigramMLP;
   if (resume) model = buildModel(rt, resume);
@@ -214,7 +209,9 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   log(describeRun(run));
   log(
     `model: ${model.params.count.toLocaleString()} parameters; ${job.tokensPerStep.toLocaleString()} tokens per step` +
-      (run.gpt ? "" : ` (the first ${first.length} characters, hidden ${BIGRAM_REFERENCE.hidden})`),
+      (run.gpt
+        ? `; ${fmtBytes(gpuBytes)} of GPU buffers (parameters, gradients, optimizer state, activations)`
+        : ` (the first ${first.length} characters, hidden ${BIGRAM_REFERENCE.hidden})`),
   );
   if (startStep >= run.steps) {
     log(`already at step ${startStep} >= --steps ${run.steps}; nothing to do`);

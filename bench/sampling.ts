@@ -6,7 +6,14 @@
 //   deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [--json FILE] [--quick]
 //   deno task bench --sampling        (the same table after the training-step benchmark)
 
-import { ensureOutputFile, type FlagSpec, parseFlags, runMain } from "../lib/cli.ts";
+import {
+  ensureOutputFile,
+  type FlagSpec,
+  KERNELS_FLAG,
+  kernelsChoice,
+  parseFlags,
+  runMain,
+} from "../lib/cli.ts";
 import type { Runtime } from "../ops/runtime.ts";
 import { createRuntime } from "../lib/backend.ts";
 import { atomicWrite } from "../lib/fsutil.ts";
@@ -183,13 +190,14 @@ Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [fl
 const FLAGS: FlagSpec[] = [
   { name: "quick", type: "boolean", default: false, help: "shorter generations (a smoke run)" },
   { name: "json", type: "string", help: "also write the rows as JSON to this file" },
+  KERNELS_FLAG,
 ];
 
 async function main(): Promise<void> {
   const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
   const json = v.json as string | undefined;
   if (json) await ensureOutputFile(json, "--json", `--allow-read=${json} --allow-write=${json}`);
-  const rt = await createRuntime();
+  const rt = await createRuntime({ kernels: kernelsChoice(v.kernels) });
   console.log(`adapter   ${rt.describe()}`);
   const rows = await benchSampling(rt, { quick: !!v.quick, log: (l) => console.log(l) });
   for (const l of summarize(rows)) console.log(l);

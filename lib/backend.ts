@@ -1,7 +1,7 @@
 // The Deno edge of ops/runtime.ts: which wgpu backend drives the adapter (WebGPU does not report it),
 // and the runtime the CLIs open with that name. Browser code calls Runtime.create directly.
 
-import { Runtime } from "../ops/runtime.ts";
+import { type KernelFamily, Runtime } from "../ops/runtime.ts";
 
 /**
  * The wgpu backend behind an adapter, from what it reports (WebGPU itself does not say). wgpu's GL
@@ -45,8 +45,13 @@ export function denoBackendName(adapter: GPUAdapter): string {
   return inferBackend(adapter.info, adapter.features, Deno.build.os);
 }
 
-/** Runtime.create for the CLIs: no loader noise, and the adapter line names the inferred wgpu backend. */
-export function createRuntime(opts: { timestamps?: boolean } = {}): Promise<Runtime> {
+/**
+ * Runtime.create for the CLIs: no loader noise, the adapter line names the inferred wgpu backend, and
+ * `kernels` (lib/cli.ts kernelsChoice: --kernels, else TINYGPT_KERNELS, else "auto") picks the family.
+ */
+export function createRuntime(
+  opts: { timestamps?: boolean; kernels?: KernelFamily | "auto" } = {},
+): Promise<Runtime> {
   quietLoaderWarnings();
   return Runtime.create({ ...opts, backend: denoBackendName });
 }

@@ -10,6 +10,7 @@
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { fail, UsageError } from "./errors.ts";
+import type { KernelFamily } from "../ops/runtime.ts";
 
 export { fail, UsageError };
 
@@ -228,6 +229,41 @@ export function choiceFlag<C extends string>(
     fail(`${dashed(name)} must be one of ${list}, got "${value}"`);
   }
   return value as C;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel family (train.ts, sample.ts, bench.ts)
+
+/** The values --kernels and TINYGPT_KERNELS take. */
+export const KERNEL_CHOICES = ["gpu", "cpu", "auto"] as const;
+/** What the runtime is asked for: a family, or "auto" (chosen from the adapter by Runtime.create). */
+export type KernelChoice = KernelFamily | "auto";
+
+/** The one --kernels flag definition the CLIs share. */
+export const KERNELS_FLAG: FlagSpec = {
+  name: "kernels",
+  type: "string",
+  help: "kernel family: gpu | cpu | auto (default: $TINYGPT_KERNELS, else auto = cpu on a CPU " +
+    "fallback adapter such as llvmpipe / lavapipe / SwiftShader, gpu on every other adapter)",
+};
+
+/**
+ * The kernel family to run: the --kernels flag when given, else the TINYGPT_KERNELS environment
+ * variable when set (and readable), else "auto". A bad value is one UsageError line naming its source.
+ */
+export function kernelsChoice(flag: string | boolean | undefined): KernelChoice {
+  if (flag !== undefined) return choiceFlag(flag, "kernels", KERNEL_CHOICES);
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("TINYGPT_KERNELS");
+  } catch {
+    env = undefined; // no --allow-env: the variable cannot be read, the flag still works
+  }
+  if (env === undefined || env === "") return "auto";
+  if (!(KERNEL_CHOICES as readonly string[]).includes(env)) {
+    fail(`TINYGPT_KERNELS must be one of ${KERNEL_CHOICES.map((c) => `"${c}"`).join(", ")}, got "${env}"`);
+  }
+  return env as KernelChoice;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -87,8 +87,11 @@ export interface ResumeData extends CheckpointData {
 
 type StateDict = Map<string, StoredTensor>;
 
-/** Largest block size / layer count / width a checkpoint may declare (the CLI flags' limits are lower). */
-const MAX_DIM = 1 << 20;
+/**
+ * Largest block size / layer count / width a checkpoint may declare (train.ts's --block-size takes up
+ * to this too; the adapter's buffer limits, models/memory.ts, refuse far less).
+ */
+export const MAX_DIM = 1 << 20;
 const PARAM_PREFIX = "param.";
 const RESUME_FORMAT = "tinygpt-resume/2";
 

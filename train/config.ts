@@ -11,10 +11,13 @@ import {
   type FlagSpec,
   floatFlag,
   intFlag,
+  type KernelChoice,
+  KERNELS_FLAG,
+  kernelsChoice,
   parseFlags,
 } from "../lib/cli.ts";
 import { GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
-import type { ModelKind } from "../models/checkpoint.ts";
+import { MAX_DIM, type ModelKind } from "../models/checkpoint.ts";
 import { DECAY_PARAMS, type DecayParams, type OptimizerKind } from "../models/common.ts";
 import type { LrSchedule } from "./schedule.ts";
 
@@ -70,6 +73,7 @@ const SPECS: Record<string, Omit<FlagSpec, "name">> = {
     help: "continue from the checkpoint in --out (with its model and training settings)",
   },
   "sample-tokens": str("characters to generate at the end (0: none)", 300),
+  kernels: KERNELS_FLAG,
 };
 export const FLAGS: FlagSpec[] = Object.entries(SPECS).map(([name, s]) => ({ ...s, name } as FlagSpec));
 
@@ -126,6 +130,8 @@ export interface Run extends LrSchedule {
   resume: boolean;
   force: boolean;
   sampleTokens: number;
+  /** The kernel family asked for (--kernels, else TINYGPT_KERNELS, else auto); not a training setting. */
+  kernels: KernelChoice;
   /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
   batch: number;
@@ -210,6 +216,7 @@ export async function parseRun(args: string[]): Promise<Run> {
     evalIters: intFlag(s("eval-iters"), "eval-iters", { min: 1, max: 10_000 }),
     logInterval: intFlag(s("log-interval"), "log-interval", { min: 1, max: 1000 }),
     sampleTokens: intFlag(s("sample-tokens"), "sample-tokens", { min: 0, max: 100_000 }),
+    kernels: kernelsChoice(v.kernels),
     out: s("out"),
     data: s("data"),
     resume: !!v.resume,
@@ -219,7 +226,9 @@ export async function parseRun(args: string[]): Promise<Run> {
       nEmbd: intFlag(s("n-embd"), "n-embd", { min: 1, max: 4096 }),
       nHead: intFlag(s("n-head"), "n-head", { min: 1, max: 256 }),
       nLayer: intFlag(s("n-layer"), "n-layer", { min: 1, max: 64 }),
-      blockSize: intFlag(s("block-size"), "block-size", { min: 1, max: 256 }),
+      // No kernel caps the block size: the adapter's buffer limits do (models/memory.ts, checked
+      // before allocating), and the data (a split must hold block size + 1 characters).
+      blockSize: intFlag(s("block-size"), "block-size", { min: 1, max: MAX_DIM }),
       dropout: floatFlag(s("dropout"), "dropout", { min: 0, max: 1, maxExclusive: true }),
     },
     given,

@@ -6,7 +6,6 @@ import type { Runtime } from "../ops/runtime.ts";
 import type { Tokenizer } from "../lib/tokenizer.ts";
 import { bigramEntropy, type GPTData } from "../lib/data.ts";
 import { Rng } from "../lib/rng.ts";
-import { fail } from "../lib/errors.ts";
 import type { GPT } from "../models/gpt.ts";
 import { BigramActivations, type BigramMLP } from "../models/bigram.ts";
 import { LossHistory, type Optimizer, StepState } from "../models/common.ts";
@@ -29,23 +28,6 @@ export interface Job {
   rngState(): number[];
   setRngState(s: number[]): void;
   floor?: number; // bigram entropy: the best loss a bigram model can reach
-}
-
-function fmtBytes(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
-}
-
-/** Refuse a configuration whose largest buffer the adapter cannot hold, naming the flags to lower. */
-export function checkBufferSizes(rt: Runtime, buffers: [string, number][], hint: string): void {
-  const limit = Math.min(rt.device.limits.maxStorageBufferBindingSize, rt.device.limits.maxBufferSize);
-  for (const [what, floats] of buffers) {
-    if (floats * 4 > limit) {
-      fail(
-        `${what} needs a ${fmtBytes(floats * 4)} GPU buffer, over this adapter's ` +
-          `${fmtBytes(limit)} limit: ${hint}`,
-      );
-    }
-  }
 }
 
 export function gptJob(

@@ -280,11 +280,24 @@ export function assertUserError(r: Result, re: RegExp, what = ""): void {
   assertOneLine(r, re, 2, what);
 }
 
-/** Exit status `code` and exactly one `error: ...` line on stderr matching `re`. */
+/** The adapter line sample.ts prints on stderr (stdout is the text alone); it names the kernel family. */
+export const SAMPLE_ADAPTER_LINE = /^adapter: .* \[backend .*, kernels (gpu|cpu)\]$/;
+
+/** sample.ts's stderr on success: the adapter line and nothing else. */
+export function assertAdapterLineOnly(stderr: string): void {
+  const lines = stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `only the adapter line on stderr: ${stderr}`);
+  assert.match(lines[0], SAMPLE_ADAPTER_LINE);
+}
+
+/**
+ * Exit status `code` and exactly one `error: ...` line on stderr matching `re` (besides sample.ts's
+ * adapter line, printed once the GPU is open).
+ */
 export function assertOneLine(r: Result, re: RegExp, code: number, what = ""): void {
   const ctx = `${what}\nexit ${r.code}\nstderr: ${r.stderr}\nstdout: ${r.stdout}`;
   assert.equal(r.code, code, ctx);
-  const lines = r.stderr.trimEnd().split("\n");
+  const lines = r.stderr.trimEnd().split("\n").filter((l) => !SAMPLE_ADAPTER_LINE.test(l));
   assert.equal(lines.length, 1, `one stderr line expected: ${ctx}`);
   assert.match(lines[0], /^error: /, ctx);
   assert.match(lines[0], re, ctx);

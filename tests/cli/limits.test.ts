@@ -1,0 +1,124 @@
+// A configuration too large for the adapter is refused before anything is allocated, with ONE line
+// naming the flags to lower (models/memory.ts); the block size is not capped at 256 any more: a model
+// with block 300 trains on both kernel families. Sizes are derived from this adapter's limits, so the
+// refusals hold on any adapter.
+
+import assert from "node:assert/strict";
+import { rt } from "../util.ts";
+import { bufferLimit, fmtBytes } from "../../models/memory.ts";
+import {
+  assertUserError,
+  corpus,
+  sample,
+  tempDir,
+  TINY,
+  train,
+  writeCheckpoint,
+  writeData,
+} from "./helpers.ts";
+
+const limit = bufferLimit(rt.device.limits);
+const LIMIT = `this adapter allows ${fmtBytes(limit.bytes).replace(".", "\\.")} per ${limit.per}`;
+
+Deno.test("train.ts: an attention buffer over the adapter's limit is one line naming --batch-size and --block-size", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    // probs of one layer: batch x heads x block x block floats; just over the limit at batch 64, 2 heads.
+    const T = Math.ceil(Math.sqrt(limit.bytes / (4 * 64 * 2))) + 1;
+    const data = await writeData(dir, corpus(Math.ceil(T * 2.5)));
+    const r = await train(dir, [
+      `--data=${data}`,
+      `--out=${dir}/out`,
+      ...TINY,
+      "--batch-size=64",
+      `--block-size=${T}`,
+    ]);
+    assertUserError(
+      r,
+      new RegExp(
+        `^error: --batch-size 64 --block-size ${T} needs a .* attention buffer \\(probs: batch x 2 heads x block ` +
+          `x block floats, per layer\\); ${LIMIT}: lower --batch-size \\(raise --grad-accum to keep the tokens per ` +
+          `step\\) or --block-size$`,
+      ),
+    );
+    assert.equal(await Deno.stat(`${dir}/out`).then(() => true, () => false), false, "no --out left behind");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("train.ts: a parameter buffer over the limit names --n-embd and --n-layer", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const data = await writeData(dir);
+    // 12·C²·L floats of weights alone: C = 4096, L = 64 is 48 GiB.
+    const r = await train(dir, [
+      `--data=${data}`,
+      `--out=${dir}/out`,
+      ...TINY,
+      "--n-embd=4096",
+      "--n-head=32",
+      "--n-layer=64",
+    ]);
+    assertUserError(
+      r,
+      new RegExp(
+        `^error: --n-embd 4096 --n-layer 64 needs a 48\\.0 GiB parameter buffer \\(params\\); ${LIMIT}: ` +
+          `lower --n-embd or --n-layer$`,
+      ),
+    );
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("sample.ts: --num-samples whose decoding buffers exceed the limit is one line", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    // The decoder's probs for 256 samples: 256 x 2 heads x block x block floats.
+    const T = Math.ceil(Math.sqrt(limit.bytes / (4 * 256 * 2))) + 1;
+    await writeCheckpoint(dir, { cfg: { blockSize: T } });
+    const r = await sample(dir, [
+      `--checkpoint=${dir}/model.safetensors`,
+      "--num-samples=256",
+      "--max-new-tokens=1",
+    ]);
+    assertUserError(
+      r,
+      new RegExp(
+        `^error: --num-samples 256 \\(block size ${T}, 2 heads\\) needs a .* decoding buffer \\(probs\\); ` +
+          `${LIMIT}: use fewer samples$`,
+      ),
+    );
+    assert.equal(r.stdout, "", "nothing sampled");
+    assert.equal(r.stderr.trimEnd().split("\n").length, 1, "the error line alone, no adapter line before it");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("train.ts: block size 300 (over the old cap of 256) trains on both kernel families", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const data = await writeData(dir, corpus(1500));
+    for (const family of ["gpu", "cpu"]) {
+      const r = await train(dir, [
+        `--data=${data}`,
+        `--out=${dir}/${family}`,
+        ...TINY,
+        "--batch-size=2",
+        "--block-size=300",
+        "--steps=2",
+        "--log-interval=1",
+        `--kernels=${family}`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`kernels ${family}\\]`));
+      assert.match(r.stdout, /block_size=300/);
+      const losses = [...r.stdout.matchAll(/step 2\/2 +loss (\S+)/g)].map((m) => Number(m[1]));
+      assert.ok(losses.length > 0 && losses.every(Number.isFinite), r.stdout);
+    }
+  } finally {
+    await cleanup();
+  }
+});
