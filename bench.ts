@@ -9,7 +9,7 @@
 import type { Runtime } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
-import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
+import { matmul, type MatmulKernel } from "./ops/matmul.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "./models/gpt.ts";
 import { type DecayParams, Optimizer } from "./models/common.ts";
 import { Rng } from "./lib/rng.ts";
@@ -45,12 +45,11 @@ const FLAGS: FlagSpec[] = [
   },
   { name: "batch-size", type: "string", help: "sequences per micro-batch (default: the config's, 64)" },
   { name: "grad-accum", type: "string", default: "1", help: "micro-batches per step" },
-  { name: "kernel", type: "string", default: "window", help: "matmul kernel for the step: window | storage" },
   {
     name: "mm-kernels",
     type: "string",
-    default: "window,storage",
-    help: 'kernels in the matmul micro-benchmark ("" skips it)',
+    default: "window,storage,tiled",
+    help: 'kernels in the matmul micro-benchmark: window, storage, tiled ("" skips it)',
   },
   { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch CPU comparison" },
   { name: "torch-steps", type: "string", help: "PyTorch timed steps (default: --steps)" },
@@ -210,9 +209,8 @@ async function main(): Promise<void> {
   const profileSteps = intFlag(v["profile-steps"], "profile-steps", { min: 0, max: 1000 });
   const B = intFlag(v["batch-size"] ?? setting("batch-size", "64"), "batch-size", { min: 1, max: 4096 });
   const accum = intFlag(v["grad-accum"], "grad-accum", { min: 1, max: 1024 });
-  const kernel = choiceFlag(v.kernel, "kernel", ["window", "storage"] as const);
   const mmKernels = (v["mm-kernels"] as string).split(",").filter((s) => s)
-    .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage"] as const));
+    .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage", "tiled"] as const));
   const torchSteps = v["torch-steps"] === undefined
     ? steps
     : intFlag(v["torch-steps"], "torch-steps", { min: 1, max: 100_000 });
@@ -226,7 +224,6 @@ async function main(): Promise<void> {
   }
 
   const rt = await createRuntime({ timestamps: true });
-  setMatmulKernel(rt, kernel);
   const info = rt.adapter.info;
   const adapter = {
     description: info.description || info.vendor || "unknown",
@@ -264,7 +261,7 @@ async function main(): Promise<void> {
       `weight decay ${optOpts.weightDecay} on ${optOpts.decayParams}, grad clip ${
         optOpts.gradClip || "off"
       }); ` +
-      `matmul kernel: ${kernel}`,
+      `kernels: ${rt.kernels}`,
   );
   const model = new GPT(rt, cfg, 1337);
   const opt = new Optimizer(rt, model.params, "adamw", num("lr", 1e-3), optOpts);
@@ -475,10 +472,9 @@ async function main(): Promise<void> {
       });
       console.log(`${pad(shape, 36)}${cells.join("")}`);
     }
-    ceiling = Math.max(...mm.filter((r) => r.kernel === kernel).map((r) => r.gflops));
-    if (!Number.isFinite(ceiling)) ceiling = Math.max(...mm.map((r) => r.gflops));
+    ceiling = Math.max(...mm.map((r) => r.gflops));
     console.log(
-      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best ${kernel} matmul above); the step reaches ` +
+      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best matmul above); the step reaches ` +
         `${fmt(step.gflops, 2)} = ${fmt((100 * step.gflops) / ceiling, 0)}% of it; at the ceiling ` +
         `its ${fmt(totalFlops / 1e9, 2)} GFLOP would take ${fmt(totalFlops / ceiling / 1e6)} ms`,
     );
@@ -521,7 +517,7 @@ async function main(): Promise<void> {
         gradAccum: accum,
         optimizer: "adamw",
         ...optOpts,
-        matmulKernel: kernel,
+        kernels: rt.kernels,
       },
       step,
       alloc,
