@@ -2,29 +2,33 @@
 // dispatch per product (batch in z), tiled through workgroup memory.
 //
 // A workgroup of 16 x 16 = 256 invocations computes a 64 x 64 tile of C. The k dimension is walked in
-// steps of BK = 16: the workgroup stages the 64 x 16 slice of op(A) and the 16 x 64 slice of op(B) in
-// workgroup memory (4 floats of each per invocation, or one vec4 where the layout allows), then each
-// invocation accumulates its 4 x 4 register micro-tile, rows ly + 16r and columns lx + 16c, from 8
-// workgroup-memory reads per 16 FMAs. Loads are coalesced: consecutive invocations read consecutive
-// addresses along the operand's contiguous dimension (k for A [M, K] and B [N, K], m or n for the
-// transposed layouts). Edge tiles zero-fill their loads past M, N or K and mask their stores. The
-// staged rows are padded to 65 floats so that both the transposing stores and the reads of a
-// 32-lane SIMD group hit distinct banks.
+// steps of BK = 8: the workgroup stages the 64 x 8 slice of op(A) and the 8 x 64 slice of op(B) in
+// workgroup memory (2 floats of each per invocation, or one vec4 per two invocations where the
+// layout allows), then each invocation accumulates its 4 x 4 register micro-tile, rows 4·ly + r and
+// columns 4·lx + c, from two vec4 workgroup-memory reads per 16 FMAs. Loads are coalesced:
+// consecutive invocations read consecutive addresses along the operand's contiguous dimension (k for
+// A [M, K] and B [N, K], m or n for the transposed layouts). Edge tiles zero-fill their loads past M,
+// N or K and mask their stores. A staged row of 64 floats is padded to 17 vec4 so that the
+// transposing stores of the k-major layouts spread over the banks.
+//
+// The staged slices are vec4 arrays: naga's GLSL backend zero-initialises workgroup memory with one
+// array constructor per variable, which Mesa compiles in time growing with its element count (two
+// 1040-float arrays took minutes per pipeline on llvmpipe GL; 2 x 136 vec4 take seconds).
 //
 // The bias gradient of a Linear (`rowSums`, Σ_k op(A)[i, k]) is reduced inside the same kernel: every
 // invocation sums the op(A) values it already reads, and the invocations of the first column of
 // tiles (lx == 0 of workgroup x 0) store them. No extra dispatch.
 //
-// Workgroup memory: 2 · 16 · 65 floats = 8320 bytes, within WebGPU's default 16 KiB.
+// Workgroup memory: 2 · 8 · 17 vec4 = 4352 bytes, within WebGPU's default 16 KiB.
 
 import type { MatmulProblem } from "../matmul.ts";
 import { f32, groups, type Runtime } from "../runtime.ts";
 import { activation, matmulLabel } from "./common.ts";
 
-/** Output tile per workgroup (square), k step, and the padded row of the staged slices. */
-const TILE = 64, BK = 16, ROW = TILE + 1, WG = 16;
+/** Output tile per workgroup (square), k step, vec4 per padded staged row, invocations per side. */
+const TILE = 64, BK = 8, ROW4 = TILE / 4 + 1, WG = 16;
 /** Workgroup memory the kernel declares, in bytes. */
-export const GPU_MATMUL_WORKGROUP_BYTES = 2 * BK * ROW * 4;
+export const GPU_MATMUL_WORKGROUP_BYTES = 2 * BK * ROW4 * 16;
 
 /** What one tiled-kernel variant is specialised for. */
 interface TiledSpec {
@@ -40,51 +44,47 @@ interface TiledSpec {
 }
 
 /**
- * WGSL that stages one operand's slice into workgroup memory `S` (S[kk * ROW + x], x along m or n).
- * `kMajor`: k is the operand's contiguous dimension ([M, K] A, [N, K] B); `ext` is its m or n extent.
+ * WGSL that stages one operand's BK x 64 slice into workgroup memory `S`: element (kk, x), x along m
+ * or n, at S[kk * ROW4 + x / 4][x % 4]. `kMajor`: k is the operand's contiguous dimension ([M, K] A,
+ * [N, K] B); `ext` is its m or n extent, `x0` the tile's first m or n.
  */
 function stage(X: "A" | "B", S: string, kMajor: boolean, vec: boolean, ext: string, x0: string): string[] {
   const base = `${X.toLowerCase()}Base`;
+  const load = (x: string, kk: string) =>
+    kMajor ? `${base} + (${x0} + ${x}) * p.K + k0 + ${kk}` : `${base} + (k0 + ${kk}) * ${ext} + ${x0} + ${x}`;
+  const inside = (x: string, kk: string) => `${x0} + ${x} < ${ext} && k0 + ${kk} < p.K`;
   if (vec) {
-    // 256 vec4 per slice: one per invocation. k-major: 64 rows of 4 vec4; else 16 rows of 16 vec4.
-    const [x, kk] = kMajor ? ["t / 4u", "(t % 4u) * 4u"] : ["(t % 16u) * 4u", "t / 16u"];
-    const addr = kMajor
-      ? `(${base} + (${x0} + x) * p.K + k0 + kk) / 4u`
-      : `(${base} + (k0 + kk) * ${ext} + ${x0} + x) / 4u`;
-    const inside = kMajor ? `${x0} + x < ${ext} && k0 + kk < p.K` : `${x0} + x < ${ext} && k0 + kk < p.K`;
+    // 128 vec4 per slice, one per invocation t < 128. The contiguous dimension is a multiple of 4,
+    // so a vec4 is wholly inside the operand or wholly outside.
+    const [x, kk] = kMajor ? ["t / 2u", "(t % 2u) * 4u"] : ["(t % 16u) * 4u", "t / 16u"];
     const L = [
-      `  {`,
+      `  if (t < 128u) {`,
       `    let x = ${x};`,
       `    let kk = ${kk};`,
       `    var v = vec4<f32>(0.0);`,
-      `    if (${inside}) { v = ${X}[${addr}]; }`,
+      `    if (${inside("x", "kk")}) { v = ${X}[(${load("x", "kk")}) / 4u]; }`,
     ];
-    for (let c = 0; c < 4; c++) {
-      L.push(
-        kMajor
-          ? `    ${S}[(kk + ${c}u) * ${ROW}u + x] = v[${c}];`
-          : `    ${S}[kk * ${ROW}u + x + ${c}u] = v[${c}];`,
-      );
+    if (kMajor) {
+      for (let c = 0; c < 4; c++) L.push(`    ${S}[(kk + ${c}u) * ${ROW4}u + x / 4u][x % 4u] = v[${c}];`);
+    } else {
+      L.push(`    ${S}[kk * ${ROW4}u + x / 4u] = v;`);
     }
     L.push(`  }`);
     return L;
   }
   const L: string[] = [];
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 2; i++) {
     // Element e = t + 256·i of the slice; consecutive t walk the contiguous dimension.
     const [x, kk] = kMajor
       ? [`(t + ${256 * i}u) / ${BK}u`, `t % ${BK}u`]
       : [`t % ${TILE}u`, `(t + ${256 * i}u) / ${TILE}u`];
-    const addr = kMajor
-      ? `${base} + (${x0} + x) * p.K + k0 + kk`
-      : `${base} + (k0 + kk) * ${ext} + ${x0} + x`;
     L.push(
       `  {`,
       `    let x = ${x};`,
       `    let kk = ${kk};`,
       `    var v = 0.0;`,
-      `    if (${x0} + x < ${ext} && k0 + kk < p.K) { v = ${X}[${addr}]; }`,
-      `    ${S}[kk * ${ROW}u + x] = v;`,
+      `    if (${inside("x", "kk")}) { v = ${X}[${load("x", "kk")}]; }`,
+      `    ${S}[kk * ${ROW4}u + x / 4u][x % 4u] = v;`,
       `  }`,
     );
   }
@@ -100,14 +100,13 @@ export function tiledWGSL(s: TiledSpec): string {
   L.push(...stage("B", "Bs", s.transB, s.vecB, "p.N", "n0").map((l) => "  " + l));
   L.push(`    workgroupBarrier();`);
   L.push(`    for (var kk = 0u; kk < ${BK}u; kk++) {`);
-  for (const r of R) L.push(`      let a${r} = As[kk * ${ROW}u + ly + ${16 * r}u];`);
-  L.push(`      let b = vec4<f32>(${R.map((c) => `Bs[kk * ${ROW}u + lx + ${16 * c}u]`).join(", ")});`);
-  for (const r of R) L.push(`      c${r} = fma(vec4<f32>(a${r}), b, c${r});`);
-  if (s.rowSums) L.push(`      rsum += vec4<f32>(${R.map((r) => `a${r}`).join(", ")});`);
+  L.push(`      let a = As[kk * ${ROW4}u + ly];`, `      let b = Bs[kk * ${ROW4}u + lx];`);
+  for (const r of R) L.push(`      c${r} = fma(vec4<f32>(a[${r}]), b, c${r});`);
+  if (s.rowSums) L.push(`      rsum += a;`);
   L.push(`    }`, `    workgroupBarrier();`, `  }`);
-  // Store: rows ly + 16r, columns lx + 16c; consecutive lx write consecutive columns.
+  // Store: rows 4·ly + r, columns 4·lx + c; a row of 16 invocations writes 64 consecutive floats.
   for (const r of R) {
-    L.push(`  let i${r} = m0 + ly + ${16 * r}u;`);
+    L.push(`  let i${r} = m0 + 4u * ly + ${r}u;`);
     L.push(`  if (i${r} < p.M) {`);
     for (const c of R) {
       L.push(`    if (j${c} < p.N) {`);
@@ -136,8 +135,8 @@ struct P { M: u32, N: u32, K: u32, alpha: f32 }
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 ${s.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
 ${s.rowSums ? "@group(0) @binding(5) var<storage, read_write> rs: array<f32>;" : ""}
-var<workgroup> As: array<f32, ${BK * ROW}>;
-var<workgroup> Bs: array<f32, ${BK * ROW}>;
+var<workgroup> As: array<vec4<f32>, ${BK * ROW4}>;
+var<workgroup> Bs: array<vec4<f32>, ${BK * ROW4}>;
 
 @compute @workgroup_size(${WG}, ${WG}, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -149,7 +148,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let aBase = wg.z * p.M * p.K;
   let bBase = wg.z * p.K * p.N;
   let cBase = wg.z * p.M * p.N;
-${R.map((c) => `  let j${c} = n0 + lx + ${16 * c}u;`).join("\n")}
+${R.map((c) => `  let j${c} = n0 + 4u * lx + ${c}u;`).join("\n")}
 ${R.map((r) => `  var c${r} = vec4<f32>(0.0);`).join("\n")}
 ${s.rowSums ? "  var rsum = vec4<f32>(0.0);" : ""}
 ${L.join("\n")}
