@@ -21,7 +21,13 @@ import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
 import { columnSums } from "./matmul/reduce.ts";
 
-export { cpuDispatches, MAX_WINDOW_DISPATCHES, WINDOW, windowDispatches } from "./matmul/cpu_plan.ts";
+export {
+  cpuDispatches,
+  MAX_WINDOW_DISPATCHES,
+  type ProductShape,
+  WINDOW,
+  windowDispatches,
+} from "./matmul/cpu_plan.ts";
 
 /** Applied to each element of C after the bias. */
 export type Epilogue = "none" | "relu" | "leaky_relu";

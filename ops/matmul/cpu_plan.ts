@@ -312,19 +312,22 @@ export function windowPlan(
   return found;
 }
 
+/** The shape of one product, as the dispatch counts take it. */
+export interface ProductShape {
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  batch: number;
+}
+
 /**
  * Dispatches the window kernel needs for a product of `batch` entries with staged operands (every
- * batch entry is planned alike), or Infinity when it cannot tile it.
+ * batch entry is planned alike) on an adapter with `ubos` uniform buffers per stage, or Infinity
+ * when it cannot tile it.
  */
-export function windowDispatches(
-  M: number,
-  N: number,
-  K: number,
-  transA: boolean,
-  transB: boolean,
-  batch: number,
-  ubos: number,
-): number {
+export function windowDispatches({ M, N, K, transA, transB, batch }: ProductShape, ubos: number): number {
   if (K === 0) return Infinity;
   const found = windowPlan(M, N, K, transA, transB, pairLimits(ubos), 0, 0, false);
   return found ? batch * found.plan.dispatches.length : Infinity;
@@ -341,15 +344,7 @@ export const MAX_WINDOW_DISPATCHES = 8;
  * Dispatches the CPU family records for a product (staged operands): the window plan's when it takes
  * at most MAX_WINDOW_DISPATCHES, else the storage kernel's one.
  */
-export function cpuDispatches(
-  M: number,
-  N: number,
-  K: number,
-  transA: boolean,
-  transB: boolean,
-  batch: number,
-  ubos: number,
-): number {
-  const w = windowDispatches(M, N, K, transA, transB, batch, ubos);
+export function cpuDispatches(shape: ProductShape, ubos: number): number {
+  const w = windowDispatches(shape, ubos);
   return w <= MAX_WINDOW_DISPATCHES ? w : 1;
 }

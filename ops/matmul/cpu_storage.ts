@@ -11,8 +11,8 @@
 // (wgx·wgy = 32 invocations: a CPU-family kernel, 4 SIMD batches of llvmpipe per workgroup.)
 
 import type { MatmulProblem } from "../matmul.ts";
-import { f32, groups, type Runtime } from "../runtime.ts";
-import { activation, matmulLabel } from "./common.ts";
+import { groups, type Runtime } from "../runtime.ts";
+import { activation, dispatchProduct, variantCode } from "./common.ts";
 
 /** Register tile of the storage kernel. */
 export interface StorageTile {
@@ -121,19 +121,11 @@ export function matmulStorage(rt: Runtime, p: MatmulProblem, tile: StorageTile =
     rowSums: !!p.rowSums,
     tile,
   };
-  const key = JSON.stringify(spec);
-  let code = codeCache.get(key);
-  if (code === undefined) codeCache.set(key, code = storageWGSL(spec));
-  const views = {
-    A: p.A,
-    B: p.B,
-    C: p.C,
-    ...(p.bias ? { bias: p.bias } : {}),
-    ...(p.rowSums ? { rs: p.rowSums } : {}),
-  };
-  rt.dispatch(matmulLabel(p), code, views, [p.M, p.N, p.K, f32(p.alpha)], [
+  dispatchProduct(
+    rt,
+    p,
+    variantCode(codeCache, spec, storageWGSL),
     groups(p.N, tile.tn * tile.wgx),
     groups(p.M, tile.tm * tile.wgy),
-    p.batch,
-  ]);
+  );
 }

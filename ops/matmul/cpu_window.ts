@@ -20,7 +20,7 @@
 
 import type { Epilogue, MatmulProblem } from "../matmul.ts";
 import { type BufferView, f32, groups, type Param, type Runtime } from "../runtime.ts";
-import { activation, matmulLabel } from "./common.ts";
+import { activation, matmulLabel, variantCode } from "./common.ts";
 import {
   ALIGN,
   type PairLimits,
@@ -140,13 +140,6 @@ ${L.join("\n")}
 }
 
 const codeCache = new Map<string, string>();
-function windowCode(spec: WindowKernelSpec): string {
-  const { tile: t, ...rest } = spec;
-  const key = JSON.stringify(rest) + `${t.tm},${t.tn},${t.wx}`;
-  let code = codeCache.get(key);
-  if (code === undefined) codeCache.set(key, code = windowWGSL(spec));
-  return code;
-}
 
 /** Per-runtime staging areas (UNIFORM | COPY_DST) the operands' windows are copied into. */
 const staging = new WeakMap<Runtime, { a: GPUBuffer; b: GPUBuffer; size: number }>();
@@ -209,7 +202,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
     for (const d of plan.dispatches) {
       // Bias and epilogue apply once the whole K has been summed (the last dispatch of a split K).
       const bias = d.fin ? p.bias : null;
-      const code = windowCode({
+      const code = variantCode(codeCache, {
         np: plan.np,
         map: plan.map,
         bias: !!bias,
@@ -217,7 +210,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
         rowSums: !!rowSums,
         loadC: d.loadC,
         tile,
-      });
+      }, windowWGSL);
       const aBind = bindWindows(rt, aView, d.aWins, da, st.a, st.size);
       const bBind = bindWindows(rt, bView, d.bWins, db, st.b, st.size);
       const params: Param[] = [

@@ -3,8 +3,7 @@
 //
 // A workgroup of 16 x 16 = 256 invocations computes a 64 x 64 tile of C. The k dimension is walked in
 // steps of BK = 8: the workgroup stages the 64 x 8 slice of op(A) and the 8 x 64 slice of op(B) in
-// workgroup memory (2 floats of each per invocation, or one vec4 per two invocations where the
-// layout allows), then each invocation accumulates its 4 x 4 register micro-tile, rows 4·ly + r and
+// workgroup memory (scalar loads, or vec4 loads where the layout allows), then each invocation accumulates its 4 x 4 register micro-tile, rows 4·ly + r and
 // columns 4·lx + c, from two vec4 workgroup-memory reads per 16 FMAs. Loads are coalesced:
 // consecutive invocations read consecutive addresses along the operand's contiguous dimension (k for
 // A [M, K] and B [N, K], m or n for the transposed layouts). Edge tiles zero-fill their loads past M,
@@ -22,8 +21,8 @@
 // Workgroup memory: 2 · 8 · 17 vec4 = 4352 bytes, within WebGPU's default 16 KiB.
 
 import type { MatmulProblem } from "../matmul.ts";
-import { f32, groups, type Runtime } from "../runtime.ts";
-import { activation, matmulLabel } from "./common.ts";
+import { groups, type Runtime } from "../runtime.ts";
+import { activation, dispatchProduct, variantCode } from "./common.ts";
 
 /** Output tile per workgroup (square), k step, vec4 per padded staged row, invocations per side. */
 const TILE = 64, BK = 8, ROW4 = TILE / 4 + 1, WG = 16;
@@ -46,49 +45,57 @@ interface TiledSpec {
 /**
  * WGSL that stages one operand's BK x 64 slice into workgroup memory `S`: element (kk, x), x along m
  * or n, at S[kk * ROW4 + x / 4][x % 4]. `kMajor`: k is the operand's contiguous dimension ([M, K] A,
- * [N, K] B); `ext` is its m or n extent, `x0` the tile's first m or n.
+ * [N, K] B); `ext` is its m or n extent, `x0` the tile's first m or n. Every invocation writes whole
+ * vec4s (Tint lowers a store to one vec4 component into a read-modify-write of the vector on some
+ * backends, a race between invocations writing neighbouring components).
  */
 function stage(X: "A" | "B", S: string, kMajor: boolean, vec: boolean, ext: string, x0: string): string[] {
   const base = `${X.toLowerCase()}Base`;
-  const load = (x: string, kk: string) =>
+  const at = (x: string, kk: string) =>
     kMajor ? `${base} + (${x0} + ${x}) * p.K + k0 + ${kk}` : `${base} + (k0 + ${kk}) * ${ext} + ${x0} + ${x}`;
   const inside = (x: string, kk: string) => `${x0} + ${x} < ${ext} && k0 + ${kk} < p.K`;
-  if (vec) {
-    // 128 vec4 per slice, one per invocation t < 128. The contiguous dimension is a multiple of 4,
-    // so a vec4 is wholly inside the operand or wholly outside.
-    const [x, kk] = kMajor ? ["t / 2u", "(t % 2u) * 4u"] : ["(t % 16u) * 4u", "t / 16u"];
-    const L = [
-      `  if (t < 128u) {`,
-      `    let x = ${x};`,
-      `    let kk = ${kk};`,
-      `    var v = vec4<f32>(0.0);`,
-      `    if (${inside("x", "kk")}) { v = ${X}[(${load("x", "kk")}) / 4u]; }`,
-    ];
-    if (kMajor) {
-      for (let c = 0; c < 4; c++) L.push(`    ${S}[(kk + ${c}u) * ${ROW4}u + x / 4u][x % 4u] = v[${c}];`);
-    } else {
-      L.push(`    ${S}[kk * ${ROW4}u + x / 4u] = v;`);
+  const scalar = (x: string, kk: string) =>
+    `select(0.0, ${X}[min(${at(x, kk)}, arrayLength(&${X}) - 1u)], ${inside(x, kk)})`;
+  const quad = (kk: string) =>
+    `vec4<f32>(${[0, 1, 2, 3].map((c) => scalar(`4u * q + ${c}u`, kk)).join(", ")})`;
+  if (vec && kMajor) {
+    // 32 invocations each load a 4 x 4 block (4 rows of x, one vec4 of k each: the contiguous
+    // dimension is a multiple of 4, so a vec4 is wholly inside the operand or outside) and store
+    // its transpose: 4 vec4 of x, one per k.
+    const L = [`  if (t < 32u) {`, `    let q = t / 2u;`, `    let kb = (t % 2u) * 4u;`];
+    for (let r = 0; r < 4; r++) {
+      const x = `4u * q + ${r}u`;
+      L.push(`    var v${r} = vec4<f32>(0.0);`);
+      L.push(`    if (${inside(x, "kb")}) { v${r} = ${X}[(${at(x, "kb")}) / 4u]; }`);
+    }
+    for (let c = 0; c < 4; c++) {
+      L.push(`    ${S}[(kb + ${c}u) * ${ROW4}u + q] = vec4<f32>(v0[${c}], v1[${c}], v2[${c}], v3[${c}]);`);
     }
     L.push(`  }`);
     return L;
   }
-  const L: string[] = [];
-  for (let i = 0; i < 2; i++) {
-    // Element e = t + 256·i of the slice; consecutive t walk the contiguous dimension.
-    const [x, kk] = kMajor
-      ? [`(t + ${256 * i}u) / ${BK}u`, `t % ${BK}u`]
-      : [`t % ${TILE}u`, `(t + ${256 * i}u) / ${TILE}u`];
-    L.push(
-      `  {`,
-      `    let x = ${x};`,
-      `    let kk = ${kk};`,
-      `    var v = 0.0;`,
-      `    if (${inside("x", "kk")}) { v = ${X}[${load("x", "kk")}]; }`,
-      `    ${S}[kk * ${ROW4}u + x / 4u][x % 4u] = v;`,
+  if (vec) {
+    // 128 invocations each load one vec4 along x (wholly inside or outside, as above).
+    return [
+      `  if (t < 128u) {`,
+      `    let q = t % 16u;`,
+      `    let kk = t / 16u;`,
+      `    var v = vec4<f32>(0.0);`,
+      `    if (${inside("4u * q", "kk")}) { v = ${X}[(${at("4u * q", "kk")}) / 4u]; }`,
+      `    ${S}[kk * ${ROW4}u + q] = v;`,
       `  }`,
-    );
+    ];
   }
-  return L;
+  // 128 invocations each load 4 floats of x at one k; consecutive invocations walk the contiguous
+  // dimension (k when kMajor, else x).
+  const [q, kk] = kMajor ? ["t / 8u", "t % 8u"] : ["t % 16u", "t / 16u"];
+  return [
+    `  if (t < 128u) {`,
+    `    let q = ${q};`,
+    `    let kk = ${kk};`,
+    `    ${S}[kk * ${ROW4}u + q] = ${quad("kk")};`,
+    `  }`,
+  ];
 }
 
 /** The tiled kernel's WGSL for one variant. */
@@ -177,19 +184,5 @@ export function matmulTiled(rt: Runtime, p: MatmulProblem): void {
     ep: p.epilogue,
     rowSums: !!p.rowSums,
   };
-  const key = JSON.stringify(spec);
-  let code = codeCache.get(key);
-  if (code === undefined) codeCache.set(key, code = tiledWGSL(spec));
-  const views = {
-    A: p.A,
-    B: p.B,
-    C: p.C,
-    ...(p.bias ? { bias: p.bias } : {}),
-    ...(p.rowSums ? { rs: p.rowSums } : {}),
-  };
-  rt.dispatch(matmulLabel(p), code, views, [p.M, p.N, p.K, f32(p.alpha)], [
-    groups(p.N, TILE),
-    groups(p.M, TILE),
-    p.batch,
-  ]);
+  dispatchProduct(rt, p, variantCode(codeCache, spec, tiledWGSL), groups(p.N, TILE), groups(p.M, TILE));
 }

@@ -276,8 +276,8 @@ Deno.test("cpu family: nanoGPT shakespeare-char products take few dispatches, th
   const count = (BT: number, C: number) =>
     stepShapes(BT, C, 65).map(([name, M, N, K, tA, tB]) => ({
       name: `${name} ${M}x${N}x${K}`,
-      n: cpuDispatches(M, N, K, tA, tB, 1, ubos),
-      w: windowDispatches(M, N, K, tA, tB, 1, ubos),
+      n: cpuDispatches({ M, N, K, transA: tA, transB: tB, batch: 1 }, ubos),
+      w: windowDispatches({ M, N, K, transA: tA, transB: tB, batch: 1 }, ubos),
     }));
   for (
     const [B, T, C, most] of [[64, 256, 384, 3], [4, 256, 384, MAX_WINDOW_DISPATCHES], [
@@ -322,8 +322,10 @@ Deno.test("cpu family: big products record the dispatches the planner predicts, 
       const d0 = rt.stats.dispatches;
       matmul(rt, Tensor.from(rt, a), Tensor.from(rt, b), C, M, N, K, { transA, transB, rowSums: rs });
       const n = rt.stats.dispatches - d0;
-      const want = cpuDispatches(M, N, K, transA, transB, 1, ubos);
-      if (n !== want || windowDispatches(M, N, K, transA, transB, 1, ubos) <= want) {
+      const want = cpuDispatches({ M, N, K, transA: transA, transB: transB, batch: 1 }, ubos);
+      if (
+        n !== want || windowDispatches({ M, N, K, transA: transA, transB: transB, batch: 1 }, ubos) <= want
+      ) {
         throw new Error(`${M}x${N}x${K}: ${n} dispatches, planner says ${want}`);
       }
       assertClose(await C.read(), matmulRef(a, b, M, N, K, transA, transB), 1e-5, "big product");
