@@ -3,12 +3,13 @@
 //
 // A workgroup of 16 x 16 = 256 invocations computes a 64 x 64 tile of C. The k dimension is walked in
 // steps of BK = 8: the workgroup stages the 64 x 8 slice of op(A) and the 8 x 64 slice of op(B) in
-// workgroup memory (scalar loads, or vec4 loads where the layout allows), then each invocation accumulates its 4 x 4 register micro-tile, rows 4·ly + r and
-// columns 4·lx + c, from two vec4 workgroup-memory reads per 16 FMAs. Loads are coalesced:
+// workgroup memory (scalar loads, or vec4 loads where the layout allows), then each invocation
+// accumulates its 4 x 4 register micro-tile, rows 4·ly + r and columns 4·lx + c, from two vec4
+// workgroup-memory reads per 16 FMAs. Loads are coalesced:
 // consecutive invocations read consecutive addresses along the operand's contiguous dimension (k for
 // A [M, K] and B [N, K], m or n for the transposed layouts). Edge tiles zero-fill their loads past M,
 // N or K and mask their stores. A staged row of 64 floats is padded to 17 vec4 so that the
-// transposing stores of the k-major layouts spread over the banks.
+// stores of the k-major layouts (consecutive invocations, consecutive k rows) spread over the banks.
 //
 // The staged slices are vec4 arrays: naga's GLSL backend zero-initialises workgroup memory with one
 // array constructor per variable, which Mesa compiles in time growing with its element count (two
