@@ -6,13 +6,13 @@
 // the forward / backward / optimizer split and a per-kernel table from timestamp queries, the
 // allocation counters of steady-state steps (must all be 0), and — when `python3 -c "import torch"`
 // works — the same step in PyTorch on the CPU. Then a matmul micro-benchmark (the adapter's matmul
-// ceiling, window kernel vs the storage kernel) and a summary table. `--json FILE` writes it all.
+// ceiling: the cpu family's window and storage kernels and the gpu family's tiled one) and a summary table. `--json FILE` writes it all.
 
 import type { Runtime } from "./ops/runtime.ts";
 import { isCpuAdapter } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
-import { matmul, type MatmulKernel, setMatmulKernel } from "./ops/matmul.ts";
+import { matmul, type MatmulKernel } from "./ops/matmul.ts";
 import { Rng } from "./lib/rng.ts";
 import {
   choiceFlag,
@@ -72,12 +72,11 @@ const FLAGS: FlagSpec[] = [
     help: "sequences per micro-batch (default: the config's, 64; nanogpt-char on a CPU adapter: 4)",
   },
   { name: "grad-accum", type: "string", default: "1", help: "micro-batches per step" },
-  { name: "kernel", type: "string", default: "window", help: "matmul kernel for the step: window | storage" },
   {
     name: "mm-kernels",
     type: "string",
-    default: "window,storage",
-    help: 'kernels in the matmul micro-benchmark ("" skips it)',
+    default: "window,storage,tiled",
+    help: 'kernels in the matmul micro-benchmark: window, storage (cpu family), tiled (gpu) ("" skips it)',
   },
   { name: "no-torch", type: "boolean", default: false, help: "skip the PyTorch comparison" },
   {
@@ -296,9 +295,8 @@ async function main(): Promise<void> {
   const profileFlag = opt("profile-steps", 1000), batchFlag = opt("batch-size", 4096, 1);
   const timeBudgetS = intFlag(v["time-budget"], "time-budget", { min: 1, max: 86_400 });
   const accum = intFlag(v["grad-accum"], "grad-accum", { min: 1, max: 1024 });
-  const kernel = choiceFlag(v.kernel, "kernel", ["window", "storage"] as const);
   const mmKernels = (v["mm-kernels"] as string).split(",").filter((s) => s)
-    .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage"] as const));
+    .map((k) => choiceFlag(k, "mm-kernels", ["window", "storage", "tiled"] as const));
   const torchStepsFlag = opt("torch-steps", 100_000, 1);
   const torchDevice = choiceFlag(v["torch-device"], "torch-device", ["cpu", "cuda"] as const);
   const json = v.json as string | undefined;
@@ -311,7 +309,6 @@ async function main(): Promise<void> {
   }
 
   const rt = await createRuntime({ timestamps: true, kernels });
-  setMatmulKernel(rt, kernel);
   const info = rt.adapter.info;
   const cpuAdapter = isCpuAdapter(info);
   const adapter = {
@@ -359,7 +356,7 @@ async function main(): Promise<void> {
         `AdamW (beta2 ${a.beta2}, weight decay ${a.weightDecay} on ${a.decayParams}, grad clip ${
           a.gradClip || "off"
         }); ` +
-        `${rt.kernels} kernels, matmul kernel: ${kernel}`,
+        `${rt.kernels} kernels`,
     );
     if (note) console.log(`note      ${note}`);
     const result = await benchStep(rt, settings, o);
@@ -400,12 +397,9 @@ async function main(): Promise<void> {
       });
       console.log(`${pad(shape, 36)}${cells.join("")}`);
     }
-    ceiling = Math.max(...mm.filter((r) => r.kernel === kernel).map((r) => r.gflops));
-    if (!Number.isFinite(ceiling)) ceiling = Math.max(...mm.map((r) => r.gflops));
+    ceiling = Math.max(...mm.map((r) => r.gflops));
     console.log(
-      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best ${kernel} matmul above); the ${
-        runs[0].name
-      } step reaches ` +
+      `ceiling   ${fmt(ceiling, 2)} GFLOP/s (best matmul above); the ${runs[0].name} step reaches ` +
         `${fmt(ref.gflops, 2)} = ${fmt((100 * ref.gflops) / ceiling, 0)}% of it; at the ceiling ` +
         `its ${fmt(ref.flops.total / 1e9, 2)} GFLOP would take ${fmt(ref.flops.total / ceiling / 1e6)} ms`,
     );
@@ -449,7 +443,7 @@ async function main(): Promise<void> {
         gradAccum: fs.gradAccum,
         optimizer: "adamw",
         ...fs.opt,
-        matmulKernel: kernel,
+        kernels: rt.kernels,
       },
       step: first.result.step,
       alloc: first.result.alloc,

@@ -56,3 +56,10 @@ export function linearGradRef(
   for (let i = 0; i < n; i++) for (let j = 0; j < out; j++) db[j] += dy[i * out + j];
   return { dW, dx, db };
 }
+
+/** Σ_k op(A)[i, k] for i < M (op(A) is [M, K]; A is stored [K, M] when transA). */
+export function rowSumsRef(A: ArrayLike<number>, M: number, K: number, transA = false): Float64Array {
+  const s = new Float64Array(M);
+  for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) s[i] += transA ? A[k * M + i] : A[i * K + k];
+  return s;
+}
