@@ -63,12 +63,14 @@ familyTest(
         `${k}: ${n} dispatches per step > ${budget(L)} (60 per layer + 40); most: ${most[k]}`,
       );
     }
-    for (const L of [1, 2]) {
-      assert.equal(
-        counts[`nanogpt-char width L${L}`],
-        counts[`lecture width L${L}`],
-        `${L} layers: the count must not depend on n_embd or block size`,
-      );
+    // Per width: each layer adds at most 60, and what is not per-layer (embeddings, final
+    // LayerNorm, head, loss, optimizer) is at most 40. (The counts may differ between widths: the
+    // cpu family's matmul keeps its multi-dispatch window plans where they fit, at small widths.)
+    for (const name of Object.keys(WIDTHS)) {
+      const perLayer = counts[`${name} L2`] - counts[`${name} L1`];
+      const fixed = counts[`${name} L1`] - perLayer;
+      assert.ok(perLayer > 0 && perLayer <= 60, `${name}: ${perLayer} dispatches per layer`);
+      assert.ok(fixed <= 40, `${name}: ${fixed} dispatches outside the layers`);
     }
     assert.ok(counts["nanogpt-char width L2"] > counts["nanogpt-char width L1"], "grows with n_layer");
   },
