@@ -63,19 +63,33 @@ export interface MatmulOpts {
 
 /** A checked product, as every kernel receives it. */
 export interface MatmulProblem {
+  /** Left operand, [M, K] per batch entry ([K, M] with transA). */
   A: Tensor;
+  /** Right operand, [K, N] per batch entry ([N, K] with transB). */
   B: Tensor;
+  /** Output, [M, N] per batch entry. */
   C: Tensor;
+  /** Rows of C. */
   M: number;
+  /** Columns of C. */
   N: number;
+  /** Inner dimension. */
   K: number;
+  /** Independent products packed one after another. */
   batch: number;
+  /** A is stored [K, M]. */
   transA: boolean;
+  /** B is stored [N, K]. */
   transB: boolean;
+  /** Scale of the product. */
   alpha: number;
+  /** [N] added to every row, or null. */
   bias: Tensor | null;
+  /** Activation after the bias. */
   epilogue: Epilogue;
+  /** C += the result. */
   accumulate: boolean;
+  /** Also Σ_k op(A)[i, k] into rowSums[i] (the bias gradient), or null. */
   rowSums: Tensor | null;
 }
 

@@ -314,11 +314,17 @@ export function windowPlan(
 
 /** The shape of one product, as the dispatch counts take it. */
 export interface ProductShape {
+  /** Rows of C. */
   M: number;
+  /** Columns of C. */
   N: number;
+  /** Inner dimension. */
   K: number;
+  /** A is stored [K, M]. */
   transA: boolean;
+  /** B is stored [N, K]. */
   transB: boolean;
+  /** Independent products. */
   batch: number;
 }
 
