@@ -15,6 +15,7 @@
 // GPU shape already, and lavapipe runs it at its memory speed.
 
 import { f32, grid1d, type Param, type Runtime } from "./runtime.ts";
+import { cachedWGSL } from "./wgsl_cache.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Invocations per workgroup of the elementwise kernels. */
@@ -61,14 +62,14 @@ export interface Elementwise {
   lib?: string;
 }
 
-const codeCache = new Map<string, string>();
-
 function ewWGSL(e: Elementwise, inplace: number): string {
   const key =
     [e.names.join(","), inplace, e.expr, e.accumulate ? 1 : 0, (e.fields ?? []).join(","), !!e.state]
       .join("|") + (e.lib ?? "");
-  let code = codeCache.get(key);
-  if (code) return code;
+  return cachedWGSL(`elementwise/${key}`, () => generateWGSL(e, inplace));
+}
+
+function generateWGSL(e: Elementwise, inplace: number): string {
   let binding = 1;
   const decls: string[] = [];
   const loads: string[] = [];
@@ -83,7 +84,7 @@ function ewWGSL(e: Elementwise, inplace: number): string {
   if (e.state) decls.push(`@group(0) @binding(${binding++}) var<storage, read> st: array<u32>;`);
   decls.push(`@group(0) @binding(${binding++}) var<storage, read_write> out: array<f32>;`);
   const fields = ["n: u32", ...(e.fields ?? [])].join(", ");
-  code = /* wgsl */ `
+  return /* wgsl */ `
 struct P { ${fields} }
 @group(0) @binding(0) var<uniform> p: P;
 ${decls.join("\n")}
@@ -95,8 +96,6 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   ${loads.join("\n  ")}
   out[i] = ${e.accumulate ? "out[i] + " : ""}(${e.expr});
 }`;
-  codeCache.set(key, code);
-  return code;
 }
 
 /** Validate sizes and aliasing, generate (cached) WGSL and record the dispatch. */

@@ -1,5 +1,6 @@
-// Generated kernels, made once: the row families generate WGSL per variant (C, workgroup size,
-// target kind); the runtime caches pipelines by code, this caches the strings.
+// Generated kernels, made once: every op family generates WGSL per variant (shape constants,
+// workgroup size, epilogue, ...); the runtime caches pipelines by code, this caches the strings. Keys
+// start with the op and kernel ("matmul/tiled/...", "attention/gpu/fwd/16", "elementwise/...").
 
 const codes = new Map<string, string>();
 

@@ -45,10 +45,3 @@ fn keep(idx: u32, key: u32, p: f32, ks: f32) -> f32 {
   let u = f32(pcg_hash(idx ^ key) >> 8u) * (1.0 / 16777216.0);
   return select(0.0, ks, u >= p);
 }`;
-
-/** A generated kernel per (kind, head size, ...) key, built once. */
-export function cached(cache: Map<string, string>, key: string, make: () => string): string {
-  let code = cache.get(key);
-  if (code === undefined) cache.set(key, code = make());
-  return code;
-}

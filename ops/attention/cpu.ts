@@ -18,13 +18,8 @@
 //                  dk_j = scale Σ_t dS q_t,  dv_j = Σ_t P mask dout_t
 
 import { f32, groups, type Param, type Runtime } from "../runtime.ts";
-import {
-  type AttnBackwardTensors,
-  type AttnForwardTensors,
-  type AttnShape,
-  cached,
-  KEEP_WGSL,
-} from "./common.ts";
+import { type AttnBackwardTensors, type AttnForwardTensors, type AttnShape, KEEP_WGSL } from "./common.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 const WG = 64;
 
@@ -333,10 +328,9 @@ function attentionChunk(hs: number): number {
   return hs <= 32 ? hs : 16;
 }
 
-const cache = new Map<string, string>();
 function kernel(kind: Kind, hs: number, r: number): string {
   const gen = kind === "fwd" ? forwardWGSL : kind === "bwd_rows" ? backwardRowsWGSL : backwardKeysWGSL;
-  return cached(cache, `${kind}/${hs}/${r}`, () => gen(hs, r, attentionChunk(hs)));
+  return cachedWGSL(`attention/cpu/${kind}/${hs}/${r}`, () => gen(hs, r, attentionChunk(hs)));
 }
 
 /** The uniforms and grid of every CPU-family kernel for one launch. */

@@ -22,13 +22,8 @@
 //          each invocation owning KPT keys of one or two columns.
 
 import { f32, grid1d, type Runtime } from "../runtime.ts";
-import {
-  type AttnBackwardTensors,
-  type AttnForwardTensors,
-  type AttnShape,
-  cached,
-  KEEP_WGSL,
-} from "./common.ts";
+import { type AttnBackwardTensors, type AttnForwardTensors, type AttnShape, KEEP_WGSL } from "./common.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 /** Invocations per workgroup: keys (or queries) per tile. */
 const WG = 64;
@@ -374,7 +369,6 @@ export function keysPerWorkgroup(hs: number): number {
   return lanes(hs).KB;
 }
 
-const cache = new Map<string, string>();
 const params = (s: AttnShape) => [s.B, s.T, s.C, s.H, s.stream, f32(s.p), f32(1 / Math.sqrt(s.hs))];
 /** One workgroup per item (row block, key block): grid1d's workgroups for `n` items of WG invocations. */
 const perGroup = (rt: Runtime, n: number) => grid1d(rt, n * WG, WG).workgroups;
@@ -385,7 +379,7 @@ const rowBlocks = (s: AttnShape) => s.B * s.H * Math.ceil(s.T / QB);
 export function forwardGpu(rt: Runtime, t: AttnForwardTensors, s: AttnShape): void {
   rt.dispatch(
     "attention_fwd",
-    cached(cache, `fwd/${s.hs}`, () => forwardWGSL(s.hs)),
+    cachedWGSL(`attention/gpu/fwd/${s.hs}`, () => forwardWGSL(s.hs)),
     { ...t, state: s.state },
     params(s),
     perGroup(rt, rowBlocks(s)),
@@ -396,14 +390,14 @@ export function forwardGpu(rt: Runtime, t: AttnForwardTensors, s: AttnShape): vo
 export function backwardGpu(rt: Runtime, t: AttnBackwardTensors, s: AttnShape): void {
   rt.dispatch(
     "attention_bwd_rows",
-    cached(cache, `bwd_rows/${s.hs}`, () => backwardRowsWGSL(s.hs)),
+    cachedWGSL(`attention/gpu/bwd_rows/${s.hs}`, () => backwardRowsWGSL(s.hs)),
     { ...t, state: s.state },
     params(s),
     perGroup(rt, rowBlocks(s)),
   );
   rt.dispatch(
     "attention_bwd_keys",
-    cached(cache, `bwd_keys/${s.hs}`, () => backwardKeysWGSL(s.hs)),
+    cachedWGSL(`attention/gpu/bwd_keys/${s.hs}`, () => backwardKeysWGSL(s.hs)),
     { ...t, state: s.state },
     params(s),
     perGroup(rt, s.B * s.H * Math.ceil(s.T / keysPerWorkgroup(s.hs))),

@@ -3,6 +3,7 @@
 
 import type { Epilogue, MatmulProblem } from "../matmul.ts";
 import { f32, type Runtime } from "../runtime.ts";
+import { cachedWGSL } from "../wgsl_cache.ts";
 
 /** WGSL expression of `ep` applied to the f32 `v` (after alpha and the bias). */
 export function activation(ep: Epilogue): string {
@@ -14,12 +15,9 @@ export function matmulLabel({ M, N, K, transA, transB }: MatmulProblem): string 
   return `matmul ${transA ? "T" : "N"}${transB ? "T" : "N"} ${M}x${N}x${K}`;
 }
 
-/** The WGSL of one kernel variant, generated once per `spec`. */
-export function variantCode<S>(cache: Map<string, string>, spec: S, generate: (spec: S) => string): string {
-  const key = JSON.stringify(spec);
-  let code = cache.get(key);
-  if (code === undefined) cache.set(key, code = generate(spec));
-  return code;
+/** The WGSL of one variant of the kernel `name`, generated once per `spec` (ops/wgsl_cache.ts). */
+export function variantCode<S>(name: string, spec: S, generate: (spec: S) => string): string {
+  return cachedWGSL(`matmul/${name}/${JSON.stringify(spec)}`, () => generate(spec));
 }
 
 /**

@@ -113,8 +113,6 @@ ${L.join("\n")}
 }`;
 }
 
-const codeCache = new Map<string, string>();
-
 /** Record the product as one storage-kernel dispatch (batch in z). */
 export function matmulStorage(rt: Runtime, p: MatmulProblem, tile: StorageTile = STORAGE_TILE): void {
   const spec: StorageSpec = {
@@ -129,7 +127,7 @@ export function matmulStorage(rt: Runtime, p: MatmulProblem, tile: StorageTile =
   dispatchProduct(
     rt,
     p,
-    variantCode(codeCache, spec, storageWGSL),
+    variantCode("storage", spec, storageWGSL),
     groups(p.N, tile.tn * tile.wgx),
     groups(p.M, tile.tm * tile.wgy),
   );

@@ -139,8 +139,6 @@ ${L.join("\n")}
 }`;
 }
 
-const codeCache = new Map<string, string>();
-
 /** Per-runtime staging areas (UNIFORM | COPY_DST) the operands' windows are copied into. */
 const staging = new WeakMap<Runtime, { a: GPUBuffer; b: GPUBuffer; size: number }>();
 
@@ -202,7 +200,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
     for (const d of plan.dispatches) {
       // Bias and epilogue apply once the whole K has been summed (the last dispatch of a split K).
       const bias = d.fin ? p.bias : null;
-      const code = variantCode(codeCache, {
+      const code = variantCode("window", {
         np: plan.np,
         map: plan.map,
         bias: !!bias,

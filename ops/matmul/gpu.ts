@@ -163,8 +163,6 @@ ${L.join("\n")}
 }`;
 }
 
-const codeCache = new Map<string, string>();
-
 /** Record the product as one tiled dispatch. */
 export function matmulTiled(rt: Runtime, p: MatmulProblem): void {
   const have = rt.device.limits.maxComputeWorkgroupStorageSize;
@@ -185,5 +183,5 @@ export function matmulTiled(rt: Runtime, p: MatmulProblem): void {
     ep: p.epilogue,
     rowSums: !!p.rowSums,
   };
-  dispatchProduct(rt, p, variantCode(codeCache, spec, tiledWGSL), groups(p.N, TILE), groups(p.M, TILE));
+  dispatchProduct(rt, p, variantCode("tiled", spec, tiledWGSL), groups(p.N, TILE), groups(p.M, TILE));
 }
