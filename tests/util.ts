@@ -6,6 +6,11 @@ import { Rng } from "../lib/rng.ts";
 
 export { Rng, Tensor };
 export const rt: Runtime = await getRuntime();
+// Release the device while the process is still whole: one full lavapipe run in four printed glibc's
+// "corrupted size vs. prev_size in fastbins" after the test summary, i.e. while the driver was being
+// torn down at exit with the device still alive (a suspected teardown-order crash in Mesa/wgpu, not
+// yet reproduced on demand).
+globalThis.addEventListener("unload", () => rt.destroy());
 
 /**
  * Register `fn` once per kernel family ("[gpu] name", "[cpu] name"), forcing `rt.kernels` for its
