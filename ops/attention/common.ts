@@ -45,3 +45,35 @@ fn keep(idx: u32, key: u32, p: f32, ks: f32) -> f32 {
   let u = f32(pcg_hash(idx ^ key) >> 8u) * (1.0 / 16777216.0);
   return select(0.0, ks, u >= p);
 }`;
+
+// The storage bindings of the three kernels, the same in both families (the dispatch binds them by
+// these names: AttnForwardTensors and AttnBackwardTensors).
+/** Forward: qkv in; out and probs (pre-dropout) out; the step state. */
+export const FORWARD_BINDINGS = bindings([
+  "read> qkv: array<f32>",
+  "read_write> out: array<f32>",
+  "read_write> probs: array<f32>",
+  "read> state: array<u32>",
+]);
+/** Backward, per query row: dq (and D_t in dscores). */
+export const BACKWARD_ROWS_BINDINGS = bindings([
+  "read> dout: array<f32>",
+  "read> qkv: array<f32>",
+  "read> probs: array<f32>",
+  "read_write> dqkv: array<f32>",
+  "read_write> dscores: array<f32>",
+  "read> state: array<u32>",
+]);
+/** Backward, per key row: dk and dv. */
+export const BACKWARD_KEYS_BINDINGS = bindings([
+  "read> dout: array<f32>",
+  "read> qkv: array<f32>",
+  "read> probs: array<f32>",
+  "read> dscores: array<f32>",
+  "read_write> dqkv: array<f32>",
+  "read> state: array<u32>",
+]);
+
+function bindings(decls: string[]): string {
+  return decls.map((d, i) => `@group(0) @binding(${i + 1}) var<storage, ${d};`).join("\n");
+}

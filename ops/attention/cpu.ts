@@ -18,7 +18,15 @@
 //                  dk_j = scale Σ_t dS q_t,  dv_j = Σ_t P mask dout_t
 
 import { f32, groups, type Param, type Runtime } from "../runtime.ts";
-import { type AttnBackwardTensors, type AttnForwardTensors, type AttnShape, KEEP_WGSL } from "./common.ts";
+import {
+  type AttnBackwardTensors,
+  type AttnForwardTensors,
+  type AttnShape,
+  BACKWARD_KEYS_BINDINGS,
+  BACKWARD_ROWS_BINDINGS,
+  FORWARD_BINDINGS,
+  KEEP_WGSL,
+} from "./common.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
 
 const WG = 64;
@@ -150,10 +158,7 @@ ${each(Math.min(dc, hs - c * dc), (i) => `          ${body(c * dc + i, `x${i}`)}
 
 function forwardWGSL(hs: number, R: number, dc: number): string {
   return /* wgsl */ `${header(hs, R)}
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(4) var<storage, read> state: array<u32>;
+${FORWARD_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -211,12 +216,7 @@ ${storeRows(R, hs, "acc", "out", (r) => `oB + tr${r} * C`)}
 
 function backwardRowsWGSL(hs: number, R: number, dc: number): string {
   return /* wgsl */ `${header(hs, R)}
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> probs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dscores: array<f32>;
-@group(0) @binding(6) var<storage, read> state: array<u32>;
+${BACKWARD_ROWS_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
@@ -265,12 +265,7 @@ ${storeRows(R, hs, "dq", "dqkv", (r) => `qkvB + tr${r} * C3`, (v) => `prm.scale 
 
 function backwardKeysWGSL(hs: number, R: number, dc: number): string {
   return /* wgsl */ `${header(hs, R)}
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> probs: array<f32>;
-@group(0) @binding(4) var<storage, read> dscores: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(6) var<storage, read> state: array<u32>;
+${BACKWARD_KEYS_BINDINGS}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {

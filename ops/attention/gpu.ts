@@ -22,7 +22,15 @@
 //          each invocation owning KPT keys of one or two columns.
 
 import { f32, grid1d, type Runtime } from "../runtime.ts";
-import { type AttnBackwardTensors, type AttnForwardTensors, type AttnShape, KEEP_WGSL } from "./common.ts";
+import {
+  type AttnBackwardTensors,
+  type AttnForwardTensors,
+  type AttnShape,
+  BACKWARD_KEYS_BINDINGS,
+  BACKWARD_ROWS_BINDINGS,
+  FORWARD_BINDINGS,
+  KEEP_WGSL,
+} from "./common.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
 
 /** Invocations per workgroup: keys (or queries) per tile. */
@@ -180,10 +188,7 @@ ${MAIN}
 
 function forwardWGSL(hs: number): string {
   return /* wgsl */ `
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(4) var<storage, read> state: array<u32>;
+${FORWARD_BINDINGS}
 ${rowsWGSL(hs, "qkv", "C3", "out")}
   // Scores (scaled) -> probs, and their max (-f32 max: Tint rejects 3.4028235e38).
   var mloc = vec4<f32>(-3.4028234e38);
@@ -238,12 +243,7 @@ ${rowsWGSL(hs, "qkv", "C3", "out")}
 
 function backwardRowsWGSL(hs: number): string {
   return /* wgsl */ `
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> probs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dscores: array<f32>;
-@group(0) @binding(6) var<storage, read> state: array<u32>;
+${BACKWARD_ROWS_BINDINGS}
 ${rowsWGSL(hs, "dout", "p.C", "dqkv")}
   // dP_j = (dout_t · v_j) mask_j -> dscores, D = Σ_j P_j dP_j.
   var dloc = vec4<f32>();
@@ -286,12 +286,7 @@ function backwardKeysWGSL(hs: number): string {
 const KPT: u32 = ${kpt}u;  // keys per invocation
 const KB: u32 = ${KB}u;    // keys per workgroup: G * KPT
 const QT: u32 = ${QT}u;    // queries per staged tile
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> probs: array<f32>;
-@group(0) @binding(4) var<storage, read> dscores: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;
-@group(0) @binding(6) var<storage, read> state: array<u32>;
+${BACKWARD_KEYS_BINDINGS}
 var<workgroup> sd: array<f32, QT * KB>;  // dS[t0 + q][jb + k] at q * KB + k
 var<workgroup> sw: array<f32, QT * KB>;  // P mask, likewise
 
