@@ -119,6 +119,26 @@ function parseKernel(code: string, label: string): { decls: BindingDecl[]; invoc
   return { decls, invocations };
 }
 
+/** One encoded command of a Recording. */
+type RecordedOp =
+  | {
+    label: string;
+    pipeline: GPUComputePipeline;
+    bindGroup: GPUBindGroup;
+    workgroups: [number, number, number];
+    invocations: number;
+  }
+  | { src: BufferView; dst: BufferView; byteLength: number };
+
+/**
+ * The dispatches and copies one call of `Runtime.record` encoded, with their pipelines, bind groups
+ * and parameter buffers resolved: `Runtime.replay` encodes them again for a few host calls each.
+ */
+export interface Recording {
+  /** What was encoded, in order. */
+  readonly ops: readonly RecordedOp[];
+}
+
 /** One recorded dispatch, as the bench's --json lists it (see `Runtime.startTrace`). */
 export interface TracedKernel {
   /** The dispatch's label. */
@@ -155,6 +175,7 @@ export class Runtime {
   kernels: KernelFamily;
   private pipelines = new Map<string, CompiledKernel>();
   private trace: TracedKernel[] | null = null;
+  private recording: RecordedOp[] | null = null;
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniforms = new Map<string, GPUBuffer>();
   private encoder: GPUCommandEncoder | null = null;
@@ -352,18 +373,58 @@ export class Runtime {
       this.stats.bindGroupsCreated++;
       this.bindGroups.set(key, bg);
     }
-    const pass = this.beginPass(label);
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bg);
+    const op = {
+      label,
+      pipeline,
+      bindGroup: bg,
+      workgroups: [x, y, z] as [number, number, number],
+      invocations,
+    };
+    this.recording?.push(op);
+    this.encodeDispatch(op);
+  }
+
+  private encodeDispatch(op: Extract<RecordedOp, { label: string }>): void {
+    const [x, y, z] = op.workgroups;
+    const pass = this.beginPass(op.label);
+    pass.setPipeline(op.pipeline);
+    pass.setBindGroup(0, op.bindGroup);
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
     this.trace?.push({
-      name: label,
+      name: op.label,
       family: this.kernels,
-      workgroupSize: invocations,
+      workgroupSize: op.invocations,
       workgroups: x * y * z,
     });
     if (this.profiler) this.endPass();
+  }
+
+  /**
+   * Run `fn` (which dispatches and copies as usual) and also keep what it encoded, so that `replay`
+   * can encode the same commands again without redoing `fn`'s host work (planning, argument checks,
+   * cache lookups). A replay is only right while what `fn` decided stays true: the same buffers,
+   * shapes and parameters (the decoder keys its recordings by pass and position). Buffer writes
+   * (`write`) are not part of a recording; no submit, read or nested record may happen inside `fn`.
+   */
+  record(fn: () => void): Recording {
+    if (this.recording) throw new Error("record: already recording");
+    const ops: RecordedOp[] = [];
+    this.recording = ops;
+    try {
+      fn();
+    } finally {
+      this.recording = null;
+    }
+    return { ops };
+  }
+
+  /** Encode a Recording's commands again (see `record`). */
+  replay(r: Recording): void {
+    for (const op of r.ops) {
+      if ("label" in op) this.encodeDispatch(op);
+      else this.copy(op.src, op.dst, op.byteLength);
+    }
   }
 
   /** Start recording every dispatch's name, family and grid (the bench's per-kernel list). */
@@ -407,6 +468,7 @@ export class Runtime {
 
   /** Record a buffer-to-buffer copy (ends the current compute pass). */
   copy(src: BufferView, dst: BufferView, byteLength = src.byteLength): void {
+    this.recording?.push({ src, dst, byteLength });
     this.endPass();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, byteLength);
@@ -414,6 +476,7 @@ export class Runtime {
 
   /** Submit everything recorded since the last submit as one command buffer. */
   submit(): void {
+    if (this.recording) throw new Error("submit: inside record()");
     this.throwIfFailed();
     this.endPass();
     if (!this.encoder) return;
