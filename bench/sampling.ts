@@ -9,6 +9,7 @@
 import {
   ensureOutputFile,
   type FlagSpec,
+  intFlag,
   KERNELS_FLAG,
   kernelsChoice,
   parseFlags,
@@ -27,7 +28,8 @@ export interface SamplingCase {
   samples: number;
   promptChars: number;
   newChars: number; // per sample
-  seconds: number;
+  seconds: number; // the median of `rounds` runs
+  rounds: number;
   charsPerSec: number; // all samples' characters / seconds
 }
 
@@ -48,13 +50,17 @@ const MODE_OPTS: Record<Exclude<Mode, "before">, DecodeOptions> = {
   "cache, GPU": { cache: true, gpuSampling: true },
 };
 
-/** One timed generation, after a short untimed one that compiles the pipelines and allocates. */
+/**
+ * The median of `rounds` timed generations, after a short untimed one that compiles the pipelines and
+ * allocates (single runs of one case spread by ±10% on an idle 2-core machine).
+ */
 async function timeRun(
   model: GPT,
   mode: Mode,
   prompt: number[],
   newChars: number,
   samples: number,
+  rounds: number,
 ): Promise<number> {
   const opts = { temperature: 0.8, seed: 1 };
   const run = (n: number) =>
@@ -62,9 +68,13 @@ async function timeRun(
       ? model.generateRecompute(prompt, n, opts)
       : model.generateBatch(prompt, n, samples, { ...opts, ...MODE_OPTS[mode] });
   await run(Math.min(newChars, 3)); // a window pass, a cached pass and a draw
-  const t0 = performance.now();
-  await run(newChars);
-  return (performance.now() - t0) / 1000;
+  const secs: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const t0 = performance.now();
+    await run(newChars);
+    secs.push((performance.now() - t0) / 1000);
+  }
+  return secs.sort((a, b) => a - b)[Math.floor(rounds / 2)];
 }
 
 interface Plan {
@@ -112,11 +122,15 @@ function plans(quick: boolean): Plan[] {
   ];
 }
 
+/** Timed runs per case by default (medians); --quick runs one. */
+export const DEFAULT_ROUNDS = 3;
+
 /** Run every case; `log` gets one line per measurement as it finishes. */
 export async function benchSampling(
   rt: Runtime,
-  opts: { quick?: boolean; log?: (line: string) => void } = {},
+  opts: { quick?: boolean; rounds?: number; log?: (line: string) => void } = {},
 ): Promise<SamplingCase[]> {
+  const rounds = opts.rounds ?? (opts.quick ? 1 : DEFAULT_ROUNDS);
   const out: SamplingCase[] = [];
   for (const plan of plans(!!opts.quick)) {
     const model = new GPT(rt, plan.cfg, 1337);
@@ -124,7 +138,7 @@ export async function benchSampling(
       const prompt = Array.from({ length: c.prompt }, (_, i) => (i * 7 + 1) % plan.cfg.vocabSize);
       for (const mode of c.modes) {
         const n = c.chars(mode);
-        const seconds = await timeRun(model, mode, prompt, n, c.samples);
+        const seconds = await timeRun(model, mode, prompt, n, c.samples, rounds);
         const r: SamplingCase = {
           config: plan.config,
           case: c.name,
@@ -133,6 +147,7 @@ export async function benchSampling(
           promptChars: c.prompt,
           newChars: n,
           seconds,
+          rounds,
           charsPerSec: (n * c.samples) / seconds,
         };
         out.push(r);
@@ -188,7 +203,12 @@ const USAGE = `Sampling speed (chars/s) of GPT decoding, before/after the KV cac
 Usage: deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [flags]`;
 
 const FLAGS: FlagSpec[] = [
-  { name: "quick", type: "boolean", default: false, help: "shorter generations (a smoke run)" },
+  { name: "quick", type: "boolean", default: false, help: "shorter generations, one round (a smoke run)" },
+  {
+    name: "rounds",
+    type: "string",
+    help: `timed runs per case, the median reported (default ${DEFAULT_ROUNDS}; 1 with --quick)`,
+  },
   { name: "json", type: "string", help: "also write the rows as JSON to this file" },
   KERNELS_FLAG,
 ];
@@ -199,7 +219,8 @@ async function main(): Promise<void> {
   if (json) await ensureOutputFile(json, "--json", `--allow-read=${json} --allow-write=${json}`);
   const rt = await createRuntime({ kernels: kernelsChoice(v.kernels) });
   console.log(`adapter   ${rt.describe()}`);
-  const rows = await benchSampling(rt, { quick: !!v.quick, log: (l) => console.log(l) });
+  const rounds = v.rounds === undefined ? undefined : intFlag(v.rounds, "rounds", { min: 1, max: 100 });
+  const rows = await benchSampling(rt, { quick: !!v.quick, rounds, log: (l) => console.log(l) });
   for (const l of summarize(rows)) console.log(l);
   if (json) {
     await atomicWrite(json, JSON.stringify({ adapter: rt.describe(), sampling: rows }, null, 2) + "\n");
