@@ -24,7 +24,17 @@
 
 import { type Recording, type Runtime, STORAGE } from "../ops/runtime.ts";
 import { numel, Tensor } from "../ops/tensor.ts";
-import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../ops/decode.ts";
+import {
+  addLayernorm,
+  appendTokens,
+  attentionDecode,
+  embedLayernorm,
+  type FoldedLinear,
+  foldLayernorm,
+  layernormLinear,
+  type LinearWeights,
+  residualLinear,
+} from "../ops/decode.ts";
 import { linearForward, WINDOW } from "../ops/matmul.ts";
 import { attentionForward } from "../ops/attention.ts";
 import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
@@ -53,7 +63,9 @@ const MAX_CHUNK = 256;
 // operands (activations that feed a Linear, and its copy of the weights) are allocated that way.
 const UNIFORM = 0x40;
 const SLACK = WINDOW * 4;
-const OPERANDS = new Set(["xn1", "att", "xn2", "h", "xf"]);
+const OPERANDS = new Set(["res0", "xn1", "att", "xn2", "h", "xf"]);
+
+const align = (floats: number) => Math.ceil(floats / 64) * 64;
 
 function operand(rt: Runtime, shape: readonly number[], name: string): Tensor {
   return new Tensor(
@@ -89,6 +101,10 @@ export class GPTDecoder {
   // replayed without redoing the host work of its ~30 op calls (about a tenth of a character's time
   // on lavapipe at the lecture config).
   private readonly passes = new Map<string, Recording>();
+  // The Linears that follow a LayerNorm with its affine folded in (foldLayernorm), for the CPU
+  // family's fused passes: "qkv.l" (l >= 1), "fc.l", "lm_head"; refreshed with the weights.
+  private readonly folded = new Map<string, FoldedLinear>();
+  private readonly foldedStore: Tensor;
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
   readonly prefillMax: number;
@@ -108,6 +124,31 @@ export class GPTDecoder {
     for (const p of model.params.list) {
       this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
     }
+    const { nEmbd: C, nLayer: L } = model.cfg;
+    const shapes: [string, number][] = [];
+    for (let l = 0; l < L; l++) {
+      if (l > 0) shapes.push([`qkv.${l}`, 3 * C]);
+      shapes.push([`fc.${l}`, 4 * C]);
+    }
+    shapes.push(["lm_head", V]);
+    this.foldedStore = operand(
+      rt,
+      [shapes.reduce((n, [, rows]) => n + align(rows * C) + 2 * align(rows), 0)],
+      "decode-folded",
+    );
+    let at = 0;
+    const view = (shape: number[], name: string) => {
+      const t = new Tensor(rt, this.foldedStore.buffer, at * 4, shape, "f32", name);
+      at += align(numel(shape)); // storage bindings start at 256-byte offsets
+      return t;
+    };
+    for (const [name, rows] of shapes) {
+      this.folded.set(name, {
+        W: view([rows, C], name),
+        bias: view([rows], `${name}.bias`),
+        colSums: view([rows], `${name}.colsums`),
+      });
+    }
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
     this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
@@ -124,6 +165,17 @@ export class GPTDecoder {
   /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
   syncWeights(): void {
     this.rt.copy(this.model.params.params, this.weights);
+    const P = (n: string) => this.w.get(n)!;
+    const fold = (ln: string, lin: string, bias: string | null, name: string) =>
+      foldLayernorm(this.rt, P(`${ln}.weight`), P(`${ln}.bias`), {
+        W: P(`${lin}.weight`),
+        bias: bias ? P(bias) : null,
+      }, this.folded.get(name)!);
+    for (let l = 0; l < this.model.cfg.nLayer; l++) {
+      if (l > 0) fold(`blocks.${l}.ln1`, `blocks.${l}.attn.qkv`, null, `qkv.${l}`);
+      fold(`blocks.${l}.ln2`, `blocks.${l}.mlp.fc`, `blocks.${l}.mlp.fc.bias`, `fc.${l}`);
+    }
+    fold("ln_f", "lm_head", "lm_head.bias", "lm_head");
   }
 
   /**
@@ -151,7 +203,73 @@ export class GPTDecoder {
     const key = `${this.rt.kernels}/${window}/${t}`;
     const done = this.passes.get(key);
     if (done) this.rt.replay(done);
-    else this.passes.set(key, this.rt.record(() => this.encodeForward(window, t)));
+    else {
+      const encode = this.rt.kernels === "cpu" ? this.encodeFusedForward : this.encodeForward;
+      this.passes.set(key, this.rt.record(() => encode.call(this, window, t)));
+    }
+  }
+
+  /**
+   * The CPU family's decode forward: as encodeForward, with the residual stream updated in place in
+   * the matmuls' epilogues (residualLinear) and each LayerNorm that feeds a Linear inside that
+   * Linear (layernormLinear, on the folded weights): 5 dispatches per layer instead of 7. The last
+   * layer of a window pass, which runs on each sequence's row t only, is encodeForward's.
+   */
+  private encodeFusedForward(window: boolean, t: number): void {
+    const { model, rt, B, win, step } = this;
+    const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
+    const P = (n: string) => this.w.get(n)!;
+    const src = window ? win : step;
+    const R = src.N;
+    const x = src.layers[0].res; // the residual stream [R, C], updated in place
+    const lin = (l: number, n: string, bias = true): LinearWeights => ({
+      W: P(`blocks.${l}.${n}.weight`),
+      bias: bias ? P(`blocks.${l}.${n}.bias`) : null,
+    });
+    const ln = (n: string) => ({ w: P(`${n}.weight`), b: P(`${n}.bias`) });
+    const tok = P("token_embedding.weight"), pos = P("position_embedding.weight");
+    const ln10 = ln("blocks.0.ln1");
+    embedLayernorm(rt, src.idx, src.pos, tok, pos, ln10.w, ln10.b, x, src.layers[0].xn1, R);
+    for (let l = 0; l < L; l++) {
+      const a = src.layers[l];
+      const scratch = { xn: a.xn1, mean: a.mean1, rstd: a.rstd1 };
+      const qkv = lin(l, "attn.qkv", false);
+      if (l === 0) linearForward(rt, a.xn1, qkv.W, null, a.qkv, R);
+      else {layernormLinear(
+          rt,
+          x,
+          ln(`blocks.${l}.ln1`),
+          qkv,
+          this.folded.get(`qkv.${l}`)!,
+          a.qkv,
+          R,
+          "none",
+          scratch,
+        );}
+      if (window && l === L - 1) {
+        this.lastLayerRows(x, t);
+        return;
+      }
+      if (window) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
+      residualLinear(rt, a.att, lin(l, "attn.proj"), x, R, a.proj);
+      const scratch2 = { xn: a.xn2, mean: a.mean2, rstd: a.rstd2 };
+      layernormLinear(
+        rt,
+        x,
+        ln(`blocks.${l}.ln2`),
+        lin(l, "mlp.fc"),
+        this.folded.get(`fc.${l}`)!,
+        a.h,
+        R,
+        "relu",
+        scratch2,
+      );
+      residualLinear(rt, a.h, lin(l, "mlp.proj"), x, R, a.mlp);
+    }
+    const f = { xn: step.xf, mean: step.meanf, rstd: step.rstdf };
+    const head = { W: P("lm_head.weight"), bias: P("lm_head.bias") };
+    layernormLinear(rt, x, ln("ln_f"), head, this.folded.get("lm_head")!, step.logits, B, "none", f);
   }
 
   private encodeForward(window: boolean, t: number): void {
@@ -159,31 +277,50 @@ export class GPTDecoder {
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
     const P = (n: string) => this.w.get(n)!;
     const src = window ? win : step;
+    const R = src.N;
     const first = src.layers[0];
     const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
     const [w0, b0] = ln1(0);
     const [tok, pos] = [P("token_embedding.weight"), P("position_embedding.weight")];
-    embedLayernorm(rt, src.idx, src.pos, tok, pos, w0, b0, first.res, first.xn1, src.N);
+    embedLayernorm(rt, src.idx, src.pos, tok, pos, w0, b0, first.res, first.xn1, R);
     for (let l = 0; l < L; l++) {
       const w = (n: string) => P(`blocks.${l}.${n}`);
-      const full = window && l < L - 1; // all B·T rows through the whole layer
-      const a = src.layers[l]; // the layer's input (res, xn1) and qkv, on src's rows
-      const o = full ? a : step.layers[l]; // everything after the attention
-      const R = full ? src.N : B;
-      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, src.N);
-      if (full) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
-      else if (window) attentionDecode(rt, null, a.qkv, o.att, B, T, C, H, t);
-      else attentionDecode(rt, a.qkv, win.layers[l].qkv, o.att, B, T, C, H, t);
-      linearForward(rt, o.att, w("attn.proj.weight"), w("attn.proj.bias"), o.proj, R);
-      // The last layer of a window pass: each sequence's residual is row t of its window.
-      const [rStride, rOff] = window && !full ? [T, t] : [1, 0];
-      addLayernorm(rt, a.res, o.proj, w("ln2.weight"), w("ln2.bias"), o.res2, o.xn2, R, C, rStride, rOff);
-      linearForward(rt, o.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), o.h, R, "relu");
-      linearForward(rt, o.h, w("mlp.proj.weight"), w("mlp.proj.bias"), o.mlp, R);
+      const a = src.layers[l]; // the layer's input (res, xn1) and everything after, on src's rows
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, R);
+      if (window && l === L - 1) {
+        this.lastLayerRows(a.res, t);
+        return;
+      }
+      if (window) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
+      linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, R);
+      addLayernorm(rt, a.res, a.proj, w("ln2.weight"), w("ln2.bias"), a.res2, a.xn2, R, C);
+      linearForward(rt, a.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), a.h, R, "relu");
+      linearForward(rt, a.h, w("mlp.proj.weight"), w("mlp.proj.bias"), a.mlp, R);
       const next = src.layers[l + 1];
       const [lw, lb] = next ? ln1(l + 1) : [P("ln_f.weight"), P("ln_f.bias")];
-      addLayernorm(rt, o.res2, o.mlp, lw, lb, next ? next.res : step.out, next ? next.xn1 : step.xf, R, C);
+      addLayernorm(rt, a.res2, a.mlp, lw, lb, next ? next.res : step.out, next ? next.xn1 : step.xf, R, C);
     }
+    linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
+  }
+
+  /**
+   * The last layer of a window pass after its qkv (which ran on every row: the KV cache), on each
+   * sequence's row t only: its attention over the window, the projection, the residual (row t of
+   * `res`, the window's [B·T, C] residual rows), the MLP, ln_f and lm_head -> step.logits.
+   */
+  private lastLayerRows(res: Tensor, t: number): void {
+    const { model, rt, B, win, step } = this;
+    const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
+    const P = (n: string) => this.w.get(n)!;
+    const w = (n: string) => P(`blocks.${L - 1}.${n}`);
+    const o = step.layers[L - 1];
+    attentionDecode(rt, null, win.layers[L - 1].qkv, o.att, B, T, C, H, t);
+    linearForward(rt, o.att, w("attn.proj.weight"), w("attn.proj.bias"), o.proj, B);
+    addLayernorm(rt, res, o.proj, w("ln2.weight"), w("ln2.bias"), o.res2, o.xn2, B, C, T, t);
+    linearForward(rt, o.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), o.h, B, "relu");
+    linearForward(rt, o.h, w("mlp.proj.weight"), w("mlp.proj.bias"), o.mlp, B);
+    addLayernorm(rt, o.res2, o.mlp, P("ln_f.weight"), P("ln_f.bias"), step.out, step.xf, B, C);
     linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
   }
 

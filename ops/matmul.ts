@@ -91,6 +91,11 @@ export interface MatmulProblem {
   accumulate: boolean;
   /** Also Σ_k op(A)[i, k] into rowSums[i] (the bias gradient), or null. */
   rowSums: Tensor | null;
+  /**
+   * Normalise A's rows over K first (only `linearWindow`): eps, and B's column sums Σ_k op(B)[k, j]
+   * [N]; null: A as it is.
+   */
+  norm: { eps: number; colSums: Tensor } | null;
 }
 
 /**
@@ -133,6 +138,7 @@ export function matmul(
     epilogue: ep,
     accumulate: !!o.accumulate,
     rowSums: o.rowSums ?? null,
+    norm: null,
   };
   const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
   if (kernel === "tiled") matmulTiled(rt, p);
@@ -182,4 +188,49 @@ export function linearBackward(
   // dW = dyᵀ·x with the bias gradient (column sums of dy) reduced in the same pass.
   matmul(rt, dy, x, W.grad, out, inp, n, { transA: true, rowSums: b ? b.grad! : null });
   if (dx) matmul(rt, dy, W, dx, n, inp, out, { accumulate: accumulateDx });
+}
+
+/**
+ * y = act(norm(x) · Wᵀ + b), or with `accumulate` y += norm(x) · Wᵀ + b (the bias included, unlike
+ * `matmul`'s accumulate), through the CPU family's window kernel alone: x [n, in], W [out, in].
+ * `norm` normalises each row of x over its `in` values first (a LayerNorm without its affine, which
+ * the caller folds into W and b; colSums [out] = Σ_k W[j, k], which the kernel needs).) Returns false, having recorded nothing, when the window kernel
+ * cannot take the product in one pass over K (the caller composes it from other ops then). The
+ * decoder's eval-mode fusions (ops/decode.ts) are built on it.
+ */
+export function linearWindow(
+  rt: Runtime,
+  x: Tensor,
+  W: Tensor,
+  b: Tensor | null,
+  y: Tensor,
+  n: number,
+  o: { epilogue?: Epilogue; accumulate?: boolean; norm?: { eps: number; colSums: Tensor } } = {},
+): boolean {
+  const [N, K] = W.shape;
+  const ep = o.epilogue ?? "none";
+  if (x.size < n * K || y.size < n * N) {
+    throw new Error(`linearWindow: operand too small for ${n}x${K} @ ${K}x${N}`);
+  }
+  if (b && b.size !== N) throw new Error(`linearWindow: bias has ${b.size} values, want ${N}`);
+  if (o.accumulate && ep !== "none") throw new Error("linearWindow: accumulate excludes an epilogue");
+  if (o.norm && o.norm.colSums.size < N) throw new Error(`linearWindow: colSums needs ${N} values`);
+  if (n === 0 || N === 0) return true;
+  return matmulWindow(rt, {
+    A: x,
+    B: W,
+    C: y,
+    M: n,
+    N,
+    K,
+    batch: 1,
+    transA: false,
+    transB: true,
+    alpha: 1,
+    bias: b,
+    epilogue: ep,
+    accumulate: !!o.accumulate,
+    rowSums: null,
+    norm: o.norm ?? null,
+  }, MAX_WINDOW_DISPATCHES);
 }

@@ -51,19 +51,29 @@ export interface WindowKernelSpec {
   loadC: boolean;
   /** The register tile. */
   tile: WindowTile;
+  /**
+   * Normalise A's rows: op(A)[i, k] -> (A[i, k] - mean_i) * rstd_i over the row's K values (biased
+   * variance, + eps), a LayerNorm without its affine (which the caller folds into B and the bias).
+   * One pass: the product runs on d = A[i, k] - A[i, 0] (the row's first value: shifted sums, so
+   * neither the variance nor the product cancels when |mean| >> std), which also sums d and d² for
+   * the statistics; the epilogue takes mean(d) · cs[j] off (cs = B's column sums Σ_k B[k, j], a
+   * binding) and scales by rstd. Needs every block to hold the whole K (no split) and A stored [M, K].
+   */
+  normA: boolean;
 }
 
 /**
  * The window kernel: `np` pairs of (A window, B window); a workgroup accumulates over every pair whose
  * [mLo, mHi) x [nLo, nHi) block contains its tile, reading kc steps of k from the pair's windows.
  */
-export function windowWGSL({ np, map, bias, ep, rowSums, loadC, tile }: WindowKernelSpec): string {
+export function windowWGSL({ np, map, bias, ep, rowSums, loadC, tile, normA }: WindowKernelSpec): string {
   const { tm, tn, wx } = tile;
   const na = map === "cols" ? 1 : np, nb = map === "rows" ? 1 : np;
   const R = [...Array(tm).keys()], Cs = [...Array(tn).keys()];
   const L: string[] = [];
   for (const r of R) for (const c of Cs) L.push(`  var c${r}_${c} = 0.0;`);
   if (rowSums) { for (const r of R) L.push(`  var s${r} = 0.0;`); }
+  if (normA) { for (const r of R) L.push(`  var md${r} = 0.0;`, `  var rs${r} = 1.0;`); }
   for (let w = 0; w < np; w++) {
     const aw = `A${map === "cols" ? 0 : w}`, bw = `B${map === "rows" ? 0 : w}`;
     L.push(`  {`);
@@ -73,23 +83,49 @@ export function windowWGSL({ np, map, bias, ep, rowSums, loadC, tile }: WindowKe
     for (const c of Cs) {
       L.push(`      let b${c} = q.bOff + (min(colL + ${c * wx}u, q.nHi - 1u) - q.nLo) * p.sBj;`);
     }
+    if (normA) {
+      for (const r of R) {
+        L.push(
+          `      let x0${r} = ${aw}[a${r} >> 2u][a${r} & 3u];`,
+          `      var s1${r} = 0.0;`,
+          `      var s2${r} = 0.0;`,
+        );
+      }
+    }
     L.push(`      for (var k = 0u; k < q.kc; k++) {`);
     L.push(`        let ka = k * p.sAk;`, `        let kb = k * p.sBk;`);
     for (const r of R) {
-      L.push(`        let ia${r} = a${r} + ka;`, `        let va${r} = ${aw}[ia${r} >> 2u][ia${r} & 3u];`);
+      L.push(
+        `        let ia${r} = a${r} + ka;`,
+        `        let va${r} = ${aw}[ia${r} >> 2u][ia${r} & 3u]${normA ? ` - x0${r}` : ""};`,
+      );
       if (rowSums) L.push(`        s${r} += va${r};`);
+      if (normA) L.push(`        s1${r} += va${r};`, `        s2${r} = fma(va${r}, va${r}, s2${r});`);
     }
     for (const c of Cs) {
       L.push(`        let ib${c} = b${c} + kb;`, `        let vb${c} = ${bw}[ib${c} >> 2u][ib${c} & 3u];`);
     }
     for (const r of R) for (const c of Cs) L.push(`        c${r}_${c} = fma(va${r}, vb${c}, c${r}_${c});`);
-    L.push(`      }`, `    }`, `  }`);
+    L.push(`      }`);
+    if (normA) {
+      for (const r of R) {
+        L.push(`      md${r} = s1${r} / f32(q.kc);`);
+        L.push(`      rs${r} = inverseSqrt(max(s2${r} / f32(q.kc) - md${r} * md${r}, 0.0) + p.eps);`);
+      }
+    }
+    L.push(`    }`, `  }`);
   }
   // The store runs as a loop over a private copy of the accumulators (a `var`: dynamically indexing a
   // `let` array copies it per access): unrolled, its TM x TN storage accesses (each a per-lane scalar
   // loop on llvmpipe) took 4x longer to compile and ran slower. Whether C is read and the bias added
   // is decided at compile time: a storage access under a false uniform condition still costs its loop.
   L.push(`  var acc = array<f32, ${tm * tn}>(${R.flatMap((r) => Cs.map((c) => `c${r}_${c}`)).join(", ")});`);
+  if (normA) {
+    L.push(`  var rsd = array<f32, ${tm}>(${R.map((r) => `rs${r}`).join(", ")});`);
+    L.push(`  var mdv = array<f32, ${tm}>(${R.map((r) => `md${r}`).join(", ")});`);
+    const js = Cs.map((c) => `cs[min(colL + ${c * wx}u, p.N - 1u)]`);
+    L.push(`  var csj = array<f32, ${tn}>(${js.join(", ")});`);
+  }
   if (bias) {
     const js = Cs.map((c) => `bias[min(colL + ${c * wx}u, p.N - 1u)]`);
     L.push(`  var bj = array<f32, ${tn}>(${js.join(", ")});`);
@@ -98,7 +134,8 @@ export function windowWGSL({ np, map, bias, ep, rowSums, loadC, tile }: WindowKe
   L.push(`    let i = row0 + e / ${tn}u;`, `    let j = colL + (e % ${tn}u) * ${wx}u;`);
   L.push(`    if (i < p.M && j < p.N) {`);
   L.push(`      let o = p.cOff + i * p.N + j;`);
-  L.push(`      var v = p.alpha * acc[e]${loadC ? " + C[o]" : ""}${bias ? ` + bj[e % ${tn}u]` : ""};`);
+  const scaled = normA ? `(acc[e] - mdv[e / ${tn}u] * csj[e % ${tn}u]) * rsd[e / ${tn}u]` : "acc[e]";
+  L.push(`      var v = p.alpha * ${scaled}${loadC ? " + C[o]" : ""}${bias ? ` + bj[e % ${tn}u]` : ""};`);
   if (ep !== "none") L.push(`      v = ${activation(ep)};`);
   L.push(`      C[o] = v;`, `    }`, `  }`);
   if (rowSums) {
@@ -119,11 +156,12 @@ export function windowWGSL({ np, map, bias, ep, rowSums, loadC, tile }: WindowKe
   decl.push(`@group(0) @binding(${slot++}) var<storage, read_write> C: array<f32>;`);
   if (bias) decl.push(`@group(0) @binding(${slot++}) var<storage, read> bias: array<f32>;`);
   if (rowSums) decl.push(`@group(0) @binding(${slot++}) var<storage, read_write> rs: array<f32>;`);
+  if (normA) decl.push(`@group(0) @binding(${slot++}) var<storage, read> cs: array<f32>;`);
   return /* wgsl */ `
 struct Pair { mLo: u32, mHi: u32, nLo: u32, nHi: u32, kc: u32, aOff: u32, bOff: u32, pad: u32 }
 struct P {
   M: u32, N: u32, sAi: u32, sAk: u32, sBk: u32, sBj: u32, rowBase: u32, colBase: u32,
-  alpha: f32, cOff: u32, pad0: u32, pad1: u32,
+  alpha: f32, cOff: u32, eps: f32, pad1: u32,
   pairs: array<Pair, ${np}>,
 }
 alias Win = array<vec4<f32>, ${WINDOW / 4}>;
@@ -189,6 +227,10 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
     const da = directBase(aView), db = directBase(bView);
     const found = windowPlan(M, N, K, transA, transB, lim, da ?? 0, db ?? 0, p.accumulate);
     if (!found) return false;
+    // Normalised rows need each block to see all of K at once.
+    if (p.norm && found.plan.dispatches.some((d) => d.pairs.some((q) => q && q.kc !== K))) {
+      return false;
+    }
     total += found.plan.dispatches.length;
     if (total > maxDispatches) return false;
     jobs.push({ b, aView, bView, da, db, ...found });
@@ -208,6 +250,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
         rowSums: !!rowSums,
         loadC: d.loadC,
         tile,
+        normA: !!p.norm,
       }, windowWGSL);
       const aBind = bindWindows(rt, aView, d.aWins, da, st.a, st.size);
       const bBind = bindWindows(rt, bView, d.bWins, db, st.b, st.size);
@@ -222,7 +265,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
         d.colBase,
         f32(p.alpha),
         b * M * N,
-        0,
+        f32(p.norm?.eps ?? 0),
         0,
       ];
       for (let w = 0; w < plan.np; w++) {
@@ -237,6 +280,7 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
       for (let i = 0; i < nb; i++) views[`B${i}`] = bBind[i] ?? bBind[0];
       if (bias) views.bias = bias;
       if (rowSums) views.rs = rowSums;
+      if (p.norm) views.cs = p.norm.colSums;
       rt.dispatch(label, code, views, params, [
         groups(d.colEnd - d.colBase, tile.wx * tile.tn),
         groups(d.rowEnd - d.rowBase, tile.tm),

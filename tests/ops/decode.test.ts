@@ -1,12 +1,23 @@
 // Incremental-decoding kernels: single-query attention over the KV cache vs the float64 attention
 // reference (the query at position t sees exactly rows 0..t; later rows are NaN-poisoned), the
 // context-window append/shift vs a host mirror, and the decode path's fused kernels (residual add +
-// LayerNorm, embeddings + LayerNorm) per element vs float64 references, outputs
-// NaN-poisoned, on awkward shapes, through both kernel families (familyTest).
+// LayerNorm, embeddings + LayerNorm, LayerNorm folded into the next Linear, residual add in a Linear's
+// epilogue) per element vs float64 references, outputs NaN-poisoned, on awkward shapes, through both
+// kernel families (familyTest).
 
 import { assertCloseElementwise, familyTest, rms, Rng, rt, Tensor } from "../util.ts";
-import { addLayernorm, appendTokens, attentionDecode, embedLayernorm } from "../../ops/decode.ts";
+import assert from "node:assert";
+import {
+  addLayernorm,
+  appendTokens,
+  attentionDecode,
+  embedLayernorm,
+  foldLayernorm,
+  layernormLinear,
+  residualLinear,
+} from "../../ops/decode.ts";
 import { layernormRef } from "../reference/layernorm.ts";
+import { linearRef } from "../reference/matmul.ts";
 import { attentionRef } from "../reference/attention.ts";
 
 const rng = new Rng(909);
@@ -209,3 +220,81 @@ familyTest(
     }
   },
 );
+
+// (rows, in, out): one row; awkward widths; the lecture config's qkv, fc and lm_head; a row count
+// past one window tile; nanoGPT's qkv (C = 384: the CPU family's window kernel would split K, so it
+// composes the op, as the GPU family always does).
+const LINEAR_SHAPES: [number, number, number][] = [
+  [1, 7, 5],
+  [7, 33, 65],
+  [32, 64, 192],
+  [40, 64, 256],
+  [13, 65, 129],
+  [8, 64, 65],
+  [3, 384, 1152],
+];
+
+familyTest(
+  "layernormLinear (LayerNorm folded into the Linear) vs LayerNorm then Linear in float64",
+  async (family) => {
+    for (const [rows, C, N] of LINEAR_SHAPES) {
+      for (const offset of [0, 40]) {
+        // offset 40: rows whose mean is 40x their spread (the one-pass statistics must not cancel).
+        const x = rng.uniformArray(rows * C, -1, 1).map((v) => v + offset);
+        const g = rng.uniformArray(C, 0.5, 1.5), beta = rng.uniformArray(C, -1, 1);
+        const W = rng.uniformArray(N * C, -0.3, 0.3), bias = rng.uniformArray(N, -1, 1);
+        const T = (a: ArrayLike<number>, shape?: number[]) => Tensor.from(rt, Float32Array.from(a), shape);
+        const lin = { W: T(W, [N, C]), bias: T(bias) };
+        const folded = {
+          W: Tensor.empty(rt, [N, C]),
+          bias: Tensor.empty(rt, [N]),
+          colSums: Tensor.empty(rt, [N]),
+        };
+        foldLayernorm(rt, T(g), T(beta), lin, folded);
+        const scratch = {
+          xn: Tensor.empty(rt, [rows, C]),
+          mean: Tensor.empty(rt, [rows]),
+          rstd: Tensor.empty(rt, [rows]),
+        };
+        for (const ep of ["none", "relu"] as const) {
+          const y = Tensor.empty(rt, [rows * N + 5]);
+          y.poison();
+          rt.startTrace();
+          layernormLinear(rt, T(x, [rows, C]), { w: T(g), b: T(beta) }, lin, folded, y, rows, ep, scratch);
+          const dispatches = rt.stopTrace().length;
+          const want = linearRef(layernormRef(x, g, beta, rows, C).y, W, bias, rows, N, C);
+          if (ep === "relu") want.forEach((v, i) => (want[i] = Math.max(v, 0)));
+          const got = await y.read();
+          const tag = `layernormLinear (${rows},${C},${N}) +${offset} ${ep}`;
+          // Offset rows are worse conditioned (a float32 mean of values near 40 is off by ~40·2^-24·√C
+          // absolute, relative to a spread of 1): the composed path's layernormForward gets 1e-5 x 40.
+          // The fused kernel subtracts each row's first value before summing, and keeps 1e-5.
+          const fused = family === "cpu" && C <= 65;
+          const tol = offset && !fused ? 4e-4 : 1e-5;
+          assertCloseElementwise(got.subarray(0, rows * N), want, tol, rms(want), tag);
+          if (!got.subarray(rows * N).every(Number.isNaN)) throw new Error(`${tag}: wrote past the rows`);
+          // The CPU family fuses it into one dispatch wherever the window kernel holds all of K.
+          if (fused) assert.strictEqual(dispatches, 1, `${tag}: dispatches`);
+          if (family === "gpu") assert.strictEqual(dispatches, 2, `${tag}: dispatches`);
+        }
+      }
+    }
+  },
+);
+
+familyTest("residualLinear: res += x·Wᵀ + b vs float64", async (family) => {
+  for (const [rows, K, N] of LINEAR_SHAPES) {
+    const res = rng.uniformArray(rows * N, -2, 2), x = rng.uniformArray(rows * K, -1, 1);
+    const W = rng.uniformArray(N * K, -0.3, 0.3), bias = rng.uniformArray(N, -1, 1);
+    const T = (a: ArrayLike<number>, shape?: number[]) => Tensor.from(rt, Float32Array.from(a), shape);
+    const r = T(res, [rows, N]);
+    const scratch = Tensor.empty(rt, [rows * N]);
+    rt.startTrace();
+    residualLinear(rt, T(x, [rows, K]), { W: T(W, [N, K]), bias: T(bias) }, r, rows, scratch);
+    const dispatches = rt.stopTrace().length;
+    const want = linearRef(x, W, bias, rows, N, K).map((v, i) => v + res[i]);
+    const tag = `residualLinear (${rows},${K},${N})`;
+    assertCloseElementwise(await r.read(), want, 1e-5, rms(want), tag);
+    if (family === "cpu" && K <= 65) assert.strictEqual(dispatches, 1, `${tag}: dispatches`);
+  }
+});
