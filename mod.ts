@@ -27,6 +27,8 @@ export {
   KERNEL_FAMILIES,
   type KernelFamily,
   type Param,
+  type RecordedOp,
+  type Recording,
   Runtime,
   type RuntimeStats,
   type TimedKernel,

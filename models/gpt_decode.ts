@@ -13,7 +13,9 @@
 //   feeds the sampler, so the last layer after its qkv, ln_f and lm_head run on that row alone.
 // * The passes are this file's decode forward, not GPT.forward: eval-mode residual adds fused with
 //   the next LayerNorm, the embeddings with the first one (ops/decode.ts), and the matmul operands
-//   (activations and a copy of the weights) in buffers the window matmul binds in place.
+//   (activations and a copy of the weights) in buffers the window matmul binds in place. The CPU
+//   family goes further: each LayerNorm that feeds a Linear runs inside it (on weights with the
+//   affine folded in) and each residual add in the epilogue of the Linear before it.
 // * With GPU sampling (ops/sampling.ts) the host records `chunk` characters per command buffer
 //   (sample, append to the context window and to the history, next pass), submits once, and reads
 //   the chunk's ids back while the GPU runs the next chunk (two staging buffers): no per-character
@@ -196,8 +198,9 @@ export class GPTDecoder {
   /**
    * The decode forward (eval: no dropout). Residual adds are fused with the next LayerNorm
    * (addLayernorm) and the embeddings with the first one (embedLayernorm): a layer is 7 dispatches
-   * instead of 9, the embeddings 1 instead of 3. `window`: rows of win, the last layer
-   * on row t only; else rows of step (one position each) attending over the cache in win.
+   * instead of 9, the embeddings 1 instead of 3 (the CPU family's encodeFusedForward: 5 a layer).
+   * `window`: rows of win, the last layer on row t only; else rows of step (one position each)
+   * attending over the cache in win. Each (family, window, t) is encoded once and replayed after.
    */
   private decodeForward(window: boolean, t: number): void {
     const key = `${this.rt.kernels}/${window}/${t}`;
@@ -272,6 +275,7 @@ export class GPTDecoder {
     layernormLinear(rt, x, ln("ln_f"), head, this.folded.get("lm_head")!, step.logits, B, "none", f);
   }
 
+  /** The decode forward of the GPU family (see decodeForward): embeddings, layers, lm_head. */
   private encodeForward(window: boolean, t: number): void {
     const { model, rt, B, win, step } = this;
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;

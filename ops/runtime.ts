@@ -119,8 +119,8 @@ function parseKernel(code: string, label: string): { decls: BindingDecl[]; invoc
   return { decls, invocations };
 }
 
-/** One encoded command of a Recording. */
-type RecordedOp =
+/** One encoded command of a Recording: a dispatch (resolved pipeline and bind group) or a copy. */
+export type RecordedOp =
   | {
     label: string;
     pipeline: GPUComputePipeline;
@@ -384,6 +384,7 @@ export class Runtime {
     this.encodeDispatch(op);
   }
 
+  /** Encode one resolved dispatch into the current compute pass (and count and trace it). */
   private encodeDispatch(op: Extract<RecordedOp, { label: string }>): void {
     const [x, y, z] = op.workgroups;
     const pass = this.beginPass(op.label);
