@@ -3,7 +3,8 @@
 //
 // URL contract (any script can drive the page): ?model=gpt|bigram-onehot|bigram-embedding, steps,
 // seed, batch-size, lr, eval-interval, eval-iters, autostart=1. The run's state is on #status:
-// data-state idle|training|done|error, data-step, data-loss (the last batch loss), data-error, and
+// data-state idle|training|done|error, data-step, data-loss (the last batch loss), data-held ("1" while
+// a paused run holds, its data-step final; "0" once it resumes), data-error, and
 // on a finished run data-losses (every step's batch loss, a JSON array). #sample has data-state
 // idle|sampling|done|error too. #status gets data-ready="1" once WebGPU and the text are loaded.
 
@@ -145,6 +146,7 @@ async function train(): Promise<void> {
   setBusy(true, true);
   delete status.dataset.losses;
   delete status.dataset.error;
+  delete status.dataset.held;
   setStatus("training", { step: "0", loss: "" });
   const floor = session.floor !== undefined ? ` · bigram entropy floor ${session.floor.toFixed(4)}` : "";
   let last = "";
@@ -152,6 +154,7 @@ async function train(): Promise<void> {
     const losses = await session.train({
       readEvery: cfg.model === "gpt" ? 1 : 20,
       paused: () => paused,
+      onHold: (held) => (status.dataset.held = held ? "1" : "0"),
       onProgress: (p) => {
         p.losses.forEach((l, i) => batch.push([p.step - p.losses.length + 1 + i, l]));
         const loss = p.losses[p.losses.length - 1];

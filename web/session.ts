@@ -91,14 +91,16 @@ export class Session {
 
   /**
    * Train to `cfg.steps`, reading the losses back every `readEvery` steps (and before each eval).
-   * `paused()` is asked between steps: while it is true the loop waits. Evaluates at step 0, every
-   * `evalInterval` steps and at the end.
+   * `paused()` is asked between steps: while it is true the loop waits, and `onHold(true)` says so once
+   * the pending losses are reported (the step shown is then the step held at); `onHold(false)` on
+   * resume. Evaluates at step 0, every `evalInterval` steps and at the end.
    */
   async train(hooks: {
     readEvery: number;
     onProgress(p: Progress): void;
     onEval(e: Eval): void;
     paused(): boolean;
+    onHold?(held: boolean): void;
   }): Promise<number[]> {
     const { rt, cfg } = this;
     const hist = new LossHistory(rt, Math.max(1, hooks.readEvery));
@@ -126,7 +128,9 @@ export class Session {
       if (hooks.paused()) {
         if (hist.pending) await report(); // the page then shows the step it holds at
         active += performance.now() - t0;
+        hooks.onHold?.(true);
         while (hooks.paused()) await new Promise((r) => setTimeout(r, 100));
+        hooks.onHold?.(false);
         t0 = performance.now();
       }
       this.step++;

@@ -207,8 +207,9 @@ Deno.test({
           await h.page.waitFor(`Number(${STATUS}.step) >= 20`, 120_000, "the bigram run to start");
           await h.page.eval(`document.getElementById("pause").click()`);
           assert.equal(await h.page.eval(`document.getElementById("pause").textContent`), "Resume");
-          // Pausing reads back the pending losses: data-step is then the step the run holds at.
-          await new Promise((r) => setTimeout(r, 1000));
+          // Pausing reads back the pending losses; data-held="1" once they are shown (data-step is
+          // then the step the run holds at). A fixed wait here lost the race under load.
+          await h.page.waitFor(`${STATUS}.held === "1"`, 120_000, "the paused run to hold");
           const held = await step();
           await new Promise((r) => setTimeout(r, 2000));
           assert.equal(await step(), held, "no step while paused");
