@@ -88,13 +88,16 @@ export function pairLimits(ubos: number): PairLimits {
 }
 
 /**
- * Window tiles to try for N columns, best first. Narrow products get narrow tiles (a workgroup spans
- * WX·TN columns, and lanes past N only repeat the last one). With B stored [N, K] a block of columns
- * spans (columns - 1)·K floats of B, so past K ≈ 260 the 64 columns of the default tile no longer fit
- * one window: narrower tiles are tried before giving up for the storage kernel.
+ * Window tiles to try for an M x N product, best first. Narrow products get narrow tiles (a workgroup
+ * spans WX·TN columns, and lanes past N only repeat the last one). With B stored [N, K] a block of
+ * columns spans (columns - 1)·K floats of B, so past K ≈ 260 the 64 columns of the default tile no
+ * longer fit one window: narrower tiles are tried before giving up for the storage kernel. A single
+ * row (the decoder's one-position passes) gets one-row tiles, up to 16 columns wide: the default
+ * tile's 8 rows would compute the same row 8 times (1.5-1.7x slower at 1x1152x384 and 1x384x1536).
  */
-export function windowTiles(N: number): WindowTile[] {
-  const { tm, tn, wx } = DEFAULT_WINDOW_TILE;
+export function windowTiles(N: number, M = 2): WindowTile[] {
+  const { wx } = DEFAULT_WINDOW_TILE;
+  const [tm, tn] = M === 1 ? [1, 16] : [DEFAULT_WINDOW_TILE.tm, DEFAULT_WINDOW_TILE.tn];
   let w = tn;
   while (w > 1 && wx * (w / 2) >= N) w /= 2;
   const out: WindowTile[] = [];
@@ -300,7 +303,7 @@ export function windowPlan(
   let found = planCache.get(key);
   if (found === undefined) {
     found = null;
-    for (const tile of windowTiles(N)) {
+    for (const tile of windowTiles(N, M)) {
       const plan = planWindows(M, N, K, transA, transB, tile, lim, aBase, bBase, accumulate);
       if (plan) {
         found = { plan, tile };
