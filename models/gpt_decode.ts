@@ -104,9 +104,9 @@ export class GPTDecoder {
   // on lavapipe at the lecture config).
   private readonly passes = new Map<string, Recording>();
   // The Linears that follow a LayerNorm with its affine folded in (foldLayernorm), for the CPU
-  // family's fused passes: "qkv.l" (l >= 1), "fc.l", "lm_head"; refreshed with the weights.
-  private readonly folded = new Map<string, FoldedLinear>();
-  private readonly foldedStore: Tensor;
+  // family's fused passes only: "qkv.l" (l >= 1), "fc.l", "lm_head". Allocated by the first
+  // syncWeights in the CPU family (a GPU-family decoder never needs them) and refreshed by each.
+  private folded: Map<string, FoldedLinear> | null = null;
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
   readonly prefillMax: number;
@@ -126,31 +126,6 @@ export class GPTDecoder {
     for (const p of model.params.list) {
       this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
     }
-    const { nEmbd: C, nLayer: L } = model.cfg;
-    const shapes: [string, number][] = [];
-    for (let l = 0; l < L; l++) {
-      if (l > 0) shapes.push([`qkv.${l}`, 3 * C]);
-      shapes.push([`fc.${l}`, 4 * C]);
-    }
-    shapes.push(["lm_head", V]);
-    this.foldedStore = operand(
-      rt,
-      [shapes.reduce((n, [, rows]) => n + align(rows * C) + 2 * align(rows), 0)],
-      "decode-folded",
-    );
-    let at = 0;
-    const view = (shape: number[], name: string) => {
-      const t = new Tensor(rt, this.foldedStore.buffer, at * 4, shape, "f32", name);
-      at += align(numel(shape)); // storage bindings start at 256-byte offsets
-      return t;
-    };
-    for (const [name, rows] of shapes) {
-      this.folded.set(name, {
-        W: view([rows, C], name),
-        bias: view([rows], `${name}.bias`),
-        colSums: view([rows], `${name}.colsums`),
-      });
-    }
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
     this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
@@ -167,17 +142,55 @@ export class GPTDecoder {
   /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
   syncWeights(): void {
     this.rt.copy(this.model.params.params, this.weights);
+    if (this.rt.kernels !== "cpu") return; // only the CPU family's fused passes read folded weights
+    this.folded ??= this.allocateFolded();
     const P = (n: string) => this.w.get(n)!;
     const fold = (ln: string, lin: string, bias: string | null, name: string) =>
       foldLayernorm(this.rt, P(`${ln}.weight`), P(`${ln}.bias`), {
         W: P(`${lin}.weight`),
         bias: bias ? P(bias) : null,
-      }, this.folded.get(name)!);
+      }, this.foldedLinear(name));
     for (let l = 0; l < this.model.cfg.nLayer; l++) {
       if (l > 0) fold(`blocks.${l}.ln1`, `blocks.${l}.attn.qkv`, null, `qkv.${l}`);
       fold(`blocks.${l}.ln2`, `blocks.${l}.mlp.fc`, `blocks.${l}.mlp.fc.bias`, `fc.${l}`);
     }
     fold("ln_f", "lm_head", "lm_head.bias", "lm_head");
+  }
+
+  /** The folded Linears' buffers, one store with each view at a 256-byte offset (storage bindings). */
+  private allocateFolded(): Map<string, FoldedLinear> {
+    const { rt } = this;
+    const { nEmbd: C, nLayer: L, vocabSize: V } = this.model.cfg;
+    const shapes: [string, number][] = [];
+    for (let l = 0; l < L; l++) {
+      if (l > 0) shapes.push([`qkv.${l}`, 3 * C]);
+      shapes.push([`fc.${l}`, 4 * C]);
+    }
+    shapes.push(["lm_head", V]);
+    const floats = shapes.reduce((n, [, rows]) => n + align(rows * C) + 2 * align(rows), 0);
+    const store = operand(rt, [floats], "decode-folded");
+    let at = 0;
+    const view = (shape: number[], name: string) => {
+      const t = new Tensor(rt, store.buffer, at * 4, shape, "f32", name);
+      at += align(numel(shape));
+      return t;
+    };
+    const folded = new Map<string, FoldedLinear>();
+    for (const [name, rows] of shapes) {
+      folded.set(name, {
+        W: view([rows, C], name),
+        bias: view([rows], `${name}.bias`),
+        colSums: view([rows], `${name}.colsums`),
+      });
+    }
+    return folded;
+  }
+
+  /** A folded Linear by name ("qkv.l", "fc.l", "lm_head"); syncWeights must have folded them. */
+  private foldedLinear(name: string): FoldedLinear {
+    const f = this.folded?.get(name);
+    if (!f) throw new Error(`GPTDecoder: no folded ${name} (syncWeights runs first in the CPU family)`);
+    return f;
   }
 
   /**
@@ -237,18 +250,12 @@ export class GPTDecoder {
       const a = src.layers[l];
       const scratch = { xn: a.xn1, mean: a.mean1, rstd: a.rstd1 };
       const qkv = lin(l, "attn.qkv", false);
-      if (l === 0) linearForward(rt, a.xn1, qkv.W, null, a.qkv, R);
-      else {layernormLinear(
-          rt,
-          x,
-          ln(`blocks.${l}.ln1`),
-          qkv,
-          this.folded.get(`qkv.${l}`)!,
-          a.qkv,
-          R,
-          "none",
-          scratch,
-        );}
+      if (l === 0) {
+        linearForward(rt, a.xn1, qkv.W, null, a.qkv, R); // embedLayernorm wrote xn1 already
+      } else {
+        const folded = this.foldedLinear(`qkv.${l}`);
+        layernormLinear(rt, x, ln(`blocks.${l}.ln1`), qkv, folded, a.qkv, R, "none", scratch);
+      }
       if (window && l === L - 1) {
         this.lastLayerRows(x, t);
         return;
@@ -257,22 +264,13 @@ export class GPTDecoder {
       else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
       residualLinear(rt, a.att, lin(l, "attn.proj"), x, R, a.proj);
       const scratch2 = { xn: a.xn2, mean: a.mean2, rstd: a.rstd2 };
-      layernormLinear(
-        rt,
-        x,
-        ln(`blocks.${l}.ln2`),
-        lin(l, "mlp.fc"),
-        this.folded.get(`fc.${l}`)!,
-        a.h,
-        R,
-        "relu",
-        scratch2,
-      );
+      const fc = this.foldedLinear(`fc.${l}`);
+      layernormLinear(rt, x, ln(`blocks.${l}.ln2`), lin(l, "mlp.fc"), fc, a.h, R, "relu", scratch2);
       residualLinear(rt, a.h, lin(l, "mlp.proj"), x, R, a.mlp);
     }
     const f = { xn: step.xf, mean: step.meanf, rstd: step.rstdf };
     const head = { W: P("lm_head.weight"), bias: P("lm_head.bias") };
-    layernormLinear(rt, x, ln("ln_f"), head, this.folded.get("lm_head")!, step.logits, B, "none", f);
+    layernormLinear(rt, x, ln("ln_f"), head, this.foldedLinear("lm_head"), step.logits, B, "none", f);
   }
 
   /** The decode forward of the GPU family (see decodeForward): embeddings, layers, lm_head. */

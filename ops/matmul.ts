@@ -99,31 +99,35 @@ export interface MatmulProblem {
 }
 
 /**
- * C = op(A)·op(B). Shapes (per batch): op(A) is [M,K], op(B) is [K,N], C is [M,N].
- * M, N, K are given explicitly so any packed layout works.
+ * The checked product every kernel receives; null when it is empty (nothing to record). `label` names
+ * the caller in errors; `accumulateBias` lets accumulate carry a bias (linearWindow's epilogue does).
  */
-export function matmul(
-  rt: Runtime,
+function checkedProblem(
+  label: string,
   A: Tensor,
   B: Tensor,
   C: Tensor,
   M: number,
   N: number,
   K: number,
-  o: MatmulOpts = {},
-): void {
+  o: MatmulOpts & { norm?: MatmulProblem["norm"] },
+  accumulateBias = false,
+): MatmulProblem | null {
   const batch = o.batch ?? 1;
   const ep = o.epilogue ?? "none";
   if (A.size < batch * M * K || B.size < batch * K * N || C.size < batch * M * N) {
-    throw new Error(`matmul: operand too small for [${batch}] ${M}x${K} @ ${K}x${N}`);
+    throw new Error(`${label}: operand too small for [${batch}] ${M}x${K} @ ${K}x${N}`);
   }
-  if (o.accumulate && (o.bias || ep !== "none")) throw new Error("matmul: accumulate excludes bias/epilogue");
-  if (o.bias && o.bias.size !== N) throw new Error(`matmul: bias has ${o.bias.size} values, want ${N}`);
+  if (o.accumulate && ((o.bias && !accumulateBias) || ep !== "none")) {
+    throw new Error(`${label}: accumulate excludes ${accumulateBias ? "an epilogue" : "bias/epilogue"}`);
+  }
+  if (o.bias && o.bias.size !== N) throw new Error(`${label}: bias has ${o.bias.size} values, want ${N}`);
   if (o.rowSums && (batch !== 1 || o.rowSums.size < M)) {
-    throw new Error("matmul: rowSums needs batch 1 and M values");
+    throw new Error(`${label}: rowSums needs batch 1 and M values`);
   }
-  if (M === 0 || N === 0 || batch === 0) return;
-  const p: MatmulProblem = {
+  if (o.norm && o.norm.colSums.size < N) throw new Error(`${label}: colSums needs ${N} values`);
+  if (M === 0 || N === 0 || batch === 0) return null;
+  return {
     A,
     B,
     C,
@@ -138,8 +142,26 @@ export function matmul(
     epilogue: ep,
     accumulate: !!o.accumulate,
     rowSums: o.rowSums ?? null,
-    norm: null,
+    norm: o.norm ?? null,
   };
+}
+
+/**
+ * C = op(A)·op(B). Shapes (per batch): op(A) is [M,K], op(B) is [K,N], C is [M,N].
+ * M, N, K are given explicitly so any packed layout works.
+ */
+export function matmul(
+  rt: Runtime,
+  A: Tensor,
+  B: Tensor,
+  C: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  o: MatmulOpts = {},
+): void {
+  const p = checkedProblem("matmul", A, B, C, M, N, K, o);
+  if (!p) return;
   const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
   if (kernel === "tiled") matmulTiled(rt, p);
   else if (kernel === "storage") matmulStorage(rt, p);
@@ -193,10 +215,11 @@ export function linearBackward(
 /**
  * y = act(norm(x) · Wᵀ + b), or with `accumulate` y += norm(x) · Wᵀ + b (the bias included, unlike
  * `matmul`'s accumulate), through the CPU family's window kernel alone: x [n, in], W [out, in].
- * `norm` normalises each row of x over its `in` values first (a LayerNorm without its affine, which
- * the caller folds into W and b; colSums [out] = Σ_k W[j, k], which the kernel needs).) Returns false, having recorded nothing, when the window kernel
- * cannot take the product in one pass over K (the caller composes it from other ops then). The
- * decoder's eval-mode fusions (ops/decode.ts) are built on it.
+ * `norm` normalises each row of x over its `in` values first: a LayerNorm without its affine, which
+ * the caller folds into W and b (colSums [out] = Σ_k W[j, k], which the kernel needs). Returns false,
+ * having recorded nothing, when the window kernel cannot take the product in one pass over K (the
+ * caller composes it from other ops then). The decoder's eval-mode fusions (ops/decode.ts) are built
+ * on it.
  */
 export function linearWindow(
   rt: Runtime,
@@ -208,29 +231,6 @@ export function linearWindow(
   o: { epilogue?: Epilogue; accumulate?: boolean; norm?: { eps: number; colSums: Tensor } } = {},
 ): boolean {
   const [N, K] = W.shape;
-  const ep = o.epilogue ?? "none";
-  if (x.size < n * K || y.size < n * N) {
-    throw new Error(`linearWindow: operand too small for ${n}x${K} @ ${K}x${N}`);
-  }
-  if (b && b.size !== N) throw new Error(`linearWindow: bias has ${b.size} values, want ${N}`);
-  if (o.accumulate && ep !== "none") throw new Error("linearWindow: accumulate excludes an epilogue");
-  if (o.norm && o.norm.colSums.size < N) throw new Error(`linearWindow: colSums needs ${N} values`);
-  if (n === 0 || N === 0) return true;
-  return matmulWindow(rt, {
-    A: x,
-    B: W,
-    C: y,
-    M: n,
-    N,
-    K,
-    batch: 1,
-    transA: false,
-    transB: true,
-    alpha: 1,
-    bias: b,
-    epilogue: ep,
-    accumulate: !!o.accumulate,
-    rowSums: null,
-    norm: o.norm ?? null,
-  }, MAX_WINDOW_DISPATCHES);
+  const p = checkedProblem("linearWindow", x, W, y, n, N, K, { ...o, transB: true, bias: b }, true);
+  return !p || matmulWindow(rt, p, MAX_WINDOW_DISPATCHES);
 }
