@@ -6,13 +6,18 @@
 // the forward / backward / optimizer split and a per-kernel table from timestamp queries, the
 // allocation counters of steady-state steps (must all be 0), and — when `python3 -c "import torch"`
 // works — the same step in PyTorch on the CPU. Then a matmul micro-benchmark (the adapter's matmul
-// ceiling: the cpu family's window and storage kernels and the gpu family's tiled one) and a summary table. `--json FILE` writes it all.
+// ceiling: the cpu family's window and storage kernels and the gpu family's tiled one), the matmul
+// tuning table (for every shape class of each config's step, every gpu-family variant's GFLOP/s on
+// this adapter and the winner, ops/matmul/tune.ts) and a summary table. `--json FILE` writes it all.
 
 import type { Runtime } from "./ops/runtime.ts";
 import { isCpuAdapter } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
-import { matmul, type MatmulKernel } from "./ops/matmul.ts";
+import { DEFAULT_VARIANT, matmul, type MatmulKernel, type TuneResult } from "./ops/matmul.ts";
+import { candidates, shapeClass } from "./ops/matmul/variants.ts";
+import { timeCandidates } from "./ops/matmul/tune.ts";
+import { GL_MAX_ARRAY_VEC4, installTuner } from "./lib/tune_cache.ts";
 import { Rng } from "./lib/rng.ts";
 import {
   choiceFlag,
@@ -23,10 +28,19 @@ import {
   kernelsChoice,
   parseFlags,
   runMain,
+  TUNE_FLAG,
+  tuneChoice,
 } from "./lib/cli.ts";
 import { atomicWrite } from "./lib/fsutil.ts";
 import { PRESETS } from "./train/config.ts";
-import { benchStep, median, presetSettings, type StepBench, type StepSettings } from "./bench/step.ts";
+import {
+  benchStep,
+  median,
+  presetSettings,
+  type StepBench,
+  stepProducts,
+  type StepSettings,
+} from "./bench/step.ts";
 import { benchSampling, type SamplingCase, summarize } from "./bench/sampling.ts";
 
 export { stepFlops } from "./bench/step.ts";
@@ -43,6 +57,13 @@ const FLAGS: FlagSpec[] = [
     help: "configs to measure, comma-separated: lecture | nanogpt-char (model and optimizer settings)",
   },
   KERNELS_FLAG,
+  TUNE_FLAG,
+  {
+    name: "no-tuning",
+    type: "boolean",
+    default: false,
+    help: "skip the matmul tuning table (every gpu-family variant on every shape class of each config)",
+  },
   {
     name: "steps",
     type: "string",
@@ -150,6 +171,41 @@ async function timeMatmuls(
         ms,
         gflops: flops / ms / 1e6,
       });
+    }
+  }
+  return out;
+}
+
+/**
+ * The tuning table: every shape class of each config's step (the gpu family's products), every
+ * candidate variant timed on it (ops/matmul/tune.ts timeCandidates, the tuner's own measurement) and
+ * the winner, printed as it goes.
+ */
+async function tuningTable(rt: Runtime, configs: StepSettings[], reps: number): Promise<TuneResult[]> {
+  const out: TuneResult[] = [];
+  const seen = new Set<string>();
+  const gl = rt.backendName().startsWith("gl");
+  console.log(
+    `\nmatmul tuning: every gpu-family variant on each shape class of the step, GFLOP/s (${
+      rt.hasTimestamps ? "timestamp queries" : "whole submits"
+    }, median of ${reps}); today's kernel is ${DEFAULT_VARIANT.name}${
+      gl ? `; GL: only variants with workgroup arrays of at most ${GL_MAX_ARRAY_VEC4} vec4` : ""
+    }`,
+  );
+  for (const s of configs) {
+    for (const p of await stepProducts(rt, s)) {
+      if (seen.has(shapeClass(p))) continue;
+      seen.add(shapeClass(p));
+      const cands = candidates(p, rt.device.limits, gl ? GL_MAX_ARRAY_VEC4 : Infinity);
+      const r = await timeCandidates(rt, p, cands, reps);
+      out.push(r);
+      const today = r.candidates.find((c) => c.variant === DEFAULT_VARIANT.name);
+      const win = r.candidates.find((c) => c.variant === r.winner)!;
+      console.log(
+        `${r.shape} [${s.preset}]: ${r.winner} ${fmt(win.gflops, 2)} GFLOP/s` +
+          (today ? ` (today's ${fmt(today.gflops, 2)}, x${fmt(win.gflops / today.gflops, 2)})` : ""),
+      );
+      console.log(`    ${r.candidates.map((c) => `${c.variant} ${fmt(c.gflops, 2)}`).join(" | ")}`);
     }
   }
   return out;
@@ -308,7 +364,9 @@ async function main(): Promise<void> {
     );
   }
 
+  const tune = tuneChoice(v.tune);
   const rt = await createRuntime({ timestamps: true, kernels });
+  await installTuner(rt, tune, (l) => console.log(l));
   const info = rt.adapter.info;
   const cpuAdapter = isCpuAdapter(info);
   const adapter = {
@@ -405,6 +463,9 @@ async function main(): Promise<void> {
     );
   }
 
+  let tuning: TuneResult[] = [];
+  if (!v["no-tuning"]) tuning = await tuningTable(rt, runs.map((r) => r.settings), cpuAdapter ? 3 : 5);
+
   let sampling: SamplingCase[] | null = null;
   if (v.sampling) {
     console.log("\nsampling (random-init weights, temperature 0.8; bench/sampling.ts)");
@@ -449,6 +510,13 @@ async function main(): Promise<void> {
       alloc: first.result.alloc,
       profile: first.result.profile,
       matmul: { results: mm, ceilingGflops: ceiling, stepOverCeiling: ref.gflops / ceiling },
+      // Per shape class of the steps: every gpu-family variant's GFLOP/s and the fastest.
+      tuning: tuning.map((t) => ({
+        shape: t.shape,
+        candidates: t.candidates.map((c) => ({ variant: c.variant, gflops: c.gflops, ms: c.ms })),
+        winner: t.winner,
+      })),
+      tune,
       torch: first.torch,
       sampling,
       family: rt.kernels,

@@ -2,6 +2,7 @@
 // Stream text from a trained checkpoint (default: out/model.safetensors, written by `deno task train`).
 
 import { createRuntime } from "./lib/backend.ts";
+import { installTuner } from "./lib/tune_cache.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
 import {
   ensureReadPermission,
@@ -14,6 +15,8 @@ import {
   kernelsChoice,
   parseFlags,
   runMain,
+  TUNE_FLAG,
+  tuneChoice,
   UsageError,
 } from "./lib/cli.ts";
 import { checkBuffers, gptActivationBuffers } from "./models/memory.ts";
@@ -62,6 +65,7 @@ const FLAGS: FlagSpec[] = [
     help: "samples of the prompt, decoded as one batch (GPT); printed one after another",
   },
   KERNELS_FLAG,
+  { ...TUNE_FLAG, help: TUNE_FLAG.help + " (sampling times the classes it met after it has printed)" },
 ];
 /** Most samples decoded at once (each costs a [block_size]-row window pass per character). */
 const MAX_SAMPLES = 256;
@@ -86,6 +90,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   const numSamples = intFlag(v["num-samples"], "num-samples", { min: 1, max: MAX_SAMPLES });
   if (v.start === "") fail("--start must contain at least one character");
   const kernels = kernelsChoice(v.kernels);
+  const tune = tuneChoice(v.tune);
   const path = v.checkpoint;
   await ensureReadPermission([path], `--allow-read=${path === DEFAULT_CHECKPOINT ? "out" : path}`);
   if (!(await Deno.stat(path).then(() => true, () => false))) {
@@ -110,7 +115,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     }
     throw e;
   }
-  const rt = await createRuntime({ kernels });
+  const rt = await createRuntime({ kernels, timestamps: tune !== "off" });
   try {
     if (ckpt.kind === "gpt") {
       // The decoder's window pass: GPTActivations for N sequences of block_size (the largest buffer
@@ -124,6 +129,9 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     }
     // stdout is the text alone; the adapter line (which names the kernel family) goes to stderr.
     console.error(`adapter: ${rt.describe()}`);
+    // The decoder records each pass once and replays it, so what the tuner times now serves later
+    // runs (from the cache); the matmuls of this one keep the variants they were recorded with.
+    const tuner = await installTuner(rt, tune, (l) => console.error(l));
     const model = buildModel(rt, ckpt);
     const enc = new TextEncoder();
     const write = (text: string) => Deno.stdout.writeSync(enc.encode(text));
@@ -151,6 +159,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       write(SAMPLE_SEPARATOR + "\n");
       for (const ids of rest) write(v.start + tok.decode(ids) + "\n" + SAMPLE_SEPARATOR + "\n");
     }
+    if (tuner?.hasPending) await tuner.tunePending();
   } catch (e) {
     throw await gpuCause(rt, e);
   }

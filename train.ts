@@ -11,6 +11,7 @@
 import { basename, join } from "node:path";
 import type { Runtime } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
+import { installTuner } from "./lib/tune_cache.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
 import { GPTData } from "./lib/data.ts";
 import { loadText, readResume, saveCheckpoint } from "./lib/files.ts";
@@ -82,7 +83,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       "metrics.jsonl",
       "loss.svg",
     ]);
-    const rt = await createRuntime({ kernels: run.kernels });
+    const rt = await createRuntime({ kernels: run.kernels, timestamps: run.tune !== "off" });
     try {
       await train(rt, run, p);
     } catch (e) {
@@ -207,6 +208,8 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   for (const n of notes) log(n);
   log(`adapter: ${rt.describe()}`);
   log(describeRun(run));
+  // The matmul autotuner (gpu family): the shape classes the first step meets are timed after it.
+  const tuner = await installTuner(rt, run.tune, log);
   log(
     `model: ${model.params.count.toLocaleString()} parameters; ${job.tokensPerStep.toLocaleString()} tokens per step` +
       (run.gpt
@@ -270,6 +273,7 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
       step++;
       job.record(step, lrForStep(step, run), hist);
       rt.submit();
+      if (tuner?.hasPending) await tuner.tunePending();
       const isEval = step % run.evalInterval === 0 || step === run.steps;
       if (hist.full || isEval || interrupt.requested) {
         const losses = stepLosses(await hist.drain(), job.lossesPerStep);

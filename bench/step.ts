@@ -5,6 +5,8 @@
 // the bench and tests/train/dispatches.test.ts share.
 
 import type { Runtime, TracedKernel } from "../ops/runtime.ts";
+import type { MatmulProblem } from "../ops/matmul.ts";
+import { MatmulTuner, matmulTuner, setMatmulTuner } from "../ops/matmul/tune.ts";
 import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import { type DecayParams, Optimizer } from "../models/common.ts";
 import { checkGptTraining } from "../models/memory.ts";
@@ -153,6 +155,25 @@ function quantile(xs: number[], q: number): number {
 /** One timestamp pair per dispatch, in one query set of at most 4096 queries. */
 const PROFILE_CAPACITY = 2048;
 
+/**
+ * The matmuls one training step of `s` records in the gpu family: the first product of each shape
+ * class (ops/matmul/variants.ts shapeClass), its operands alive, for the bench's tuning table.
+ */
+export async function stepProducts(rt: Runtime, s: StepSettings): Promise<MatmulProblem[]> {
+  const family = rt.kernels, installed = matmulTuner(rt);
+  const probe = await MatmulTuner.create(rt, { mode: "on", store: null, log: () => {} });
+  setMatmulTuner(rt, probe);
+  rt.kernels = "gpu";
+  try {
+    new BenchStep(rt, s).record();
+    await rt.sync();
+    return [...probe.queued.values()];
+  } finally {
+    rt.kernels = family;
+    setMatmulTuner(rt, installed ?? null);
+  }
+}
+
 /** Time, count, trace and profile the training step of `s` (see the header). */
 export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOptions) {
   const b = new BenchStep(rt, s);
@@ -161,6 +182,17 @@ export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOption
   const trace = b.trace();
   await rt.sync();
   const firstStepMs = performance.now() - t0;
+  // The matmul tuner (--tune, gpu family) times the shape classes the first step met; one more step
+  // compiles the winners, so the steps after it allocate nothing.
+  const tuner = matmulTuner(rt);
+  let tuneMs = 0;
+  if (tuner?.hasPending) {
+    t0 = performance.now();
+    await tuner.tunePending();
+    tuneMs = performance.now() - t0;
+    b.record();
+    await rt.sync();
+  }
   const afterFirst = { ...rt.stats };
   for (let i = 1; i < o.warmup; i++) {
     b.record();
@@ -201,6 +233,8 @@ export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOption
   const step = {
     timedSteps: times.length,
     firstStepMs,
+    /** Milliseconds the matmul tuner spent after the first step (0: nothing to time). */
+    tuneMs,
     msMedian: msStep,
     msMin: Math.min(...times),
     msP90: quantile(times, 0.9),

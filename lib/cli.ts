@@ -11,6 +11,7 @@ import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { fail, UsageError } from "./errors.ts";
 import type { KernelFamily } from "../ops/runtime.ts";
+import { TUNE_MODES, type TuneMode } from "../ops/matmul/tune.ts";
 
 export { fail, UsageError };
 
@@ -264,6 +265,24 @@ export function kernelsChoice(flag: string | boolean | undefined): KernelChoice 
     fail(`TINYGPT_KERNELS must be one of ${KERNEL_CHOICES.map((c) => `"${c}"`).join(", ")}, got "${env}"`);
   }
   return env as KernelChoice;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul autotuning (train.ts, sample.ts, bench.ts)
+
+/** The one --tune flag definition the CLIs share. */
+export const TUNE_FLAG: FlagSpec = {
+  name: "tune",
+  type: "string",
+  default: "on",
+  help: "matmul autotuning of the gpu kernel family: off (today's kernel) | on (time each product shape " +
+    "class once per adapter, keep the fastest variant in the user's cache directory) | force (time " +
+    "every class again); the cpu family is not tuned",
+};
+
+/** The --tune value (a bad one is one UsageError line). */
+export function tuneChoice(flag: string | boolean | undefined): TuneMode {
+  return choiceFlag(flag, "tune", TUNE_MODES);
 }
 
 // ---------------------------------------------------------------------------------------------

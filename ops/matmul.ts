@@ -5,18 +5,42 @@
 //
 // This file checks arguments and picks the kernel from the runtime's family (`rt.kernels`):
 //
-// * gpu: `matmul/gpu.ts`, 64 x 64 output tiles staged through workgroup memory, 256 invocations,
-//   one dispatch per product.
+// * gpu: `matmul/gpu.ts`, output tiles staged through workgroup memory, one dispatch per product (two
+//   with split-K). Which variant (`matmul/variants.ts`: tile, K tile, micro-tile, staging, double
+//   buffering, split-K) runs is the autotuner's choice per shape class (`matmul/tune.ts`; --tune),
+//   today's 64 x 64 kernel without one.
 // * cpu (llvmpipe / lavapipe / SwiftShader): `matmul/cpu_window.ts`, operands in 64 KiB uniform
 //   windows (fast gathers on llvmpipe), when its plan (`matmul/cpu_plan.ts`) takes at most
 //   MAX_WINDOW_DISPATCHES dispatches; else `matmul/cpu_storage.ts`, one dispatch with storage reads.
 //
-// `MatmulOpts.kernel` forces one kernel for one call (the bench's A/B, tests).
+// `MatmulOpts.kernel` forces one kernel for one call (the bench's A/B, tests), `MatmulOpts.variant`
+// one gpu-family variant.
 
 import type { Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 import { matmulTiled } from "./matmul/gpu.ts";
+import { type MatmulVariant, variantByName } from "./matmul/variants.ts";
+import { chooseVariant } from "./matmul/tune.ts";
 import { MAX_WINDOW_DISPATCHES } from "./matmul/cpu_plan.ts";
+export {
+  DEFAULT_VARIANT,
+  MATMUL_VARIANTS,
+  type MatmulVariant,
+  shapeClass,
+  SPLIT_SCRATCH_BYTES,
+} from "./matmul/variants.ts";
+export {
+  adapterKey,
+  MatmulTuner,
+  matmulTuner,
+  setMatmulTuner,
+  TUNE_MODES,
+  type TunedCandidate,
+  type TuneMode,
+  type TuneResult,
+  type TunerOptions,
+  type TuneStore,
+} from "./matmul/tune.ts";
 import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
 import { columnSums } from "./matmul/reduce.ts";
@@ -59,6 +83,8 @@ export interface MatmulOpts {
   rowSums?: Tensor | null;
   /** Force one kernel (default: the runtime family's choice, see the top of this file). */
   kernel?: MatmulKernel;
+  /** Force one gpu-family variant, by name or value (default: the tuner's choice, else today's). */
+  variant?: string | MatmulVariant;
 }
 
 /** A checked product, as every kernel receives it. */
@@ -163,9 +189,16 @@ export function matmul(
   const p = checkedProblem("matmul", A, B, C, M, N, K, o);
   if (!p) return;
   const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
-  if (kernel === "tiled") matmulTiled(rt, p);
+  if (kernel === "tiled") matmulTiled(rt, p, o.variant ? variantOf(o.variant) : chooseVariant(rt, p));
   else if (kernel === "storage") matmulStorage(rt, p);
   else if (!matmulWindow(rt, p, kernel === "window" ? Infinity : MAX_WINDOW_DISPATCHES)) matmulStorage(rt, p);
+}
+
+function variantOf(v: string | MatmulVariant): MatmulVariant {
+  if (typeof v !== "string") return v;
+  const found = variantByName(v);
+  if (!found) throw new Error(`matmul: no variant "${v}"`);
+  return found;
 }
 
 /** Y[j] (+)= Σ_i X[i, j]: the bias gradient of a Linear layer (X is [M, N]). */

@@ -4,6 +4,7 @@
 // Checks against the data and the checkpoint come later (train/resume.ts, train.ts).
 
 import { MAX_HS } from "../ops/attention.ts";
+import type { TuneMode } from "../ops/matmul/tune.ts";
 import {
   choiceFlag,
   ensureReadPermission,
@@ -15,6 +16,8 @@ import {
   KERNELS_FLAG,
   kernelsChoice,
   parseFlags,
+  TUNE_FLAG,
+  tuneChoice,
 } from "../lib/cli.ts";
 import { GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import { MAX_DIM, type ModelKind } from "../models/checkpoint.ts";
@@ -74,6 +77,7 @@ const SPECS: Record<string, Omit<FlagSpec, "name">> = {
   },
   "sample-tokens": str("characters to generate at the end (0: none)", 300),
   kernels: KERNELS_FLAG,
+  tune: TUNE_FLAG,
 };
 export const FLAGS: FlagSpec[] = Object.entries(SPECS).map(([name, s]) => ({ ...s, name } as FlagSpec));
 
@@ -132,6 +136,8 @@ export interface Run extends LrSchedule {
   sampleTokens: number;
   /** The kernel family asked for (--kernels, else TINYGPT_KERNELS, else auto); not a training setting. */
   kernels: KernelChoice;
+  /** --tune: matmul autotuning of the gpu family (off | on | force); not a training setting. */
+  tune: TuneMode;
   /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
   batch: number;
@@ -217,6 +223,7 @@ export async function parseRun(args: string[]): Promise<Run> {
     logInterval: intFlag(s("log-interval"), "log-interval", { min: 1, max: 1000 }),
     sampleTokens: intFlag(s("sample-tokens"), "sample-tokens", { min: 0, max: 100_000 }),
     kernels: kernelsChoice(v.kernels),
+    tune: tuneChoice(v.tune),
     out: s("out"),
     data: s("data"),
     resume: !!v.resume,
