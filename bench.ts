@@ -15,9 +15,9 @@ import { isCpuAdapter } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
 import { DEFAULT_VARIANT, matmul, type MatmulKernel, type TuneResult } from "./ops/matmul.ts";
-import { candidates, shapeClass } from "./ops/matmul/variants.ts";
+import { candidates, GL_MAX_ARRAY_VEC4, shapeClass } from "./ops/matmul/variants.ts";
 import { timeCandidates } from "./ops/matmul/tune.ts";
-import { GL_MAX_ARRAY_VEC4, installTuner } from "./lib/tune_cache.ts";
+import { installTuner } from "./lib/tune_cache.ts";
 import { Rng } from "./lib/rng.ts";
 import {
   choiceFlag,

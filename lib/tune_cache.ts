@@ -11,6 +11,7 @@
 import { join } from "node:path";
 import { MatmulTuner, setMatmulTuner, type TuneMode, type TuneStore } from "../ops/matmul/tune.ts";
 import type { Runtime } from "../ops/runtime.ts";
+import { GL_MAX_ARRAY_VEC4 } from "../ops/matmul/variants.ts";
 import { atomicWrite } from "./fsutil.ts";
 
 const FILE = "matmul-tuning.json";
@@ -79,9 +80,6 @@ export function denoTuneStore(say: (line: string) => void): TuneStore | null {
     },
   };
 }
-
-/** On wgpu's GL backend the tuner times only variants with workgroup arrays this small (vec4). */
-export const GL_MAX_ARRAY_VEC4 = 192;
 
 /**
  * Install the matmul tuner `--tune` asks for on `rt` (train.ts, sample.ts, bench.ts): none for "off"

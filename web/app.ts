@@ -11,6 +11,8 @@
 /// <reference lib="dom" />
 
 import { Runtime } from "../ops/runtime.ts";
+import { MatmulTuner, setMatmulTuner } from "../ops/matmul/tune.ts";
+import { idbTuneStore } from "./tune_store.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
 import { fail, UsageError } from "../lib/errors.ts";
 import {
@@ -285,8 +287,14 @@ async function main(): Promise<void> {
   const missing = await missingWebGPU();
   if (missing) return showError(missing);
   try {
-    rt = await Runtime.create({ backend: browserBackend });
+    rt = await Runtime.create({ backend: browserBackend, timestamps: true });
     $("adapter").textContent = `Adapter: ${rt.describe()}.`;
+    // The gpu family's matmul autotuner, its choices kept in this origin's IndexedDB (?tune=off: none).
+    if (rt.kernels === "gpu" && q.get("tune") !== "off") {
+      const store = "indexedDB" in globalThis ? idbTuneStore() : null;
+      const mode = q.get("tune") === "force" ? "force" : "on";
+      setMatmulTuner(rt, await MatmulTuner.create(rt, { mode, store, log: (l) => console.info(l) }));
+    }
     const res = await fetch("data/tinyshakespeare.txt");
     if (!res.ok) fail(`cannot load data/tinyshakespeare.txt: HTTP ${res.status}`);
     text = await res.text();

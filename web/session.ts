@@ -4,6 +4,7 @@
 // only the losses.
 
 import type { Runtime } from "../ops/runtime.ts";
+import { matmulTuner } from "../ops/matmul/tune.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
 import { GPTData } from "../lib/data.ts";
 import { GPT, GPT_REFERENCE } from "../models/gpt.ts";
@@ -136,6 +137,9 @@ export class Session {
       this.step++;
       this.job.record(this.step, cfg.lr, hist);
       rt.submit();
+      // The matmul tuner (gpu family) times the shape classes the step met for the first time.
+      const tuner = matmulTuner(rt);
+      if (tuner?.hasPending) await tuner.tunePending();
       done++;
       const isEval = this.step % cfg.evalInterval === 0 || this.step === cfg.steps;
       if (hist.full || isEval) await report();

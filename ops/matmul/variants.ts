@@ -155,6 +155,14 @@ export function candidates(
   });
 }
 
+/**
+ * On wgpu's GL backend (and in the page's tests) the tuner times only variants whose workgroup arrays
+ * hold at most this many vec4: naga's GLSL zero-initialises each array with one constructor, which
+ * Mesa's GLSL compiler takes seconds to minutes over (today's 136: about a second on llvmpipe; 512:
+ * a minute).
+ */
+export const GL_MAX_ARRAY_VEC4 = 192;
+
 /** Smallest power of two >= n (n >= 1). */
 function pow2(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));

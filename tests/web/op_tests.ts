@@ -1,11 +1,14 @@
 // Browser entry (bundled by tests/web/ops.test.ts): the op test files of tests/ops, unchanged, run
-// in the page: matmul (every transpose variant and epilogue), attention, layernorm, cross-entropy,
+// in the page: matmul (every transpose variant and epilogue; today's kernel and one large variant;
+// the tuner's IndexedDB store), attention, layernorm, cross-entropy,
 // embedding, the optimizers and the decoding kernels (KV-cache attention, GPU sampling), forward and
 // backward, against the float64 references (sampling: the host reference) with the same
 // tolerances as under Deno. `runOpTests()` returns each test's outcome and the worst error per check.
 
 import { registered } from "./deno_shim.ts";
 import "../ops/matmul.test.ts";
+import "../ops/matmul_variants.test.ts";
+import "../ops/matmul_tune_page.ts";
 import "../ops/attention.test.ts";
 import "../ops/layernorm.test.ts";
 import "../ops/cross_entropy.test.ts";

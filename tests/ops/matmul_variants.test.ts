@@ -1,0 +1,161 @@
+// Every gpu-family matmul variant (ops/matmul/variants.ts) against the float64 reference, per element,
+// with NaN-poisoned outputs, in every form the models use. Four products cover the forms between them:
+// each transpose pair; vec4 and scalar loads of each operand in each layout (contiguous dimension a
+// multiple of 4 or not); batch; alpha; bias with each activation epilogue; accumulate; the fused bias
+// gradient (row sums) with and without accumulate. M, N and K are multiples of no tile, M and N span
+// two 128-wide tiles where they can, and K leaves a partial last K tile (and empty split-K chunks).
+// The products' float64 references are computed once and every variant runs the same four products,
+// so each variant compiles four kernels (plus the split-K reduction, shared).
+//
+// On lavapipe every variant runs. GL llvmpipe compiles large workgroup arrays very slowly (minutes
+// per kernel) and the page's SwiftShader is slow too: there, today's kernel and one large variant.
+
+import { assertClose, poisoned, Rng, rt, Tensor } from "../util.ts";
+import {
+  DEFAULT_VARIANT,
+  type Epilogue,
+  matmul,
+  MATMUL_VARIANTS,
+  type MatmulVariant,
+} from "../../ops/matmul.ts";
+import { inferBackend } from "../../lib/backend.ts";
+import { matmulRef, rowSumsRef } from "../reference/matmul.ts";
+
+/** float64 activations, one per epilogue (a new epilogue fails to compile here until it has one). */
+const ACT: Record<Epilogue, (v: number) => number> = {
+  none: (v) => v,
+  relu: (v) => Math.max(v, 0),
+  leaky_relu: (v) => (v > 0 ? v : 0.01 * v),
+};
+
+interface Form {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  bias: boolean;
+  epilogue: Epilogue;
+  accumulate: boolean;
+  rowSums: boolean;
+}
+
+const form = (f: Partial<Form> & Pick<Form, "name" | "M" | "N" | "K">): Form => ({
+  batch: 1,
+  transA: false,
+  transB: false,
+  alpha: 1,
+  bias: false,
+  epilogue: "none",
+  accumulate: false,
+  rowSums: false,
+  ...f,
+});
+
+/** Loads: NN A k-major vec4, B x-major vec4; NT both k-major scalar; TN A x-major vec4, B x-major
+ * scalar; TT A x-major scalar, B k-major vec4. */
+const FORMS: Form[] = [
+  form({
+    name: "NN batch 2, alpha, bias + relu",
+    M: 131,
+    N: 68,
+    K: 36,
+    batch: 2,
+    alpha: -0.75,
+    bias: true,
+    epilogue: "relu",
+  }),
+  form({
+    name: "NT bias + leaky_relu",
+    M: 67,
+    N: 133,
+    K: 37,
+    transB: true,
+    bias: true,
+    epilogue: "leaky_relu",
+  }),
+  form({ name: "TN row sums (the weight gradient)", M: 132, N: 65, K: 70, transA: true, rowSums: true }),
+  form({
+    name: "TT accumulate, alpha, row sums accumulated",
+    M: 65,
+    N: 67,
+    K: 40,
+    transA: true,
+    transB: true,
+    alpha: 0.5,
+    accumulate: true,
+    rowSums: true,
+  }),
+];
+
+const rng = new Rng(4242);
+/** Each form's inputs and float64 results, made once. */
+const DATA = FORMS.map((f) => {
+  const { M, N, K, batch } = f;
+  const a = rng.uniformArray(batch * M * K), b = rng.uniformArray(batch * K * N);
+  const bias = rng.uniformArray(N), c0 = rng.uniformArray(batch * M * N), rs0 = rng.uniformArray(M);
+  const base = matmulRef(a, b, M, N, K, f.transA, f.transB, batch);
+  const want = base.map((v, i) =>
+    ACT[f.epilogue](f.alpha * v + (f.accumulate ? c0[i] : 0) + (f.bias ? bias[i % N] : 0))
+  );
+  const rows = rowSumsRef(a, M, K, f.transA);
+  const wantRs = rows.map((v, i) => v + (f.accumulate ? rs0[i] : 0));
+  const t = (x: Float32Array) => Tensor.from(rt, x);
+  return { f, A: t(a), B: t(b), bias: t(bias), c0, rs0, want, wantRs };
+});
+
+/** The variants this adapter checks (see the header). */
+function variantsHere(): MatmulVariant[] {
+  const deno = navigator.userAgent.startsWith("Deno/");
+  const gl = deno &&
+    (Deno.env.get("DENO_WEBGPU_BACKEND") === "gl" ||
+      inferBackend(rt.adapter.info, rt.adapter.features, Deno.build.os).startsWith("gl"));
+  if (deno && !gl) return [...MATMUL_VARIANTS];
+  return [DEFAULT_VARIANT, MATMUL_VARIANTS.find((v) => v.name === LARGE)!];
+}
+/** The large variant GL and the page check: 128-row tiles, 8 x 4 per invocation, K tile 16. */
+const LARGE = "128x64 k16 8x4 v4";
+
+/** Run every form with variant `v`; assert each against float64. */
+async function checkVariant(v: MatmulVariant, label = `variant ${v.name}`): Promise<void> {
+  for (const d of DATA) {
+    const { f } = d;
+    const C = f.accumulate ? Tensor.from(rt, d.c0) : poisoned([f.batch * f.M * f.N]);
+    const rs = f.rowSums ? (f.accumulate ? Tensor.from(rt, d.rs0) : poisoned([f.M])) : null;
+    matmul(rt, d.A, d.B, C, f.M, f.N, f.K, {
+      transA: f.transA,
+      transB: f.transB,
+      batch: f.batch,
+      alpha: f.alpha,
+      bias: f.bias ? d.bias : null,
+      epilogue: f.epilogue,
+      accumulate: f.accumulate,
+      rowSums: rs,
+      kernel: "tiled",
+      variant: v,
+    });
+    assertClose(await C.read(), d.want, 1e-5, label);
+    if (rs) assertClose(await rs.read(), d.wantRs, 1e-5, `${label} row sums`);
+  }
+}
+
+for (const v of variantsHere()) {
+  Deno.test(`[gpu] matmul variant ${v.name}: every form vs float64`, () => checkVariant(v));
+}
+
+Deno.test("[gpu] matmul split-K: the chunk sums add up in a fixed order (two runs bit for bit)", async () => {
+  const v = MATMUL_VARIANTS.find((x) => x.split > 1)!;
+  const d = DATA[2], { f } = d;
+  const once = async () => {
+    const C = poisoned([f.M * f.N]), rs = poisoned([f.M]);
+    matmul(rt, d.A, d.B, C, f.M, f.N, f.K, { transA: true, rowSums: rs, kernel: "tiled", variant: v });
+    return [await C.read(), await rs.read()];
+  };
+  const [c1, r1] = await once(), [c2, r2] = await once();
+  const same = (x: Float32Array, y: Float32Array) =>
+    new Uint32Array(x.buffer).every((w, i) => w === new Uint32Array(y.buffer)[i]);
+  if (!same(c1, c2) || !same(r1, r2)) throw new Error(`${v.name}: two runs differ`);
+});
