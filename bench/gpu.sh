@@ -7,8 +7,11 @@
 #                                    on the GPU machine: unpack them, then run `bench.ts` for both
 #                                    kernel families (--kernels gpu, --kernels cpu) at both configs
 #                                    (lecture, nanogpt-char), plus PyTorch eager CUDA for the same two
-#                                    configs where `python3 -c "import torch"` sees a GPU; everything
-#                                    as JSON in DIR (default bench/out/gpu-<time>), and a summary table.
+#                                    configs where `python3 -c "import torch"` sees a GPU; the gpu runs
+#                                    also print the matmul tuning table (every variant's GFLOP/s per
+#                                    shape class, and the winner) and tune with --tune on, cached in
+#                                    DIR/tune-cache; everything as JSON in DIR (default
+#                                    bench/out/gpu-<time>), and a summary table.
 #
 # Every run is bounded (steps, a time budget inside the bench, and `timeout` around it), so the whole
 # check finishes in under 8 minutes (4 runs x RUN_TIMEOUT s + unpacking). --quick: a few steps each
@@ -99,6 +102,8 @@ if [[ -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]] &&
   fi
 fi
 export DENO_DIR="$WORK/deno_dir" DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 NO_COLOR=1
+# The matmul tuner's cache (lib/tune_cache.ts), inside the output folder the bench may write.
+export TINYGPT_CACHE_DIR="$OUT/tune-cache"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$WORK}"
 
 TORCH=0
@@ -130,12 +135,15 @@ for family in gpu cpu; do
     if [[ $config == lecture ]]; then bounds=("${LECTURE[@]}"); else bounds=("${NANO[@]}"); fi
     torch=(--no-torch)
     if ((TORCH)) && [[ $family == gpu ]]; then torch=(--torch-device cuda); fi
+    # The tuning table times gpu-family kernels on the adapter: once per config, with the gpu runs.
+    tuning=()
+    if [[ $family == cpu ]] || ((QUICK)); then tuning=(--no-tuning); fi
     name="$config-$family"
     echo "== $name (at most ${RUN_TIMEOUT}s; log $OUT/$name.log)"
     rc=0
     timeout -k 5 "$RUN_TIMEOUT" deno run --no-config --no-lock --cached-only --quiet \
       --allow-read="$ROOT,$OUT" --allow-write="$OUT" --allow-env --allow-run=python3,/usr/bin/python3 \
-      "$ROOT/bench.ts" --kernels "$family" --config "$config" "${bounds[@]}" --mm-kernels "" "${torch[@]}" \
+      "$ROOT/bench.ts" --kernels "$family" --config "$config" "${bounds[@]}" --mm-kernels "" "${torch[@]}" "${tuning[@]}" \
       --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || rc=$?
     if ((rc == 124 || rc == 137)); then echo "   timed out after ${RUN_TIMEOUT}s" | tee -a "$OUT/$name.log"
     elif ((rc != 0)); then echo "   failed (exit $rc): $(tail -1 "$OUT/$name.log")"

@@ -1,6 +1,7 @@
 // bench/gpu.sh's summary: every `<config>-<family>.json` the bench wrote into DIR, as one table
 // (config x family: ms/step, dispatches/step, workgroup sizes, GFLOP/s, allocations; PyTorch CUDA
-// where it ran) on stdout and as DIR/summary.json. A run that wrote nothing (timed out, failed) is
+// where it ran) on stdout and as DIR/summary.json, then the matmul tuning table of the gpu runs: per
+// shape class the winning variant's GFLOP/s against today's kernel (64x64 k8 4x4). A run that wrote nothing (timed out, failed) is
 // listed as missing, with the last line of its log.
 //
 // Usage: deno run --allow-read=DIR --allow-write=DIR bench/gpu_summary.ts DIR
@@ -22,8 +23,18 @@ interface Row {
 
 const fmt = (x: number | null, d = 1) => (x === null || !Number.isFinite(x) ? "-" : x.toFixed(d));
 
+/** One shape class of a bench's `tuning` table. */
+interface Tuned {
+  config: string;
+  shape: string;
+  winner: string;
+  gflops: number;
+  today: number | null;
+}
+
 async function main(dir: string): Promise<void> {
   const rows: Row[] = [];
+  const tuned: Tuned[] = [];
   for (const config of ["lecture", "nanogpt-char"]) {
     for (const family of ["gpu", "cpu"]) {
       const name = `${config}-${family}`;
@@ -48,6 +59,17 @@ async function main(dir: string): Promise<void> {
         continue;
       }
       const c = j.configs[0];
+      for (const t of j.tuning ?? []) {
+        const g = (v: string) =>
+          t.candidates.find((x: { variant: string }) => x.variant === v)?.gflops ?? null;
+        tuned.push({
+          config,
+          shape: t.shape,
+          winner: t.winner,
+          gflops: g(t.winner),
+          today: g("64x64 k8 4x4"),
+        });
+      }
       rows.push({
         config,
         family: c.family,
@@ -109,7 +131,21 @@ async function main(dir: string): Promise<void> {
       r.note,
     ]));
   }
-  await Deno.writeTextFile(join(dir, "summary.json"), JSON.stringify({ adapter, rows }, null, 2) + "\n");
+  if (tuned.length) {
+    console.log(`\nmatmul tuning (gpu family, GFLOP/s): winner per shape class vs today's 64x64 k8 4x4`);
+    for (const t of tuned) {
+      const x = t.today ? ` x${(t.gflops / t.today).toFixed(2)}` : "";
+      console.log(
+        `${t.config.padEnd(13)} ${t.shape.padEnd(44)} ${t.winner.padEnd(26)} ${fmt(t.gflops)} (today ${
+          fmt(t.today)
+        })${x}`,
+      );
+    }
+  }
+  await Deno.writeTextFile(
+    join(dir, "summary.json"),
+    JSON.stringify({ adapter, rows, tuned }, null, 2) + "\n",
+  );
 }
 
 if (import.meta.main) {
