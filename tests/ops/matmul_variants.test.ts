@@ -20,6 +20,7 @@ import {
 } from "../../ops/matmul.ts";
 import { inferBackend } from "../../lib/backend.ts";
 import { matmulRef, rowSumsRef } from "../reference/matmul.ts";
+import { dispatchEveryVariant, FORMS } from "./matmul_variant_forms.ts";
 
 /** float64 activations, one per epilogue (a new epilogue fails to compile here until it has one). */
 const ACT: Record<Epilogue, (v: number) => number> = {
@@ -27,69 +28,6 @@ const ACT: Record<Epilogue, (v: number) => number> = {
   relu: (v) => Math.max(v, 0),
   leaky_relu: (v) => (v > 0 ? v : 0.01 * v),
 };
-
-interface Form {
-  name: string;
-  M: number;
-  N: number;
-  K: number;
-  batch: number;
-  transA: boolean;
-  transB: boolean;
-  alpha: number;
-  bias: boolean;
-  epilogue: Epilogue;
-  accumulate: boolean;
-  rowSums: boolean;
-}
-
-const form = (f: Partial<Form> & Pick<Form, "name" | "M" | "N" | "K">): Form => ({
-  batch: 1,
-  transA: false,
-  transB: false,
-  alpha: 1,
-  bias: false,
-  epilogue: "none",
-  accumulate: false,
-  rowSums: false,
-  ...f,
-});
-
-/** Loads: NN A k-major vec4, B x-major vec4; NT both k-major scalar; TN A x-major vec4, B x-major
- * scalar; TT A x-major scalar, B k-major vec4. */
-const FORMS: Form[] = [
-  form({
-    name: "NN batch 2, alpha, bias + relu",
-    M: 131,
-    N: 68,
-    K: 36,
-    batch: 2,
-    alpha: -0.75,
-    bias: true,
-    epilogue: "relu",
-  }),
-  form({
-    name: "NT bias + leaky_relu",
-    M: 67,
-    N: 133,
-    K: 37,
-    transB: true,
-    bias: true,
-    epilogue: "leaky_relu",
-  }),
-  form({ name: "TN row sums (the weight gradient)", M: 132, N: 65, K: 70, transA: true, rowSums: true }),
-  form({
-    name: "TT accumulate, alpha, row sums accumulated",
-    M: 65,
-    N: 67,
-    K: 40,
-    transA: true,
-    transB: true,
-    alpha: 0.5,
-    accumulate: true,
-    rowSums: true,
-  }),
-];
 
 const rng = new Rng(4242);
 /** Each form's inputs and float64 results, made once. */
@@ -142,8 +80,23 @@ async function checkVariant(v: MatmulVariant, label = `variant ${v.name}`): Prom
   }
 }
 
-for (const v of variantsHere()) {
+const HERE = variantsHere();
+for (const v of HERE) {
   Deno.test(`[gpu] matmul variant ${v.name}: every form vs float64`, () => checkVariant(v));
+}
+
+if (HERE.length === MATMUL_VARIANTS.length) {
+  Deno.test("[gpu] dispatchEveryVariant (for the race check) records every variant on every form", async () => {
+    rt.startTrace();
+    dispatchEveryVariant(rt);
+    const trace = rt.stopTrace();
+    await rt.sync();
+    const splits = MATMUL_VARIANTS.filter((v) => v.split > 1).length;
+    const want = FORMS.length * (MATMUL_VARIANTS.length + splits);
+    if (trace.length !== want) throw new Error(`${trace.length} dispatches, want ${want}`);
+    const reductions = trace.filter((k) => k.name.endsWith(" reduce")).length;
+    if (reductions !== FORMS.length * splits) throw new Error(`${reductions} split-K reductions`);
+  });
 }
 
 Deno.test("[gpu] matmul split-K: the chunk sums add up in a fixed order (two runs bit for bit)", async () => {

@@ -1,0 +1,101 @@
+// The products every gpu-family matmul variant is checked on (tests/ops/matmul_variants.test.ts),
+// and `dispatchEveryVariant`, which records every variant on each of them at a small size: for checks
+// that look at each kernel the runtime dispatches (the race check), so that no variant goes unseen.
+//
+// Four forms cover between them each transpose pair; vec4 and scalar loads of each operand in each
+// layout (contiguous dimension a multiple of 4 or not); batch; alpha; bias with each activation
+// epilogue; accumulate; the fused bias gradient (row sums) with and without accumulate.
+
+import { type Epilogue, matmul, MATMUL_VARIANTS } from "../../ops/matmul.ts";
+import type { Runtime } from "../../ops/runtime.ts";
+import { Tensor } from "../../ops/tensor.ts";
+
+/** One product form. */
+export interface Form {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  bias: boolean;
+  epilogue: Epilogue;
+  accumulate: boolean;
+  rowSums: boolean;
+}
+
+const form = (f: Partial<Form> & Pick<Form, "name" | "M" | "N" | "K">): Form => ({
+  batch: 1,
+  transA: false,
+  transB: false,
+  alpha: 1,
+  bias: false,
+  epilogue: "none",
+  accumulate: false,
+  rowSums: false,
+  ...f,
+});
+
+/** Loads: NN A k-major vec4, B x-major vec4; NT both k-major scalar; TN A x-major vec4, B x-major
+ * scalar; TT A x-major scalar, B k-major vec4. */
+export const FORMS: Form[] = [
+  form({
+    name: "NN batch 2, alpha, bias + relu",
+    M: 131,
+    N: 68,
+    K: 36,
+    batch: 2,
+    alpha: -0.75,
+    bias: true,
+    epilogue: "relu",
+  }),
+  form({
+    name: "NT bias + leaky_relu",
+    M: 67,
+    N: 133,
+    K: 37,
+    transB: true,
+    bias: true,
+    epilogue: "leaky_relu",
+  }),
+  form({ name: "TN row sums (the weight gradient)", M: 132, N: 65, K: 70, transA: true, rowSums: true }),
+  form({
+    name: "TT accumulate, alpha, row sums accumulated",
+    M: 65,
+    N: 67,
+    K: 40,
+    transA: true,
+    transB: true,
+    alpha: 0.5,
+    accumulate: true,
+    rowSums: true,
+  }),
+];
+
+/**
+ * Record every variant of MATMUL_VARIANTS on every form, at M, N <= 8 and K of two or three K tiles
+ * (one workgroup per product; split-K variants two chunks or more); outputs in scratch tensors.
+ */
+export function dispatchEveryVariant(rt: Runtime): void {
+  for (const f of FORMS) {
+    const M = Math.min(f.M, f.M % 2 ? 5 : 8), N = Math.min(f.N, f.N % 2 ? 7 : 8), K = f.K;
+    const t = (n: number) => Tensor.from(rt, new Float32Array(n).fill(0.25));
+    const A = t(f.batch * M * K), B = t(f.batch * K * N), bias = t(N);
+    for (const variant of MATMUL_VARIANTS) {
+      matmul(rt, A, B, t(f.batch * M * N), M, N, K, {
+        transA: f.transA,
+        transB: f.transB,
+        batch: f.batch,
+        alpha: f.alpha,
+        bias: f.bias ? bias : null,
+        epilogue: f.epilogue,
+        accumulate: f.accumulate,
+        rowSums: f.rowSums ? t(M) : null,
+        kernel: "tiled",
+        variant,
+      });
+    }
+  }
+}
