@@ -53,7 +53,7 @@ export const MATMUL_VARIANTS: readonly MatmulVariant[] = [
   variant("64x128", 8, "4x8", ["v4", "db"]),
   variant("128x128", 8, "8x8", ["v4", "db"]),
   variant("128x128", 16, "8x8", ["v4"]),
-  ...[2, 4, 8, 16].map((s) => variant("64x64", 16, "4x4", ["v4"], s)),
+  ...[2, 4, 8, 16].map((s) => variant("64x64", 8, "4x4", ["v4"], s)),
   ...[4, 16].map((s) => variant("128x128", 8, "8x8", ["v4", "db"], s)),
 ];
 

@@ -23,7 +23,8 @@ import {
   shapeClass,
   type TuneStore,
 } from "../../ops/matmul.ts";
-import { candidates } from "../../ops/matmul/variants.ts";
+import { candidates, GL_MAX_ARRAY_VEC4 } from "../../ops/matmul/variants.ts";
+import { slowCompiles } from "./matmul_variant_forms.ts";
 import { Runtime } from "../../ops/runtime.ts";
 import { matmulToday } from "../reference/matmul_today.ts";
 import { BenchStep, presetSettings } from "../../bench/step.ts";
@@ -120,6 +121,8 @@ const bias = Tensor.from(rt, rng.uniformArray(N));
 const product = (C = Tensor.empty(rt, [batch * M * N])) =>
   matmul(rt, A, B, C, M, N, K, { batch, bias, epilogue: "relu", kernel: "tiled" });
 const CLASS = shapeClass({ M, N, K, batch, transA: false, transB: false });
+/** On GL, tune among small-array variants only (as installTuner does there). */
+const maxArrayVec4 = slowCompiles(rt) ? GL_MAX_ARRAY_VEC4 : Infinity;
 
 /** Run `fn` with `tuner` installed on the shared runtime. */
 async function withTuner<T>(tuner: MatmulTuner, fn: () => Promise<T>): Promise<T> {
@@ -134,7 +137,7 @@ async function withTuner<T>(tuner: MatmulTuner, fn: () => Promise<T>): Promise<T
 Deno.test("[gpu] tuner: times every candidate, keeps the fastest, stores it; the cache is read back and timed no more", async () => {
   const store = new MemoryStore(), lines: string[] = [];
   const log = (l: string) => lines.push(l);
-  const t1 = await MatmulTuner.create(rt, { mode: "on", store, log });
+  const t1 = await MatmulTuner.create(rt, { mode: "on", store, log, maxArrayVec4 });
   const r = await withTuner(t1, async () => {
     product();
     assert.ok(t1.hasPending && t1.queued.has(CLASS));
@@ -166,7 +169,7 @@ Deno.test("[gpu] tuner: times every candidate, keeps the fastest, stores it; the
   assert.equal(t2.known, 1);
   assert.equal(store.writes, 1);
   // force: the cached choice is ignored, the class timed again and stored.
-  const t3 = await MatmulTuner.create(rt, { mode: "force", store, log: () => {} });
+  const t3 = await MatmulTuner.create(rt, { mode: "force", store, log: () => {}, maxArrayVec4 });
   await withTuner(t3, async () => {
     product();
     assert.ok(t3.hasPending);
@@ -178,7 +181,7 @@ Deno.test("[gpu] tuner: times every candidate, keeps the fastest, stores it; the
 Deno.test("[gpu] tuner: a corrupt or foreign cache is ignored with one warning line and left as it is", async () => {
   for (const text of ["{not json", JSON.stringify({ format: "someone else's", adapters: {} })]) {
     const store = new MemoryStore(text), lines: string[] = [];
-    const t = await MatmulTuner.create(rt, { mode: "on", store, log: (l) => lines.push(l) });
+    const t = await MatmulTuner.create(rt, { mode: "on", store, log: (l) => lines.push(l), maxArrayVec4 });
     await withTuner(t, async () => {
       product();
       await t.tunePending();
@@ -196,7 +199,7 @@ Deno.test("[gpu] tuner: a corrupt or foreign cache is ignored with one warning l
 
 Deno.test("[gpu] tuner: a cache that cannot be written keeps the choices in memory and says so once", async () => {
   const store = new MemoryStore(null, true), lines: string[] = [];
-  const t = await MatmulTuner.create(rt, { mode: "on", store, log: (l) => lines.push(l) });
+  const t = await MatmulTuner.create(rt, { mode: "on", store, log: (l) => lines.push(l), maxArrayVec4 });
   await withTuner(t, async () => {
     product();
     await t.tunePending();
@@ -218,7 +221,13 @@ Deno.test("[gpu] tuner: without timestamp-query it times whole submits, and says
   try {
     assert.equal(bare.hasTimestamps, false);
     const lines: string[] = [];
-    const t = await MatmulTuner.create(bare, { mode: "on", store: null, log: (l) => lines.push(l), reps: 2 });
+    const t = await MatmulTuner.create(bare, {
+      mode: "on",
+      store: null,
+      log: (l) => lines.push(l),
+      reps: 2,
+      maxArrayVec4,
+    });
     setMatmulTuner(bare, t);
     const t2 = (x: Float32Array) => Tensor.from(bare, x);
     matmul(
@@ -234,7 +243,7 @@ Deno.test("[gpu] tuner: without timestamp-query it times whole submits, and says
       },
     );
     const [r] = await t.tunePending();
-    assert.ok(r.candidates.length >= 4 && r.candidates.every((c) => c.ms > 0), JSON.stringify(r));
+    assert.ok(r.candidates.length >= 2 && r.candidates.every((c) => c.ms > 0), JSON.stringify(r));
     assert.match(lines.join("\n"), /whole submits timed on the host \(no timestamp-query\)/);
   } finally {
     bare.destroy();
@@ -261,16 +270,14 @@ Deno.test("[gpu] --tune force vs off: GPT losses within float32 rounding; split-
   try {
     const off = await gptLosses(2, 3);
     // The classes of the step, then a cache choosing split-K for the weight gradients and large
-    // tiles elsewhere (as a tuner might on a large GPU).
+    // tiles elsewhere (as a tuner might on a large GPU; GL: small workgroup arrays only).
     const probe = await MatmulTuner.create(rt, { mode: "on", store: null, log: () => {} });
     await withTuner(probe, () => gptLosses(2, 1));
     const choices: Record<string, string> = {};
+    const big = maxArrayVec4 === Infinity;
     for (const [cls, p] of probe.queued) {
-      choices[cls] = p.transA
-        ? "64x64 k16 4x4 v4 s4"
-        : p.M > 64
-        ? "128x64 k16 8x4 v4 db"
-        : "64x64 k16 8x8 v4";
+      const other = !big ? "64x64 k8 4x4 v4" : p.M > 64 ? "128x64 k16 8x4 v4 db" : "64x64 k16 8x8 v4";
+      choices[cls] = p.transA ? "64x64 k8 4x4 v4 s4" : other;
     }
     const text = JSON.stringify({
       format: "tinygpt-webgpu matmul tuning",
@@ -279,7 +286,11 @@ Deno.test("[gpu] --tune force vs off: GPT losses within float32 rounding; split-
     const forced = async (nLayer: number, steps: number) => {
       const t = await MatmulTuner.create(rt, { mode: "on", store: new MemoryStore(text), log: () => {} });
       const r = await withTuner(t, () => gptLosses(nLayer, steps));
-      assert.equal(t.hasPending, false, "every class was cached");
+      assert.equal(
+        t.hasPending,
+        false,
+        `every class was cached: ${[...t.queued.keys()]} of ${Object.keys(choices)}`,
+      );
       return r;
     };
     const on = await forced(2, 3), again = await forced(2, 3);

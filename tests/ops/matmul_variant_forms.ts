@@ -7,6 +7,7 @@
 // epilogue; accumulate; the fused bias gradient (row sums) with and without accumulate.
 
 import { type Epilogue, matmul, MATMUL_VARIANTS } from "../../ops/matmul.ts";
+import { inferBackend } from "../../lib/backend.ts";
 import type { Runtime } from "../../ops/runtime.ts";
 import { Tensor } from "../../ops/tensor.ts";
 
@@ -98,4 +99,15 @@ export function dispatchEveryVariant(rt: Runtime): void {
       });
     }
   }
+}
+
+/**
+ * True where large workgroup arrays compile very slowly: wgpu's GL backend (Mesa's GLSL compiler takes
+ * up to minutes per kernel) and the page (SwiftShader). Tests there run today's kernel, one large
+ * variant, and tune only among variants with small arrays (GL_MAX_ARRAY_VEC4).
+ */
+export function slowCompiles(rt: Runtime): boolean {
+  if (!navigator.userAgent.startsWith("Deno/")) return true;
+  return Deno.env.get("DENO_WEBGPU_BACKEND") === "gl" ||
+    inferBackend(rt.adapter.info, rt.adapter.features, Deno.build.os).startsWith("gl");
 }

@@ -18,9 +18,8 @@ import {
   MATMUL_VARIANTS,
   type MatmulVariant,
 } from "../../ops/matmul.ts";
-import { inferBackend } from "../../lib/backend.ts";
 import { matmulRef, rowSumsRef } from "../reference/matmul.ts";
-import { dispatchEveryVariant, FORMS } from "./matmul_variant_forms.ts";
+import { dispatchEveryVariant, FORMS, slowCompiles } from "./matmul_variant_forms.ts";
 
 /** float64 activations, one per epilogue (a new epilogue fails to compile here until it has one). */
 const ACT: Record<Epilogue, (v: number) => number> = {
@@ -47,11 +46,7 @@ const DATA = FORMS.map((f) => {
 
 /** The variants this adapter checks (see the header). */
 function variantsHere(): MatmulVariant[] {
-  const deno = navigator.userAgent.startsWith("Deno/");
-  const gl = deno &&
-    (Deno.env.get("DENO_WEBGPU_BACKEND") === "gl" ||
-      inferBackend(rt.adapter.info, rt.adapter.features, Deno.build.os).startsWith("gl"));
-  if (deno && !gl) return [...MATMUL_VARIANTS];
+  if (!slowCompiles(rt)) return [...MATMUL_VARIANTS];
   return [DEFAULT_VARIANT, MATMUL_VARIANTS.find((v) => v.name === LARGE)!];
 }
 /** The large variant GL and the page check: 128-row tiles, 8 x 4 per invocation, K tile 16. */
