@@ -146,11 +146,11 @@ Deno.test("[gpu] tuner: times every candidate, keeps the fastest, stores it; the
     await rt.sync();
     return r;
   });
-  const want = candidates({ M, N, K, batch, transA: false, transB: false }, rt.device.limits).map((v) =>
-    v.name
-  );
+  const want = candidates({ M, N, K, batch, transA: false, transB: false }, rt.device.limits, maxArrayVec4)
+    .map((v) => v.name);
   assert.deepEqual(r.candidates.map((c) => c.variant), want);
-  assert.ok(want.length >= 4 && want.includes(DEFAULT_VARIANT.name), want.join(", "));
+  assert.ok(want.length >= (maxArrayVec4 < Infinity ? 2 : 4), want.join(", "));
+  assert.ok(want.includes(DEFAULT_VARIANT.name), want.join(", "));
   assert.ok(r.candidates.every((c) => c.ms > 0 && c.gflops > 0), JSON.stringify(r));
   const best = Math.min(...r.candidates.map((c) => c.ms));
   assert.equal(r.candidates.find((c) => c.variant === r.winner)!.ms, best);
