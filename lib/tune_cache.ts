@@ -103,12 +103,6 @@ export async function installTuner(
     maxArrayVec4: gl ? GL_MAX_ARRAY_VEC4 : Infinity,
   });
   for (const l of said) tuner.say(l);
-  if (gl) {
-    tuner.say(
-      `matmul tuning: wgpu's GL backend: only variants with small workgroup arrays are timed (Mesa's GLSL ` +
-        `compiler takes minutes over large ones)`,
-    );
-  }
   setMatmulTuner(rt, tuner);
   return tuner;
 }

@@ -133,7 +133,7 @@ export interface TunerOptions {
   budgetMs?: number;
   /** Calls timed per candidate (default 5; the median counts). */
   reps?: number;
-  /** Time only variants whose workgroup arrays hold at most this many vec4 (see `candidates`). */
+  /** Time only variants whose workgroup arrays hold at most this many vec4 (see `candidates`; GL). */
   maxArrayVec4?: number;
 }
 
@@ -264,9 +264,11 @@ export class MatmulTuner {
       done.push(r);
     }
     const s = ((performance.now() - t0) / 1000).toFixed(1);
-    const how = this.rt.hasTimestamps
-      ? "timestamp queries"
-      : "whole submits timed on the host (no timestamp-query)";
+    const how =
+      (this.rt.hasTimestamps ? "timestamp queries" : "whole submits timed on the host (no timestamp-query)") +
+      (this.maxArrayVec4 < Infinity
+        ? `; variants with workgroup arrays of at most ${this.maxArrayVec4} vec4 only`
+        : "");
     this.say(
       `matmul tuning: ${done.length} shape class${done.length === 1 ? "" : "es"} timed in ${s} s (${how})` +
         (left
