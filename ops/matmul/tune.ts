@@ -258,7 +258,15 @@ export class MatmulTuner {
         this.choices.set(cls, DEFAULT_VARIANT);
         continue;
       }
-      const r = await this.measure(p);
+      let r: TuneResult;
+      try {
+        r = await this.measure(p);
+      } catch (e) {
+        // A candidate the device rejected (or lost): today's kernel for this class, this run.
+        this.choices.set(cls, DEFAULT_VARIANT);
+        this.say(`matmul tuning: timing ${cls} failed (${msg(e)}); today's kernel runs it`);
+        continue;
+      }
       this.choices.set(cls, variantByName(r.winner)!);
       this.remember(cls, r.winner);
       done.push(r);
