@@ -45,8 +45,8 @@ import {
   DEFAULT_VARIANT,
   type MatmulVariant,
   variantUnfit,
+  workgroupArrays,
   workgroupBytes,
-  workgroupShape,
 } from "./variants.ts";
 import { reduceSplit, splitScratch } from "./split.ts";
 
@@ -292,6 +292,10 @@ export function tiledWGSL(s: TiledSpec): string {
   const nt = wx * wy;
   const a = operand(s, "A"), b = operand(s, "B");
   const sa = tileVec4(s, a), sb = tileVec4(s, b);
+  const bufs = s.db ? 2 : 1;
+  // The limits check (variants.ts) sizes the same arrays: the two must agree.
+  const [wa, wb] = workgroupArrays(s, a.kMajor, b.kMajor);
+  if (wa !== bufs * sa || wb !== bufs * sb) throw new Error("matmul: workgroup array sizes disagree");
   const ind = (lines: string[], n = 2) => lines.map((l) => " ".repeat(n) + l);
   const L: string[] = [];
   if (!s.v4) {
@@ -364,7 +368,6 @@ export function tiledWGSL(s: TiledSpec): string {
     L.push(`}`);
   }
   const arr = (v: boolean) => (v ? "array<vec4<f32>>" : "array<f32>");
-  const bufs = s.db ? 2 : 1;
   const acc: string[] = [];
   for (let r = 0; r < s.rm; r++) {
     for (let q = 0; q < s.rn / 4; q++) acc.push(`var c${r}_${q} = vec4<f32>(0.0);`);
@@ -455,5 +458,3 @@ export function matmulTiled(rt: Runtime, p: MatmulProblem, v: MatmulVariant = DE
   rt.dispatch(matmulLabel(p), code, { A: p.A, B: p.B, part }, params, [x, y, p.batch * v.split]);
   reduceSplit(rt, p, part, v.split);
 }
-
-export { workgroupShape };

@@ -73,7 +73,11 @@ export function workgroupShape(v: MatmulVariant): [number, number] {
  * padding), an x-major one in rows of tile/4 vec4; today's kernel both x-major in rows of 17 vec4.
  * Doubled with double buffering.
  */
-export function workgroupArrays(v: MatmulVariant, aKMajor: boolean, bKMajor: boolean): [number, number] {
+export function workgroupArrays(
+  v: Pick<MatmulVariant, "bm" | "bn" | "bk" | "v4" | "db">,
+  aKMajor: boolean,
+  bKMajor: boolean,
+): [number, number] {
   const tile = (x: number, kMajor: boolean) =>
     (!v.v4 ? v.bk * (x / 4 + 1) : kMajor ? x * (v.bk / 4 + 1) : v.bk * (x / 4)) * (v.db ? 2 : 1);
   return [tile(v.bm, aKMajor), tile(v.bn, bKMajor)];
@@ -83,11 +87,6 @@ export function workgroupArrays(v: MatmulVariant, aKMajor: boolean, bKMajor: boo
 export function workgroupBytes(v: MatmulVariant, aKMajor: boolean, bKMajor: boolean): number {
   const [a, b] = workgroupArrays(v, aKMajor, bKMajor);
   return 16 * (a + b);
-}
-
-/** The most workgroup memory the variant needs in any layout. */
-export function maxWorkgroupBytes(v: MatmulVariant): number {
-  return Math.max(...[false, true].flatMap((a) => [false, true].map((b) => workgroupBytes(v, a, b))));
 }
 
 /** Split-K partial sums go to one scratch buffer per runtime of at most this many bytes. */
