@@ -14,7 +14,13 @@ import type { Runtime } from "./ops/runtime.ts";
 import { isCpuAdapter } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { Tensor } from "./ops/tensor.ts";
-import { DEFAULT_VARIANT, matmul, type MatmulKernel, type TuneResult } from "./ops/matmul.ts";
+import {
+  DEFAULT_VARIANT,
+  matmul,
+  MATMUL_VARIANTS,
+  type MatmulKernel,
+  type TuneResult,
+} from "./ops/matmul.ts";
 import { candidates, GL_MAX_ARRAY_VEC4, shapeClass } from "./ops/matmul/variants.ts";
 import { timeCandidates } from "./ops/matmul/tune.ts";
 import { installTuner } from "./lib/tune_cache.ts";
@@ -63,6 +69,11 @@ const FLAGS: FlagSpec[] = [
     type: "boolean",
     default: false,
     help: "skip the matmul tuning table (every gpu-family variant on every shape class of each config)",
+  },
+  {
+    name: "tuning-variants",
+    type: "string",
+    help: "the tuning table times only these variants, comma-separated names (default: every candidate)",
   },
   {
     name: "steps",
@@ -181,7 +192,12 @@ async function timeMatmuls(
  * candidate variant timed on it (ops/matmul/tune.ts timeCandidates, the tuner's own measurement) and
  * the winner, printed as it goes.
  */
-async function tuningTable(rt: Runtime, configs: StepSettings[], reps: number): Promise<TuneResult[]> {
+async function tuningTable(
+  rt: Runtime,
+  configs: StepSettings[],
+  reps: number,
+  only: string[] | null,
+): Promise<TuneResult[]> {
   const out: TuneResult[] = [];
   const seen = new Set<string>();
   const gl = rt.backendName().startsWith("gl");
@@ -196,7 +212,8 @@ async function tuningTable(rt: Runtime, configs: StepSettings[], reps: number): 
     for (const p of await stepProducts(rt, s)) {
       if (seen.has(shapeClass(p))) continue;
       seen.add(shapeClass(p));
-      const cands = candidates(p, rt.device.limits, gl ? GL_MAX_ARRAY_VEC4 : Infinity);
+      const cands = candidates(p, rt.device.limits, gl ? GL_MAX_ARRAY_VEC4 : Infinity)
+        .filter((v) => !only || only.includes(v.name));
       const r = await timeCandidates(rt, p, cands, reps);
       out.push(r);
       const today = r.candidates.find((c) => c.variant === DEFAULT_VARIANT.name);
@@ -365,6 +382,10 @@ async function main(): Promise<void> {
   }
 
   const tune = tuneChoice(v.tune);
+  const only = v["tuning-variants"] === undefined
+    ? null
+    : (v["tuning-variants"] as string).split(",").map((x) => x.trim()).filter((x) => x)
+      .map((x) => choiceFlag(x, "tuning-variants", MATMUL_VARIANTS.map((m) => m.name)));
   const rt = await createRuntime({ timestamps: true, kernels });
   await installTuner(rt, tune, (l) => console.log(l));
   const info = rt.adapter.info;
@@ -464,7 +485,7 @@ async function main(): Promise<void> {
   }
 
   let tuning: TuneResult[] = [];
-  if (!v["no-tuning"]) tuning = await tuningTable(rt, runs.map((r) => r.settings), cpuAdapter ? 3 : 5);
+  if (!v["no-tuning"]) tuning = await tuningTable(rt, runs.map((r) => r.settings), cpuAdapter ? 3 : 5, only);
 
   let sampling: SamplingCase[] | null = null;
   if (v.sampling) {

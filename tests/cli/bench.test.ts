@@ -26,6 +26,7 @@ Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPe
       "--profile-steps=1",
       "--mm-kernels=",
       "--no-torch",
+      "--no-tuning",
       `--json=${json}`,
     ]);
     assert.equal(r.code, 0, r.stderr);
@@ -70,4 +71,66 @@ Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPe
   } finally {
     await cleanup();
   }
+});
+
+Deno.test("bench.ts --json: the matmul tuning table, every candidate's GFLOP/s and the winner per shape class", async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const json = `${dir}/bench.json`;
+    const only = ["64x64 k8 4x4", "64x64 k8 4x4 v4"];
+    const r = await deno([
+      "run",
+      "--no-config",
+      "--no-lock",
+      "--quiet",
+      `--allow-read=${ROOT},${dir}`,
+      `--allow-write=${dir}`,
+      "--allow-env",
+      `${ROOT}bench.ts`,
+      "--config=lecture",
+      "--kernels=cpu",
+      "--batch-size=1",
+      "--steps=1",
+      "--warmup=1",
+      "--profile-steps=0",
+      "--mm-kernels=",
+      "--no-torch",
+      `--tuning-variants=${only.join(",")}`,
+      `--json=${json}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^matmul tuning: every gpu-family variant on each shape class/m);
+    const read = await deno(["eval", `console.log(Deno.readTextFileSync(${JSON.stringify(json)}))`]);
+    const j = JSON.parse(read.stdout);
+    // The lecture step's products: 5 Linear layers x (forward, dx, dW), in a handful of classes.
+    assert.ok(j.tuning.length >= 5, JSON.stringify(j.tuning));
+    const shapes = new Set<string>();
+    for (const t of j.tuning) {
+      assert.match(t.shape, /^[NT]{2} \d+x\d+x\d+.* \(\d+x\d+x\d+\)$/);
+      shapes.add(t.shape.split(" (")[0]);
+      assert.deepEqual(t.candidates.map((c: { variant: string }) => c.variant), only);
+      assert.ok(t.candidates.every((c: { gflops: number }) => c.gflops > 0), JSON.stringify(t));
+      const best = Math.max(...t.candidates.map((c: { gflops: number }) => c.gflops));
+      assert.equal(t.candidates.find((c: { variant: string }) => c.variant === t.winner).gflops, best);
+    }
+    assert.equal(shapes.size, j.tuning.length, "one entry per shape class");
+    assert.ok([...shapes].some((s) => s.startsWith("TN") && s.endsWith("rowsums")), "the weight gradients");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("bench.ts --tuning-variants: an unknown variant is one error line", async () => {
+  const r = await deno([
+    "run",
+    "--no-config",
+    "--no-lock",
+    "--quiet",
+    `--allow-read=${ROOT}`,
+    "--allow-env",
+    `${ROOT}bench.ts`,
+    "--tuning-variants=64x64 k9",
+  ]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr.trim(), /^error: --tuning-variants must be one of .*, got "64x64 k9"$/);
 });
