@@ -274,15 +274,15 @@ export function kernelsChoice(flag: string | boolean | undefined): KernelChoice 
 export const TUNE_FLAG: FlagSpec = {
   name: "tune",
   type: "string",
-  default: "on",
   help: "matmul autotuning of the gpu kernel family: off (today's kernel) | on (time each product shape " +
     "class once per adapter, keep the fastest variant in the user's cache directory) | force (time " +
-    "every class again); the cpu family is not tuned",
+    "every class again) (default: on for the gpu family on a GPU; off on a CPU fallback adapter such as " +
+    "lavapipe, and the cpu family is never tuned)",
 };
 
-/** The --tune value (a bad one is one UsageError line). */
-export function tuneChoice(flag: string | boolean | undefined): TuneMode {
-  return choiceFlag(flag, "tune", TUNE_MODES);
+/** --tune as given, or "auto" (on for the gpu family on a GPU, else off; lib/tune_cache.ts installTuner). */
+export function tuneChoice(flag: string | boolean | undefined): TuneMode | "auto" {
+  return flag === undefined ? "auto" : choiceFlag(flag, "tune", TUNE_MODES);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 
 import { join } from "node:path";
 import { MatmulTuner, setMatmulTuner, type TuneMode, type TuneStore } from "../ops/matmul/tune.ts";
-import type { Runtime } from "../ops/runtime.ts";
+import { isCpuAdapter, type Runtime } from "../ops/runtime.ts";
 import { GL_MAX_ARRAY_VEC4 } from "../ops/matmul/variants.ts";
 import { atomicWrite } from "./fsutil.ts";
 
@@ -82,22 +82,24 @@ export function denoTuneStore(say: (line: string) => void): TuneStore | null {
 }
 
 /**
- * Install the matmul tuner `--tune` asks for on `rt` (train.ts, sample.ts, bench.ts): none for "off"
- * or on the cpu family (whose kernels are not tuned), else one with the Deno cache (`denoTuneStore`).
- * Lines go to `log`. Returns the tuner, or null.
+ * Install the matmul tuner `--tune` asks for on `rt` (train.ts, sample.ts, bench.ts): none for "off",
+ * on the cpu family (whose kernels are not tuned), or for "auto" on a CPU fallback adapter (lavapipe
+ * runs the gpu family only when asked, and its timings say nothing about GPUs); else one with the
+ * Deno cache (`denoTuneStore`). Lines go to `log`. Returns the tuner, or null.
  */
 export async function installTuner(
   rt: Runtime,
-  mode: TuneMode,
+  mode: TuneMode | "auto",
   log: (line: string) => void,
 ): Promise<MatmulTuner | null> {
   setMatmulTuner(rt, null);
   if (mode === "off" || rt.kernels !== "gpu") return null;
+  if (mode === "auto" && isCpuAdapter(rt.adapter.info)) return null;
   const said: string[] = [];
   const store = denoTuneStore((l) => said.push(l));
   const gl = rt.backendName().startsWith("gl");
   const tuner = await MatmulTuner.create(rt, {
-    mode,
+    mode: mode === "force" ? "force" : "on",
     store,
     log,
     maxArrayVec4: gl ? GL_MAX_ARRAY_VEC4 : Infinity,

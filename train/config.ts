@@ -136,8 +136,8 @@ export interface Run extends LrSchedule {
   sampleTokens: number;
   /** The kernel family asked for (--kernels, else TINYGPT_KERNELS, else auto); not a training setting. */
   kernels: KernelChoice;
-  /** --tune: matmul autotuning of the gpu family (off | on | force); not a training setting. */
-  tune: TuneMode;
+  /** --tune: matmul autotuning of the gpu family (off | on | force | auto); not a training setting. */
+  tune: TuneMode | "auto";
   /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
   batch: number;

@@ -25,7 +25,7 @@ import {
 } from "../../ops/matmul.ts";
 import { candidates, GL_MAX_ARRAY_VEC4 } from "../../ops/matmul/variants.ts";
 import { slowCompiles } from "./matmul_variant_forms.ts";
-import { Runtime } from "../../ops/runtime.ts";
+import { isCpuAdapter, Runtime } from "../../ops/runtime.ts";
 import { matmulToday } from "../reference/matmul_today.ts";
 import { BenchStep, presetSettings } from "../../bench/step.ts";
 
@@ -385,4 +385,8 @@ Deno.test("Deno tuning cache: a read-only directory tunes in memory and warns on
   assert.equal(none.timed, 1);
   assert.match(none.lines[0], /^matmul tuning: no read access to \/tmp\/tinygpt-never \(add --allow-read=/);
   assert.equal(none.lines.length, 2, none.lines.join("\n"));
+  // No --tune: on for the gpu family on a GPU; on a CPU adapter (lavapipe, these tests) off.
+  const auto = await probe([`--allow-read=${ROOT}`, "--allow-env"], {}, "auto");
+  assert.equal(auto.timed, isCpuAdapter(rt.adapter.info) ? -1 : 1);
+  if (isCpuAdapter(rt.adapter.info)) assert.deepEqual(auto.lines, []);
 });

@@ -4,7 +4,7 @@
 // variant, and the cache file's text afterwards (null when it cannot be read). Tuner lines go to
 // stderr, as the CLIs print them.
 //
-// Usage: deno run [--allow-...] tests/ops/matmul_tune_probe.ts on|force
+// Usage: deno run [--allow-...] tests/ops/matmul_tune_probe.ts on|force|auto (timed: -1 = no tuner)
 
 import { createRuntime } from "../../lib/backend.ts";
 import { installTuner, tuneCacheDir } from "../../lib/tune_cache.ts";
@@ -12,7 +12,7 @@ import { matmul, type MatmulProblem, type TuneMode } from "../../ops/matmul.ts";
 import { Tensor } from "../../ops/tensor.ts";
 import { chooseVariant } from "../../ops/matmul/tune.ts";
 
-const mode = Deno.args[0] as TuneMode;
+const mode = Deno.args[0] as TuneMode | "auto";
 const rt = await createRuntime({ kernels: "gpu", timestamps: true });
 const tuner = await installTuner(rt, mode, (l) => console.error(l));
 // The tuner tests' product (M, N <= 64: only 64-wide tiles are candidates).
