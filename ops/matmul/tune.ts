@@ -9,8 +9,13 @@
 //
 // Modes (--tune): "off" runs today's kernel everywhere (no tuner is installed); "on" uses the cache
 // and tunes what it lacks; "force" ignores the cached choices and tunes every class again (and
-// stores the new ones). Every variant sums each output in the same order except split-K, so which
-// one wins changes results by float32 rounding at most.
+// stores the new ones). Without --tune the CLIs tune the gpu family on a GPU and not on a CPU
+// fallback adapter (lib/tune_cache.ts installTuner). Every variant sums each output in the same order
+// except split-K, so which one wins changes results by float32 rounding at most.
+//
+// A class is timed on the first product met, with its own A, B and bias (read only) and scratch
+// outputs; the decoder records its passes once and replays them, so in sampling the tuned variants
+// serve the next run.
 //
 // Budget: `tunePending` stops timing new classes after `budgetMs` (default 4 s); the classes left
 // over keep today's kernel for the run, are not stored, and are timed on a later run.
