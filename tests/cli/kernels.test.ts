@@ -118,7 +118,7 @@ Deno.test("--help of train.ts, sample.ts and bench.ts documents --kernels and TI
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
-      /--kernels=<value> +kernel family: gpu \| cpu \| auto \(default: \$TINYGPT_KERNELS, else auto/,
+      /--kernels=<value> +kernel family: gpu \| cpu \| auto \(default: \$TINYGPT_KERNELS when env access to it is granted, as deno task does, else auto/,
       script,
     );
   }
