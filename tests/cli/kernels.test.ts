@@ -8,6 +8,7 @@ import { rt } from "../util.ts";
 import {
   assertUserError,
   deno,
+  ENV_FLAG,
   pool,
   ROOT,
   sample,
@@ -107,7 +108,7 @@ const cli = (script: string, ...args: string[]) =>
     "--no-lock",
     "--quiet",
     "--allow-read",
-    "--allow-env",
+    ENV_FLAG,
     `${ROOT}${script}`,
     ...args,
   ]);
