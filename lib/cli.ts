@@ -5,7 +5,8 @@
 //   1  a runtime failure: GPUFailure (no/lost GPU, WebGPU error) or any unexpected error
 //   2  a user error: UsageError (bad flags, missing data), CheckpointError (bad checkpoint file),
 //      or a Deno permission problem (NotCapable / PermissionDenied), fixed by changing the command line
-// Set TINYGPT_DEBUG=1 to also print the stack trace.
+// Set TINYGPT_DEBUG=1 to also print the stack trace (read only where env access to it is granted, as
+// under deno task: lib/env.ts).
 
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
