@@ -6,7 +6,7 @@
 
 import assert from "node:assert";
 import type { CapturedDispatch } from "../../ops/runtime.ts";
-import { checkDispatch, type Finding } from "./detector.ts";
+import { checkDispatch, dynamicIndexWrites, type Finding } from "./detector.ts";
 
 /** A dispatch of `code` binding `buffers` (binding i+1 by name; `after` defaults to `before`). */
 function dispatch(
@@ -215,4 +215,26 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     u: { before: new Uint32Array(16).buffer, after: want.buffer },
   }));
   assert.deepEqual(r.findings, []);
+});
+
+Deno.test("race detector: a write into a private vector or array through a computed index", () => {
+  const kernel = (loop: string, index: string) =>
+    `${OUT}
+@compute @workgroup_size(4)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var v = vec4<f32>();
+  var a: array<f32, 8>;
+  ${loop} {
+    v[${index}] = 1.0;
+    a[${index} + 4u] = 2.0;
+  }
+  out[lid] = v.x + a[4];
+}`;
+  // A counter of a loop with constant bounds is constant once the loop is unrolled.
+  assert.deepEqual(dynamicIndexWrites(kernel("for (var r = 0u; r < 4u; r++)", "r")), []);
+  assert.deepEqual(dynamicIndexWrites(kernel("for (var r = 0u; r < 4u; r += 2u)", "3u - r")), []);
+  // An index from data, or from a loop whose bounds are not constant, is not.
+  const fromData = dynamicIndexWrites(kernel("if (lid < 4u)", "lid"));
+  assert.deepEqual(fromData.map((w) => [w.variable, w.into]), [["v", "vector"], ["a", "array"]]);
+  assert.equal(dynamicIndexWrites(kernel("for (var r = lid; r < 4u; r++)", "r")).length, 2);
 });

@@ -31,12 +31,21 @@
 // @ts-types="wgsl_reflect/types"
 import {
   ArrayIndex,
+  Assign,
   BinaryOperator,
   CallExpr,
+  Const,
+  ConstExpr,
+  For,
+  Increment,
+  LiteralExpr,
   ScalarData,
   StringExpr,
   TokenTypes,
   TypedData,
+  UnaryOperator,
+  Var,
+  VariableExpr,
   VectorData,
   WgslDebug,
   WgslParser,
@@ -68,7 +77,7 @@ export interface CheckResult {
   memory: Map<string, ArrayBuffer>;
 }
 
-type Space = "storage" | "workgroup" | "private";
+type Space = "storage" | "workgroup" | "private" | "uniform";
 
 // Per-word state of one phase: the first two distinct invocations that wrote it and that read it,
 // with the WGSL line of each access (-1: none).
@@ -119,7 +128,7 @@ class Tracker {
   ) {}
 
   record(space: Space, variable: string, offset: number, size: number, kind: "read" | "write"): void {
-    if (space === "private") return;
+    if (space === "private" || space === "uniform") return; // per invocation; read-only
     if (space === "storage") {
       for (let w = offset >> 2; w < (offset + size + 3) >> 2; w++) {
         this.onStorage(variable, w, kind, this.currentLine);
@@ -492,7 +501,7 @@ export function checkDispatch(
       if (!v) throw new Error(`${d.label}: binding ${b.decl.name} not in the WGSL`);
       const type = exec.getTypeInfo(v.node.type);
       if (b.decl.uniform) {
-        v.value = new TypedData(b.before.slice(0), type);
+        v.value = new Tracked(b.before.slice(0), type, tracker, b.decl.name, "uniform", oob);
       } else {
         if (!storage.has(b.decl.name)) storage.set(b.decl.name, { data: b.before.slice(0), type });
         v.value = new Tracked(storage.get(b.decl.name)!.data, type, tracker, b.decl.name, "storage", oob);
@@ -607,4 +616,84 @@ function workgroupSize(ctx: Any): [number, number, number] {
     });
   }
   return wg;
+}
+
+/** A write into a function or private variable through a computed index (see dynamicIndexWrites). */
+export interface DynamicWrite {
+  /** The variable written. */
+  variable: string;
+  /** Its WGSL line. */
+  line: number;
+  /** "vector": a component of a vector; "array": an element of an array. */
+  into: "vector" | "array";
+}
+
+/**
+ * Writes into a function-scope or `var<private>` vector or array through an index that is not a
+ * constant once the loops with constant trip counts are unrolled: `v[i] = x` with `i` computed from
+ * data or from an unbounded loop. FXC (D3D) cannot address a vector component in a register: it
+ * unrolls the loop around such a write (warning X3550) and fails where it cannot (error X3500,
+ * gfx-rs/naga#1702); an array so indexed becomes an indexable temporary it may spill. An index made
+ * of literals, module constants and counters of `for (var i = c0; i < c1; i++ / i += c2)` loops with
+ * constant c0..c2 is constant after unrolling and is fine. Found in the WGSL text, whatever runs.
+ */
+export function dynamicIndexWrites(code: string): DynamicWrite[] {
+  const ast: Any[] = new WgslParser().parse(code);
+  const consts = new Set(ast.filter((n) => n instanceof Const).map((n) => n.name));
+  const out: DynamicWrite[] = [];
+  const kindOf = (v: Any): "vector" | "array" | null => {
+    const name: string = v.type?.name ?? v.value?.type?.name ?? v.value?.name ?? "";
+    if (VECTORS.has(name) || /^vec[234][fiuh]?$/.test(name)) return "vector";
+    return name === "array" ? "array" : null;
+  };
+  // Constant after unrolling: literals, constants and unrollable loop counters, combined.
+  const constant = (e: Any, counters: Set<string>): boolean => {
+    if (e instanceof LiteralExpr || e instanceof ConstExpr) return true;
+    if (e instanceof VariableExpr) return !e.postfix && (consts.has(e.name) || counters.has(e.name));
+    if (e instanceof BinaryOperator) return constant(e.left, counters) && constant(e.right, counters);
+    if (e instanceof UnaryOperator) return constant(e.right, counters);
+    return false;
+  };
+  const counterOf = (f: Any, counters: Set<string>): string | null => {
+    const i = f.init, c = f.condition, inc = f.increment;
+    if (!(i instanceof Var) || !i.value || !constant(i.value, counters)) return null;
+    if (!(c instanceof BinaryOperator) || !["<", "<="].includes(c.operator)) return null;
+    if (!(c.left instanceof VariableExpr) || c.left.name !== i.name || !constant(c.right, counters)) {
+      return null;
+    }
+    const step = inc instanceof Increment ||
+      (inc instanceof Assign && String(inc.operator) === "+=" && constant(inc.value, counters));
+    return step && inc.variable instanceof VariableExpr && inc.variable.name === i.name ? i.name : null;
+  };
+  const privates = new Map<string, "vector" | "array">();
+  for (const n of ast) {
+    if (n instanceof Var && n.storage === "private" && kindOf(n)) privates.set(n.name, kindOf(n)!);
+  }
+  const visit = (node: Any, locals: Map<string, "vector" | "array">, counters: Set<string>): void => {
+    if (!node || typeof node !== "object") return;
+    if (Array.isArray(node)) return node.forEach((n) => visit(n, locals, counters));
+    if (node instanceof Var && !node.storage && kindOf(node)) locals.set(node.name, kindOf(node)!);
+    if (node instanceof For) {
+      const k = counterOf(node, counters);
+      const inner = k ? new Set([...counters, k]) : counters;
+      return visit(node.body, locals, inner);
+    }
+    if (node instanceof Assign || node instanceof Increment) {
+      const v = node.variable;
+      if (v instanceof VariableExpr && (locals.has(v.name) || privates.has(v.name))) {
+        let kind = locals.get(v.name) ?? privates.get(v.name)!;
+        for (let p: Any = v.postfix; p; p = p.postfix) {
+          if (!(p instanceof ArrayIndex)) continue;
+          if (!constant(p.index, counters)) out.push({ variable: v.name, line: node.line, into: kind });
+          kind = "vector"; // an element of an array of vectors, indexed again
+        }
+      }
+      return;
+    }
+    for (const k of ["body", "else", "elseif", "cases", "continuing"]) {
+      if (node[k]) visit(node[k], locals, counters);
+    }
+  };
+  for (const fn of ast) if (fn?.body) visit(fn.body, new Map(), new Set());
+  return out;
 }

@@ -15,7 +15,7 @@ import { rt } from "../util.ts";
 import { type CapturedDispatch, KERNEL_FAMILIES } from "../../ops/runtime.ts";
 import { variantKey } from "../../ops/wgsl_cache.ts";
 import { bigramScenario, GPT_CASES, gptScenario, opsScenario } from "./scenarios.ts";
-import { checkDispatch } from "./detector.ts";
+import { checkDispatch, dynamicIndexWrites } from "./detector.ts";
 import { ALLOWED } from "./allowed.ts";
 import { plannedKernels, PRESET_NAMES } from "./presets.ts";
 
@@ -68,6 +68,15 @@ Deno.test("race check: every kernel of both families, executed by the race detec
       missing.size === 0,
       `kernels of real runs the scenarios do not reach:\n${[...missing].join("\n")}`,
     );
+  });
+
+  await t.step("no write into a private vector or array through an index computed at run time", () => {
+    const found = [...kernels.values()].flatMap(([d]) =>
+      dynamicIndexWrites(d.code).map((w) =>
+        `[${d.family}] ${d.label}: ${w.into} ${w.variable}, line ${w.line}`
+      )
+    );
+    assert.deepEqual(found, []);
   });
 
   await t.step("no races, out-of-bounds accesses or divergent barriers; the GPU's results", () => {
