@@ -67,8 +67,10 @@ export function stepFlops(cfg: GPTConfig, B: number, T: number): { matmul: numbe
   // Per block: qkv (C -> 3C), proj (C -> C), fc (C -> 4C), mlp proj (4C -> C): 2·N·C·12C forward.
   // Backward doubles it (dx and dW). The LM head is one more Linear (C -> V).
   const fwd = L * 24 * N * C * C + 2 * N * C * V;
-  // Attention per block: Q·Kᵀ and P·V forward (2·B·T²·C each), four products of that size backward.
-  const attention = L * 12 * B * T * T * C;
+  // Attention per block, over the causal triangle the kernels compute (query t sees keys j <= t:
+  // T(T+1)/2 pairs per sequence and head, not T²): Q·Kᵀ and P·V forward, dP, dQ, dK and dV backward,
+  // six products of hs multiply-adds per pair, over H heads of hs = C / H.
+  const attention = L * 6 * B * T * (T + 1) * C;
   return { matmul: 3 * fwd, attention };
 }
 

@@ -2,6 +2,7 @@
 // and the runtime the CLIs open with that name. Browser code calls Runtime.create directly.
 
 import { type KernelFamily, Runtime } from "../ops/runtime.ts";
+import { envGranted, optionalEnv } from "./env.ts";
 
 /**
  * The wgpu backend behind an adapter, from what it reports (WebGPU itself does not say). wgpu's GL
@@ -25,22 +26,24 @@ export function inferBackend(
 }
 
 /**
- * With XDG_RUNTIME_DIR unset, the Vulkan loader's window-system code prints "error: XDG_RUNTIME_DIR is
- * invalid or not set in the environment." (twice) on every start, which reads like a failure though
- * compute needs no display. Point it at the temp directory first (nothing is created there).
+ * With XDG_RUNTIME_DIR unset, Mesa's Vulkan device-select layer (which asks libwayland for a display
+ * while the loader enumerates devices) prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+ * environment." twice on every start, which reads like a failure though compute needs no display.
+ * Point it at the temp directory first (nothing is created there). Only where env access to it is
+ * granted already (the deno.json tasks grant --allow-env): setting a variable needs the permission
+ * that reading it does, and a prompt for it would be worse than the two lines.
  */
 function quietLoaderWarnings(): void {
-  try {
-    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
-    Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") || "/tmp");
-  } catch {
-    // no --allow-env: leave the environment alone
-  }
+  if (!envGranted("XDG_RUNTIME_DIR") || Deno.env.get("XDG_RUNTIME_DIR")) return;
+  Deno.env.set("XDG_RUNTIME_DIR", optionalEnv("TMPDIR") || "/tmp");
 }
 
-/** DENO_WEBGPU_BACKEND when set, else inferBackend's guess from what the adapter reports. */
+/**
+ * DENO_WEBGPU_BACKEND when set (and readable without a prompt: lib/env.ts), else inferBackend's guess
+ * from what the adapter reports. wgpu reads the variable natively, so it picks the backend either way.
+ */
 export function denoBackendName(adapter: GPUAdapter): string {
-  const env = Deno.env.get("DENO_WEBGPU_BACKEND");
+  const env = optionalEnv("DENO_WEBGPU_BACKEND");
   if (env) return `${env} (DENO_WEBGPU_BACKEND)`;
   return inferBackend(adapter.info, adapter.features, Deno.build.os);
 }

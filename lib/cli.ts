@@ -5,11 +5,13 @@
 //   1  a runtime failure: GPUFailure (no/lost GPU, WebGPU error) or any unexpected error
 //   2  a user error: UsageError (bad flags, missing data), CheckpointError (bad checkpoint file),
 //      or a Deno permission problem (NotCapable / PermissionDenied), fixed by changing the command line
-// Set TINYGPT_DEBUG=1 to also print the stack trace.
+// Set TINYGPT_DEBUG=1 to also print the stack trace (read only where env access to it is granted, as
+// under deno task: lib/env.ts).
 
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { fail, UsageError } from "./errors.ts";
+import { optionalEnv } from "./env.ts";
 import type { KernelFamily } from "../ops/runtime.ts";
 import { TUNE_MODES, type TuneMode } from "../ops/matmul/tune.ts";
 
@@ -21,11 +23,7 @@ function oneLine(s: string): string {
 }
 
 function debugEnabled(): boolean {
-  try {
-    return !!Deno.env.get("TINYGPT_DEBUG");
-  } catch {
-    return false; // no --allow-env: no debug output
-  }
+  return !!optionalEnv("TINYGPT_DEBUG"); // not readable (no --allow-env): no debug output
 }
 
 /** The exit status `runMain` uses for a thrown value (see the header comment). */
@@ -244,22 +242,18 @@ export type KernelChoice = KernelFamily | "auto";
 export const KERNELS_FLAG: FlagSpec = {
   name: "kernels",
   type: "string",
-  help: "kernel family: gpu | cpu | auto (default: $TINYGPT_KERNELS, else auto = cpu on a CPU " +
-    "fallback adapter such as llvmpipe / lavapipe / SwiftShader, gpu on every other adapter)",
+  help: "kernel family: gpu | cpu | auto (default: $TINYGPT_KERNELS when env access to it is granted, " +
+    "as deno task does, else auto = cpu on a CPU fallback adapter such as llvmpipe / lavapipe / " +
+    "SwiftShader, gpu on every other adapter)",
 };
 
 /**
  * The kernel family to run: the --kernels flag when given, else the TINYGPT_KERNELS environment
- * variable when set (and readable), else "auto". A bad value is one UsageError line naming its source.
+ * variable when set and readable without a prompt (lib/env.ts optionalEnv), else "auto". A bad value is one UsageError line naming its source.
  */
 export function kernelsChoice(flag: string | boolean | undefined): KernelChoice {
   if (flag !== undefined) return choiceFlag(flag, "kernels", KERNEL_CHOICES);
-  let env: string | undefined;
-  try {
-    env = Deno.env.get("TINYGPT_KERNELS");
-  } catch {
-    env = undefined; // no --allow-env: the variable cannot be read, the flag still works
-  }
+  const env = optionalEnv("TINYGPT_KERNELS"); // not readable without --allow-env: the flag still works
   if (env === undefined || env === "") return "auto";
   if (!(KERNEL_CHOICES as readonly string[]).includes(env)) {
     fail(`TINYGPT_KERNELS must be one of ${KERNEL_CHOICES.map((c) => `"${c}"`).join(", ")}, got "${env}"`);

@@ -139,6 +139,39 @@ export interface Recording {
   readonly ops: readonly RecordedOp[];
 }
 
+/** The words of the uniform buffer that holds `params` (u32, f32 and i32 words; a multiple of 4). */
+export function packParams(params: readonly Param[]): Uint32Array<ArrayBuffer> {
+  const words = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
+  const f = new Float32Array(words.buffer);
+  const s = new Int32Array(words.buffer);
+  params.forEach((p, i) => {
+    if (typeof p === "number") {
+      if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) throw new Error(`u32 param out of range: ${p}`);
+      words[i] = p;
+    } else if ("f32" in p) f[i] = p.f32;
+    else s[i] = p.i32;
+  });
+  return words;
+}
+
+/**
+ * One dispatch as `Runtime.dispatch` received it (see `Runtime.startCapture`), with the bytes every
+ * binding held just before it ran and just after: what the race check (tests/race/) executes again,
+ * and checks its execution against.
+ */
+export interface CapturedDispatch {
+  /** The dispatch's label. */
+  label: string;
+  /** The WGSL. */
+  code: string;
+  /** The family `rt.kernels` named when it was dispatched. */
+  family: KernelFamily;
+  /** Workgroups launched per dimension. */
+  workgroups: [number, number, number];
+  /** Every group-0 binding: its declaration and its bytes before and after the dispatch. */
+  bindings: { decl: BindingDecl; before: ArrayBuffer; after: ArrayBuffer }[];
+}
+
 /** One recorded dispatch, as the bench's --json lists it (see `Runtime.startTrace`). */
 export interface TracedKernel {
   /** The dispatch's label. */
@@ -176,6 +209,14 @@ export class Runtime {
   private pipelines = new Map<string, CompiledKernel>();
   private trace: TracedKernel[] | null = null;
   private recording: RecordedOp[] | null = null;
+  private capture: {
+    plan: boolean;
+    seen: Set<string>;
+    pending: {
+      d: Omit<CapturedDispatch, "bindings">;
+      bufs: [BindingDecl, GPUBuffer | Uint32Array, GPUBuffer | Uint32Array, number][];
+    }[];
+  } | null = null;
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniforms = new Map<string, GPUBuffer>();
   private encoder: GPUCommandEncoder | null = null;
@@ -301,16 +342,7 @@ export class Runtime {
 
   /** The uniform buffer holding `params` (cached by content). */
   private uniform(params: readonly Param[]): GPUBuffer {
-    const words = new Uint32Array(Math.max(4, Math.ceil(params.length / 4) * 4));
-    const f = new Float32Array(words.buffer);
-    const s = new Int32Array(words.buffer);
-    params.forEach((p, i) => {
-      if (typeof p === "number") {
-        if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) throw new Error(`u32 param out of range: ${p}`);
-        words[i] = p;
-      } else if ("f32" in p) f[i] = p.f32;
-      else s[i] = p.i32;
-    });
+    const words = packParams(params);
     const key = Array.from(words).join(",");
     let u = this.uniforms.get(key);
     if (!u) {
@@ -381,7 +413,59 @@ export class Runtime {
       invocations,
     };
     this.recording?.push(op);
+    if (this.capture) this.captureDispatch(op, code, decls, views, uni, params);
+    else this.encodeDispatch(op);
+  }
+
+  /**
+   * Encode `op` between copies of every binding it uses into mappable buffers, the first time this
+   * code runs with these parameters and grid (see `startCapture`).
+   */
+  private captureDispatch(
+    op: Extract<RecordedOp, { label: string }>,
+    code: string,
+    decls: BindingDecl[],
+    views: { binding: number; view: BufferView }[],
+    uni: GPUBuffer | null,
+    params: readonly Param[],
+  ): void {
+    const cap = this.capture!;
+    const words = uni ? packParams(params) : null;
+    if (cap.plan) {
+      this.stats.dispatches++;
+      cap.pending.push({
+        d: { label: op.label, code, family: this.kernels, workgroups: op.workgroups },
+        bufs: [],
+      });
+      return;
+    }
+    const key = `${code}|${words?.join(",")}|${op.workgroups}|${
+      views.map((v) => v.view.byteLength).join(",")
+    }`;
+    if (cap.seen.has(key)) return this.encodeDispatch(op);
+    cap.seen.add(key);
+    const snap = (): (GPUBuffer | Uint32Array)[] =>
+      views.map(({ view }) => {
+        if (view.buffer === uni) return words!;
+        const size = Math.ceil(view.byteLength / 4) * 4;
+        const st = this.device.createBuffer({ size, usage: 0x01 | 0x08, label: "capture" }); // MAP_READ | COPY_DST
+        this.endPass();
+        if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+        this.encoder.copyBufferToBuffer(view.buffer, view.offset, st, 0, size);
+        return st;
+      });
+    const before = snap();
     this.encodeDispatch(op);
+    const after = snap();
+    cap.pending.push({
+      d: { label: op.label, code, family: this.kernels, workgroups: op.workgroups },
+      bufs: views.map(({ binding, view }, i) => [
+        decls.find((x) => x.binding === binding)!,
+        before[i],
+        after[i],
+        view.byteLength,
+      ]),
+    });
   }
 
   /** Encode one resolved dispatch into the current compute pass (and count and trace it). */
@@ -422,6 +506,7 @@ export class Runtime {
 
   /** Encode a Recording's commands again (see `record`). */
   replay(r: Recording): void {
+    if (this.capture?.plan) return;
     for (const op of r.ops) {
       if ("label" in op) this.encodeDispatch(op);
       else this.copy(op.src, op.dst, op.byteLength);
@@ -438,6 +523,42 @@ export class Runtime {
     const t = this.trace ?? [];
     this.trace = null;
     return t;
+  }
+
+  /**
+   * Start capturing dispatches: from now on, the first dispatch of each (code, parameters, grid,
+   * binding sizes) also copies every buffer it binds, just before it runs and just after, for
+   * `stopCapture` to return. For tests at small sizes (tests/race/): the copies cost memory and time.
+   * In "plan" mode nothing runs: dispatches and copies are recorded (dispatches without bytes) and not
+   * encoded, so a step at full size can be planned without the memory or time it would take (buffers
+   * are allocated lazily: unused ones cost nothing). What the host reads back is then meaningless.
+   */
+  startCapture(mode: "run" | "plan" = "run"): void {
+    this.capture = { plan: mode === "plan", seen: new Set(), pending: [] };
+  }
+
+  /** Stop capturing; submit, and return what was captured since `startCapture`, in dispatch order. */
+  async stopCapture(): Promise<CapturedDispatch[]> {
+    const cap = this.capture;
+    this.capture = null;
+    if (!cap) return [];
+    await this.sync();
+    const bytes = async (b: GPUBuffer | Uint32Array, n: number): Promise<ArrayBuffer> => {
+      if (b instanceof Uint32Array) return b.buffer.slice(0) as ArrayBuffer;
+      await b.mapAsync(1);
+      const out = b.getMappedRange().slice(0, n);
+      b.destroy();
+      return out;
+    };
+    const out: CapturedDispatch[] = [];
+    for (const { d, bufs } of cap.pending) {
+      const bindings = [];
+      for (const [decl, before, after, n] of bufs) {
+        bindings.push({ decl, before: await bytes(before, n), after: await bytes(after, n) });
+      }
+      out.push({ ...d, bindings });
+    }
+    return out;
   }
 
   /** The compute pass to record into (one per dispatch while profiling). */
@@ -469,6 +590,7 @@ export class Runtime {
 
   /** Record a buffer-to-buffer copy (ends the current compute pass). */
   copy(src: BufferView, dst: BufferView, byteLength = src.byteLength): void {
+    if (this.capture?.plan) return;
     this.recording?.push({ src, dst, byteLength });
     this.endPass();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();

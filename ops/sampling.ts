@@ -88,12 +88,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   let zmax = redV[0];
   let best = redI[0];
+  workgroupBarrier(); // every invocation has read redV[0] before step 3 reuses redV
   if (p.greedy != 0u) {
     for (var i = lid; i < V; i += WG) { probs[o + i] = select(0.0, 1.0, i == best); }
     if (lid == 0u) { ids[b] = best; }
     return;
   }
-  storageBarrier();
+  storageBarrier(); // z is in probs, written by every invocation, before the ranking reads all of it
   // 2. rank of every token in the order (z descending, index ascending): order[rank] = token.
   for (var i = lid; i < V; i += WG) {
     let zi = probs[o + i];
@@ -104,7 +105,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     order[o + r] = i;
   }
-  storageBarrier();
+  storageBarrier(); // order, written by every invocation, before step 3 reads it
   // 3. unnormalised softmax over the top-k (each token is visited by exactly one invocation) ...
   var part = 0.0;
   for (var r = lid; r < V; r += WG) {
@@ -113,6 +114,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     probs[o + i] = e;
     part += e;
   }
+  storageBarrier(); // the exponentials (token order[r] by the invocation of rank r) before the division
   redV[lid] = part;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -137,7 +139,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       cut = c;
       kept = t;
     }
-    workgroupBarrier();
+    workgroupBarrier(); // cut and kept
+    storageBarrier(); // invocation 0's reads of probs before the others write it
     let c = cut;
     let t = kept;
     for (var r = lid; r < V; r += WG) {

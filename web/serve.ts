@@ -3,7 +3,7 @@
 // and the training text data/tinyshakespeare.txt. One port, printed; --port to change it.
 
 import { fileURLToPath } from "node:url";
-import { fail, type FlagSpec, intFlag, parseFlags, runMain } from "../lib/cli.ts";
+import { ensureReadPermission, fail, type FlagSpec, intFlag, parseFlags, runMain } from "../lib/cli.ts";
 
 const FLAGS: FlagSpec[] = [
   { name: "port", type: "string", default: "8000", help: "TCP port on 127.0.0.1 (0 = any free port)" },
@@ -90,6 +90,10 @@ export async function startServer(
 async function main(args: string[]): Promise<void> {
   const { values } = parseFlags(args, FLAGS, USAGE);
   const port = intFlag(values.port, "port", { min: 0, max: 65535 });
+  // One question for the project folder when run without the task's --allow-read=. (the bundler
+  // would otherwise ask once per source file it reads, dozens of times).
+  const root = fileURLToPath(here("../"));
+  await ensureReadPermission([root], `--allow-read=${root} (deno task web grants it)`);
   let server: WebServer;
   try {
     server = await startServer({ port });

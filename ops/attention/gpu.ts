@@ -93,7 +93,7 @@ fn ${name}(lid: u32, x: vec4<f32>) -> vec4<f32> {
 function rowsWGSL(hs: number, a: string, aRow: string, dst: string): string {
   return /* wgsl */ `${header(hs)}
 var<workgroup> va: array<vec4<f32>, HS>;   // column d of the 4 rows' q (forward) or dout (backward)
-var<workgroup> xt: array<vec4<f32>, WG>;   // columns d0 .. d0 + 3 of a tile of rows, row k at k
+var<workgroup> xt: array<f32, 4 * WG>;     // columns d0 .. d0 + 3 of a tile of rows, row k at 4k ..
 var<workgroup> ws: array<vec4<f32>, WG>;   // per-key weights of a tile, per row
 var<workgroup> red: array<vec4<f32>, WG>;
 var<private> acc: array<vec4<f32>, NCOL>;
@@ -103,18 +103,24 @@ ${reduce("wg_sum", (a, b) => `${a} + ${b}`)}
 // Whether query row t (padding when t >= T) sees key j.
 fn sees(j: u32, t: u32, T: u32) -> bool { return j <= t && t < T; }
 
-// va[d][r] = ${a}[o + min(t0 + r, T - 1) a_row + d] (padding rows repeat row T - 1).
+// va[d][r] = ${a}[o + min(t0 + r, T - 1) a_row + d] (padding rows repeat row T - 1). An invocation
+// writes whole vec4s: a store to one component is a read-modify-write of the vector on some
+// backends (HLSL), which races with the invocations storing its other components.
 fn load_rows(lid: u32, o: u32, a_row: u32, t0: u32, T: u32) {
-  for (var e = lid; e < 4u * HS; e += WG) {
-    let r = e / HS;
-    let d = e % HS;
-    va[d][r] = ${a}[o + min(t0 + r, T - 1u) * a_row + d];
+  for (var d = lid; d < HS; d += WG) {
+    va[d] = vec4<f32>(
+      ${a}[o + min(t0, T - 1u) * a_row + d],
+      ${a}[o + min(t0 + 1u, T - 1u) * a_row + d],
+      ${a}[o + min(t0 + 2u, T - 1u) * a_row + d],
+      ${a}[o + min(t0 + 3u, T - 1u) * a_row + d]
+    );
   }
   workgroupBarrier();
 }
 
 // va · x_{j0 + lid} per row (0 past key n - 1): rows x_j at qkv[xo + j * C3 ..], staged 4
-// columns at a time.
+// columns at a time (4 consecutive invocations read 4 consecutive columns of a row; each stores one
+// f32, and reads its own row's 4 back as a vec4).
 fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> vec4<f32> {
   var s = vec4<f32>();
   for (var d0 = 0u; d0 < HS; d0 += 4u) {
@@ -123,10 +129,10 @@ fn tile_dots(lid: u32, j0: u32, n: u32, xo: u32, C3: u32) -> vec4<f32> {
       let d = d0 + e % 4u;
       var x = 0.0;
       if (j0 + k < n && d < HS) { x = qkv[xo + (j0 + k) * C3 + d]; }
-      xt[k][e % 4u] = x;
+      xt[e] = x;
     }
     workgroupBarrier();
-    let x = xt[lid];
+    let x = vec4<f32>(xt[4u * lid], xt[4u * lid + 1u], xt[4u * lid + 2u], xt[4u * lid + 3u]);
     for (var dd = 0u; dd < min(4u, HS - d0); dd++) { s = fma(va[d0 + dd], vec4<f32>(x[dd]), s); }
     workgroupBarrier();
   }

@@ -177,7 +177,10 @@ ${L.join("\n")}
 }`;
 }
 
-/** Per-runtime staging areas (UNIFORM | COPY_DST) the operands' windows are copied into. */
+/**
+ * Per-runtime staging areas (UNIFORM | COPY_DST) the operands' windows are copied into; also COPY_SRC,
+ * so that a captured dispatch (Runtime.startCapture, the race check) can copy what it binds.
+ */
 const staging = new WeakMap<Runtime, { a: GPUBuffer; b: GPUBuffer; size: number }>();
 
 function stagingFor(rt: Runtime, lim: PairLimits): { a: GPUBuffer; b: GPUBuffer; size: number } {
@@ -186,8 +189,8 @@ function stagingFor(rt: Runtime, lim: PairLimits): { a: GPUBuffer; b: GPUBuffer;
     // A dispatch's windows are at most `single` consecutive blocks: their span plus one window.
     const size = (Math.max(lim.single, lim.k) + 1) * WINDOW * 4;
     s = {
-      a: rt.createBuffer(size, UNIFORM_USAGE | 0x08, "matmul-staging-a"),
-      b: rt.createBuffer(size, UNIFORM_USAGE | 0x08, "matmul-staging-b"),
+      a: rt.createBuffer(size, UNIFORM_USAGE | 0x08 | 0x04, "matmul-staging-a"),
+      b: rt.createBuffer(size, UNIFORM_USAGE | 0x08 | 0x04, "matmul-staging-b"),
       size,
     };
     staging.set(rt, s);

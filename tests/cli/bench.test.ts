@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { decodeSafetensors } from "../../lib/safetensors.ts";
-import { deno, ROOT, tempDir, writeCheckpoint } from "./helpers.ts";
+import { deno, ENV_FLAG, ROOT, tempDir, writeCheckpoint } from "./helpers.ts";
 
 Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPerStep, msPerStep", async () => {
   const { dir, cleanup } = await tempDir();
@@ -17,7 +17,7 @@ Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPe
       "--quiet",
       `--allow-read=${ROOT},${dir}`,
       `--allow-write=${dir}`,
-      "--allow-env",
+      ENV_FLAG,
       `${ROOT}bench.ts`,
       "--config=lecture",
       "--kernels=cpu",

@@ -8,6 +8,7 @@ import { Rng } from "../../lib/rng.ts";
 import { Tokenizer } from "../../lib/tokenizer.ts";
 import { type GPTConfig, gptParamSpecs } from "../../models/gpt.ts";
 import { encodeModelCheckpoint, encodeResumeCheckpoint } from "../../models/checkpoint.ts";
+import { OPTIONAL_ENV } from "../../lib/env.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 export const TRAIN = `${ROOT}train.ts`;
@@ -35,6 +36,9 @@ export interface Result {
 
 const dec = new TextDecoder();
 
+/** The env access the deno.json tasks grant: the optional variables (lib/env.ts), no others. */
+export const ENV_FLAG = `--allow-env=${OPTIONAL_ENV.join(",")}`;
+
 /** `deno run` args for a script with read/write access to `dir` only (plus env, as the tasks). */
 export function runArgs(script: string, dir: string, args: string[]): string[] {
   return [
@@ -44,7 +48,7 @@ export function runArgs(script: string, dir: string, args: string[]): string[] {
     "--quiet",
     `--allow-read=${dir}`,
     `--allow-write=${dir}`,
-    "--allow-env",
+    ENV_FLAG,
     script,
     ...args,
   ];

@@ -8,6 +8,7 @@ import { rt } from "../util.ts";
 import {
   assertUserError,
   deno,
+  ENV_FLAG,
   pool,
   ROOT,
   sample,
@@ -107,7 +108,7 @@ const cli = (script: string, ...args: string[]) =>
     "--no-lock",
     "--quiet",
     "--allow-read",
-    "--allow-env",
+    ENV_FLAG,
     `${ROOT}${script}`,
     ...args,
   ]);
@@ -118,7 +119,7 @@ Deno.test("--help of train.ts, sample.ts and bench.ts documents --kernels and TI
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
-      /--kernels=<value> +kernel family: gpu \| cpu \| auto \(default: \$TINYGPT_KERNELS, else auto/,
+      /--kernels=<value> +kernel family: gpu \| cpu \| auto \(default: \$TINYGPT_KERNELS when env access to it is granted, as deno task does, else auto/,
       script,
     );
   }

@@ -4,16 +4,25 @@
 // standing in for the project.
 
 import assert from "node:assert/strict";
-import { tempDir, TINY, TRAIN, writeData } from "./helpers.ts";
+import { ENV_FLAG, tempDir, TINY, TRAIN, writeData } from "./helpers.ts";
 
 const config = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
 const task: string = config.tasks.train;
+
+Deno.test("deno.json: the CLI tasks grant env access to the optional variables (lib/env.ts) and no others", () => {
+  for (const name of ["train", "sample", "bench"]) {
+    const flags = (config.tasks[name] as string).split(" ").filter((f) => f.startsWith("--allow-env"));
+    assert.deepEqual(flags, [ENV_FLAG], name);
+  }
+  // The page's server reads none (lib/cli.ts's TINYGPT_DEBUG counts as unset there).
+  assert.doesNotMatch(config.tasks.web, /--allow-env/);
+});
 
 Deno.test("deno task train's permissions: --out runs/a works without a terminal; outside the folder, one line", async () => {
   const m = task.match(/^deno run (.*) train\.ts$/);
   assert.ok(m, task);
   const perms = m[1].split(" ");
-  assert.deepEqual(perms.filter((p) => !/^--allow-(read|write)=\.$|^--allow-env$/.test(p)), [], task);
+  assert.deepEqual(perms.filter((p) => !/^--allow-(read|write)=\.$/.test(p) && p !== ENV_FLAG), [], task);
   const { dir, cleanup } = await tempDir();
   try {
     await writeData(dir);
