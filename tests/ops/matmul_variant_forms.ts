@@ -76,19 +76,22 @@ export const FORMS: Form[] = [
 ];
 
 /**
- * Record every variant of MATMUL_VARIANTS on every form, at M, N <= 8 and K of two or three K tiles
- * (one workgroup per product; split-K variants two chunks or more); outputs in scratch tensors.
+ * Record every variant of MATMUL_VARIANTS on every form, small: M, N <= 8 and batch 1 (one workgroup
+ * per product: a batch is only an offset, the same kernel) and K two K tiles of the variant, the second
+ * partial, with the form's K mod 4 (so each operand keeps its vec4 or scalar loads); split-K variants
+ * get two chunks or more. Outputs in scratch tensors. The race detector interprets every invocation of
+ * a workgroup, so the kernels' cheapest instances.
  */
 export function dispatchEveryVariant(rt: Runtime): void {
   for (const f of FORMS) {
-    const M = Math.min(f.M, f.M % 2 ? 5 : 8), N = Math.min(f.N, f.N % 2 ? 7 : 8), K = f.K;
+    const M = Math.min(f.M, f.M % 2 ? 5 : 8), N = Math.min(f.N, f.N % 2 ? 7 : 8);
     const t = (n: number) => Tensor.from(rt, new Float32Array(n).fill(0.25));
-    const A = t(f.batch * M * K), B = t(f.batch * K * N), bias = t(N);
+    const bias = t(N);
     for (const variant of MATMUL_VARIANTS) {
-      matmul(rt, A, B, t(f.batch * M * N), M, N, K, {
+      const K = variant.bk + 4 + (f.K % 4);
+      matmul(rt, t(M * K), t(K * N), t(M * N), M, N, K, {
         transA: f.transA,
         transB: f.transB,
-        batch: f.batch,
         alpha: f.alpha,
         bias: f.bias ? bias : null,
         epilogue: f.epilogue,

@@ -16,6 +16,7 @@ import { GPTStep } from "../../train/step.ts";
 import { matmul, type MatmulKernel, type MatmulOpts, sumRows } from "../../ops/matmul.ts";
 import { addInto } from "../../ops/elementwise.ts";
 import { leakyReluBackward, leakyReluForward, reluForward } from "../../ops/activation.ts";
+import { dispatchEveryVariant } from "../ops/matmul_variant_forms.ts";
 
 /**
  * A GPT the check runs: the lecture width (head size 16) with gradient accumulation, nanoGPT's
@@ -167,6 +168,8 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
       matmul(rt, a, b, c, M, N, K, { transA: true, rowSums: rows, accumulate, kernel });
     }
   }
+  // Every variant of the gpu family's tiled matmul (the autotuner may pick any), in every form.
+  if (rt.kernels === "gpu") dispatchEveryVariant(rt);
   const x = t(7 * 13), dy = t(7 * 13), y = Tensor.empty(rt, [7 * 13]);
   sumRows(rt, x, Tensor.empty(rt, [13]), 7, 13);
   addInto(rt, y, x);
