@@ -18,6 +18,7 @@ export {
   type BindingDecl,
   type Bindings,
   type BufferView,
+  type CapturedDispatch,
   type CompiledKernel,
   f32,
   getRuntime,
