@@ -54,7 +54,8 @@ export async function readModelCheckpoint(path: string): Promise<CheckpointData>
 /** Read a checkpoint's metadata and tensors, validating everything against its own config. */
 export async function loadModel(rt: Runtime, path: string): Promise<LoadedModel> {
   const c = await readModelCheckpoint(path);
-  return { kind: c.kind, config: c.config, vocab: c.vocab, step: c.step, model: buildModel(rt, c) };
+  const { kind, config, tokenizer, vocab, step } = c;
+  return { kind, config, tokenizer, vocab, step, model: buildModel(rt, c) };
 }
 
 /**

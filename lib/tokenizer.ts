@@ -1,14 +1,39 @@
 // Character-level tokenizer: the vocabulary is the sorted set of characters (Unicode code points,
 // ordered by code point like Python's sorted(set(text))); ids are positions in that list. Strings are
 // split by code point, so an astral character (e.g. an emoji) is one token, not two surrogates.
+// `TextTokenizer` is what the models' users need of any tokenizer (GPT-2's BPE is lib/bpe.ts).
 
 import { UsageError } from "./errors.ts";
 
 /** At most this many unknown characters are listed in encode's error message. */
 const MAX_LISTED = 10;
 
+/** The tokenizers: characters of the data (the default) or GPT-2's byte-level BPE. */
+export type TokenizerKind = "char" | "gpt2";
+/** The `--tokenizer` choices. */
+export const TOKENIZERS: readonly TokenizerKind[] = ["char", "gpt2"];
+
+/** GPT-2's vocabulary size (50256 BPE merges and bytes plus <|endoftext|>; the tokenizer is lib/bpe.ts). */
+export const GPT2_VOCAB_SIZE = 50257;
+
+/** What training and sampling need of a tokenizer. */
+export interface TextTokenizer {
+  /** Which tokenizer. */
+  readonly kind: TokenizerKind;
+  /** Number of ids. */
+  readonly vocabSize: number;
+  /** The character list of a char tokenizer (what checkpoints store as `vocab`); [] for BPE. */
+  readonly chars: string[];
+  /** Ids of `s`. */
+  encode(s: string): number[];
+  /** The text of `ids`. */
+  decode(ids: ArrayLike<number>): string;
+}
+
 /** Character-level tokenizer: ids are positions in the sorted character list. */
-export class Tokenizer {
+export class Tokenizer implements TextTokenizer {
+  /** Which tokenizer this is. */
+  readonly kind = "char" as const;
   /** The vocabulary: `chars[id]` is the character with that id. */
   readonly chars: string[];
   private readonly index: Map<string, number>;
