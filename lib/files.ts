@@ -4,6 +4,7 @@
 // import line. Writes are atomic (lib/fsutil.ts); read problems are UsageError / CheckpointError
 // naming the path.
 
+import { join } from "node:path";
 import { decodeText } from "./data.ts";
 import { UsageError } from "./errors.ts";
 import { CheckpointError } from "./safetensors.ts";
@@ -25,6 +26,14 @@ import {
   type ResumeData,
   type TrainState,
 } from "../models/checkpoint.ts";
+import {
+  HF_CHARS,
+  HF_CONFIG,
+  HF_WEIGHTS,
+  type HFImportOptions,
+  type HFModel,
+  importHFGpt2,
+} from "../models/hf_gpt2.ts";
 
 /** A file's bytes; missing or a directory is `error` (UsageError or CheckpointError) naming the path. */
 async function readChecked(
@@ -115,4 +124,45 @@ export async function saveOptim(
   extra: Record<string, string>,
 ): Promise<void> {
   await atomicWrite(optimPath(path), encodeOptim(state, step, extra));
+}
+
+// ---------------------------------------------------------------- Hugging Face GPT-2 directories
+
+/** Whether `path` is a directory (a Hugging Face model directory, where a checkpoint file may also go). */
+export async function isDirectory(path: string): Promise<boolean> {
+  return (await Deno.stat(path).catch(() => null))?.isDirectory ?? false;
+}
+
+/**
+ * Read a Hugging Face GPT-2 directory (config.json, model.safetensors, and a char model's
+ * tinygpt_chars.json when there is one) and convert it (models/hf_gpt2.ts). Missing files are a
+ * CheckpointError naming them.
+ */
+export async function readHFDir(dir: string, opts: HFImportOptions = {}): Promise<HFModel> {
+  const cfgPath = join(dir, HF_CONFIG), wPath = join(dir, HF_WEIGHTS);
+  for (const p of [cfgPath, wPath]) {
+    if (!(await Deno.stat(p).catch(() => null))?.isFile) {
+      throw new CheckpointError(`${dir} is not a Hugging Face GPT-2 directory: ${p} is missing`);
+    }
+  }
+  const text = new TextDecoder().decode(await Deno.readFile(cfgPath));
+  const chars = await Deno.readTextFile(join(dir, HF_CHARS)).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  return importHFGpt2(text, await Deno.readFile(wPath), dir, opts, chars);
+}
+
+/** Write a Hugging Face GPT-2 directory's files (each atomically); `dir` is created if missing. */
+export async function writeHFDir(
+  dir: string,
+  files: { config: string; weights: Uint8Array; chars: string | null },
+): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const enc = new TextEncoder();
+  await writing(join(dir, HF_WEIGHTS), () => atomicWrite(join(dir, HF_WEIGHTS), files.weights));
+  await writing(join(dir, HF_CONFIG), () => atomicWrite(join(dir, HF_CONFIG), enc.encode(files.config)));
+  if (files.chars !== null) {
+    await writing(join(dir, HF_CHARS), () => atomicWrite(join(dir, HF_CHARS), enc.encode(files.chars!)));
+  }
 }
