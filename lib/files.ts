@@ -24,6 +24,7 @@ import {
   parseOptim,
   parseResume,
   type ResumeData,
+  type TokenizerInfo,
   type TrainState,
 } from "../models/checkpoint.ts";
 import {
@@ -95,7 +96,7 @@ export async function saveCheckpoint(
   path: string,
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
   optimState: Map<string, Float32Array>,
   train: TrainState,
@@ -110,7 +111,7 @@ export async function saveModel(
   path: string,
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
 ): Promise<void> {
   await atomicWrite(path, await modelBytes(kind, model, vocab, step));

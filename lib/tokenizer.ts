@@ -95,3 +95,31 @@ export class Tokenizer implements TextTokenizer {
     return s;
   }
 }
+
+/**
+ * Text of ids as they arrive, for streaming output: a BPE token may end inside a multi-byte UTF-8
+ * character, so ids wait (up to 4) until their text no longer ends in U+FFFD, the replacement
+ * character of an incomplete sequence. `flush` returns what is left.
+ */
+export class StreamDecoder {
+  private pending: number[] = [];
+
+  /** Decode with `tok`. */
+  constructor(private readonly tok: TextTokenizer) {}
+
+  /** The new text after `id` ("" while a character is incomplete). */
+  push(id: number): string {
+    this.pending.push(id);
+    const s = this.tok.decode(this.pending);
+    if (s.endsWith("\uFFFD") && this.pending.length < 4) return "";
+    this.pending = [];
+    return s;
+  }
+
+  /** Whatever is still pending. */
+  flush(): string {
+    const s = this.pending.length ? this.tok.decode(this.pending) : "";
+    this.pending = [];
+    return s;
+  }
+}

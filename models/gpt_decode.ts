@@ -40,7 +40,7 @@ import {
 import { type Epilogue, linearForward, WINDOW } from "../ops/matmul.ts";
 import { zeroBias } from "../ops/layernorm.ts";
 import { attentionForward } from "../ops/attention.ts";
-import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
+import { gpuSamplingExact, sampleTokens, sampleUniform } from "../ops/sampling.ts";
 import { type GenerateOptions, sampleLogits } from "./common.ts";
 import { type GPT, GPTActivations } from "./gpt.ts";
 
@@ -48,7 +48,7 @@ import { type GPT, GPTActivations } from "./gpt.ts";
 export interface DecodeOptions extends GenerateOptions {
   /** KV cache while the context is shorter than block_size (default true). */
   cache?: boolean;
-  /** Sample on the GPU and read ids back per chunk (default true). */
+  /** Sample on the GPU and read ids back per chunk (default true where its kernel is exact, see ops/sampling.ts). */
   gpuSampling?: boolean;
   /** Characters per command buffer / readback with GPU sampling (default 16). */
   chunk?: number;
@@ -367,7 +367,10 @@ export class GPTDecoder {
   async generate(start: number[], maxNew: number, opts: DecodeOptions = {}): Promise<number[][]> {
     const { B, rt } = this;
     const { blockSize: T, vocabSize: V } = this.model.cfg;
-    const { cache = true, gpuSampling = true, seed = 0 } = opts;
+    // GPU sampling by default, on the host where the sampling kernel is not exact (a large vocabulary
+    // on llvmpipe: ops/sampling.ts); both draw the same ids from the same logits.
+    const exact = gpuSamplingExact(rt, V, (opts.temperature ?? 1) === 0);
+    const { cache = true, gpuSampling = exact, seed = 0 } = opts;
     const chunk = Math.min(MAX_CHUNK, Math.max(1, Math.floor(opts.chunk ?? DEFAULT_CHUNK)));
     const ctx = start.length ? start.slice(-T) : [0];
     this.syncWeights(); // recorded into the first command buffer

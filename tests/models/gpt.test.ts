@@ -148,6 +148,21 @@ familyTest(
   },
 );
 
+// GPT-2's vocabulary: the head's products with K = V, the tied embedding's gradient over 50257 rows and
+// the cross-entropy rows past llvmpipe's loop limit (ops/runtime.ts LLVMPIPE_LOOP_LIMIT).
+familyTest("GPT-2 architecture at V=50257: loss, logits, every gradient = float64", async () => {
+  const cfg: GPTConfig = {
+    vocabSize: 50257,
+    nEmbd: 16,
+    nHead: 2,
+    nLayer: 1,
+    blockSize: 8,
+    dropout: 0,
+    ...GPT2_ARCH,
+  };
+  await checkGradients(cfg, 2, 8, { seed: 1, step: 1 }, "gpt2 arch V=50257");
+});
+
 Deno.test("architecture options: parameter lists of the course, nanoGPT and GPT-2 models", () => {
   const base = { vocabSize: 5, nEmbd: 8, nHead: 2, nLayer: 1, blockSize: 4, dropout: 0 };
   const names = (cfg: GPTConfig) => gptParamSpecs(cfg, new Rng(1)).map((s) => s.name);
