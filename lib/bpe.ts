@@ -7,6 +7,9 @@
 // decode turns id 50256 back into the string "<|endoftext|>". So no text is ever refused, and
 // decode(encode(s)) === s for every string s.
 
+// An inline, pinned specifier rather than an import-map entry: the CLIs also run without the project's
+// deno.json (`deno run --no-config train.ts`, as tests/cli does), where a bare name would not resolve.
+// deno-lint-ignore no-import-prefix
 import { decode, encode } from "npm:gpt-tokenizer@4.0.0/encoding/r50k_base";
 import { GPT2_VOCAB_SIZE, type TextTokenizer } from "./tokenizer.ts";
 
@@ -21,7 +24,7 @@ export class Gpt2Tokenizer implements TextTokenizer {
   /** Which tokenizer this is. */
   readonly kind = "gpt2" as const;
   /** 50257. */
-  readonly vocabSize = GPT2_VOCAB_SIZE;
+  readonly vocabSize: number = GPT2_VOCAB_SIZE;
   /** A BPE tokenizer has no character list (checkpoints record `tokenizer: gpt2` instead). */
   readonly chars: string[] = [];
 
