@@ -4,7 +4,8 @@
 // only the losses.
 
 import type { Runtime } from "../ops/runtime.ts";
-import { Tokenizer } from "../lib/tokenizer.ts";
+import { type TextTokenizer, Tokenizer, type TokenizerKind } from "../lib/tokenizer.ts";
+import { Gpt2Tokenizer } from "../lib/bpe.ts";
 import { GPTData } from "../lib/data.ts";
 import { GPT, GPT_REFERENCE } from "../models/gpt.ts";
 import { BIGRAM_REFERENCE, BigramMLP } from "../models/bigram.ts";
@@ -20,6 +21,8 @@ export interface RunConfig {
   seed: number;
   evalInterval: number;
   evalIters: number;
+  /** The GPT's tokenizer (default char; gpt2 is GPT-2's BPE, 50257 ids). */
+  tokenizer?: TokenizerKind;
 }
 
 /** train.ts's defaults, except evaluation (cheaper in the page: fewer batches per estimate). */
@@ -53,7 +56,7 @@ export interface Eval {
 /** A trainable model with its data and optimizer: train.ts's own job (train/jobs.ts), driven by the page. */
 export class Session {
   readonly model: AnyModel;
-  readonly tok: Tokenizer;
+  readonly tok: TextTokenizer;
   readonly opt: Optimizer;
   readonly tokensPerStep: number;
   /** The exact bigram entropy of the training pairs (bigram models: the floor of their loss). */
@@ -62,7 +65,9 @@ export class Session {
   private readonly job: Job;
 
   constructor(readonly rt: Runtime, readonly cfg: RunConfig, text: string) {
-    this.tok = Tokenizer.fromText(text);
+    this.tok = cfg.tokenizer === "gpt2" && cfg.model === "gpt"
+      ? new Gpt2Tokenizer()
+      : Tokenizer.fromText(text);
     const ids = Uint32Array.from(this.tok.encode(text));
     const V = this.tok.vocabSize, seed = cfg.seed;
     const optimizer: OptimizerKind = cfg.model === "gpt" ? "adamw" : "sgd";

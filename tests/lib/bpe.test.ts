@@ -1,11 +1,34 @@
-// GPT-2's BPE (lib/bpe.ts over gpt-tokenizer) and the token-id cache (lib/token_cache.ts).
+// GPT-2's BPE (lib/bpe.ts over gpt-tokenizer) and the token-id cache (lib/token_cache.ts). Also run in
+// the page (tests/web/op_tests.ts), so no node:assert: the small `assert` below.
 
-import assert from "node:assert/strict";
 import { GPT2_EOT, GPT2_VOCAB_SIZE, Gpt2Tokenizer } from "../../lib/bpe.ts";
 import { decodeTokenCache, encodeTokenCache } from "../../lib/token_cache.ts";
 import { StreamDecoder, Tokenizer } from "../../lib/tokenizer.ts";
 
 const tok = new Gpt2Tokenizer();
+
+const assert = {
+  ok(v: unknown, msg = "assertion failed"): void {
+    if (!v) throw new Error(msg);
+  },
+  equal(a: unknown, b: unknown, msg = ""): void {
+    if (!Object.is(a, b)) throw new Error(`${JSON.stringify(a)} !== ${JSON.stringify(b)} ${msg}`);
+  },
+  deepEqual(a: unknown, b: unknown): void {
+    if (JSON.stringify(a) !== JSON.stringify(b)) {
+      throw new Error(`${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+    }
+  },
+  throws(f: () => unknown, re: RegExp): void {
+    try {
+      f();
+    } catch (e) {
+      if (!re.test(String((e as Error).message))) throw new Error(`wrong error: ${e}`);
+      return;
+    }
+    throw new Error(`did not throw ${re}`);
+  },
+};
 
 Deno.test("GPT-2 BPE: known ids (ASCII, non-ASCII, runs of whitespace)", () => {
   assert.equal(tok.vocabSize, GPT2_VOCAB_SIZE);

@@ -56,6 +56,7 @@ function checkpoint(settings: Record<string, unknown> | undefined): ResumeData {
   return {
     kind: "gpt",
     config: { vocabSize: 5, nEmbd: 16, nHead: 2, nLayer: 1, blockSize: 8, dropout: 0.1 },
+    tokenizer: "char",
     vocab: ["a", "b", "c", "d", "e"],
     step: 10,
     params: new Map(),
