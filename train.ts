@@ -223,7 +223,8 @@ async function prepare(run: Run): Promise<Prepared> {
       if (n < need) {
         fail(
           `--data: the ${split} split of ${run.data} (${split === "train" ? "first 90%" : "last 10%"}) has ` +
-            `${n} tokens, fewer than block size + 1 = ${need}: use more text or a smaller --block-size`,
+            `${n} ${tok.kind === "gpt2" ? "tokens" : "characters"}, fewer than block size + 1 = ${need}: ` +
+            `use more text or a smaller --block-size`,
         );
       }
     }

@@ -1,8 +1,7 @@
-// GPT-2's BPE (lib/bpe.ts over gpt-tokenizer) and the token-id cache (lib/token_cache.ts). Also run in
-// the page (tests/web/op_tests.ts), so no node:assert: the small `assert` below.
+// GPT-2's BPE (lib/bpe.ts over gpt-tokenizer). Also run in the page (tests/web/op_tests.ts), so no
+// node:assert (the small `assert` below) and nothing Deno-only.
 
 import { GPT2_EOT, GPT2_VOCAB_SIZE, Gpt2Tokenizer } from "../../lib/bpe.ts";
-import { decodeTokenCache, encodeTokenCache } from "../../lib/token_cache.ts";
 import { StreamDecoder, Tokenizer } from "../../lib/tokenizer.ts";
 
 const tok = new Gpt2Tokenizer();
@@ -69,17 +68,4 @@ Deno.test("StreamDecoder: a character split over BPE tokens is written once it i
   assert.equal(parts.join("") + d.flush(), "🎉 ok");
   const c = new StreamDecoder(new Tokenizer(["a", "b"]));
   assert.equal(c.push(1) + c.push(0), "ba");
-});
-
-Deno.test("token cache: round trip; another text, tokenizer or a damaged file is a miss", () => {
-  const ids = tok.encode("Hello world, hello cache");
-  const bytes = encodeTokenCache(ids, "hash1");
-  assert.deepEqual(Array.from(decodeTokenCache(bytes, "hash1")!), ids);
-  assert.equal(decodeTokenCache(bytes, "hash2"), null); // the text changed
-  assert.equal(decodeTokenCache(bytes, "hash1", "another tokenizer"), null);
-  assert.equal(decodeTokenCache(bytes.subarray(0, bytes.length - 1), "hash1"), null); // truncated
-  const bad = bytes.slice();
-  bad[0] ^= 1;
-  assert.equal(decodeTokenCache(bad, "hash1"), null);
-  assert.throws(() => encodeTokenCache([70000], "h"), /uint16/);
 });
