@@ -125,7 +125,7 @@ Deno.test("--config nanogpt-char: the preset's values, explicit flags override, 
       [`--config=${ROOT_DIR}/bad.json`, /--config: .*bad\.json: unknown flag "learning-rate"/],
       [
         `--config=${ROOT_DIR}/none.json`,
-        /--config: .*none\.json is neither a preset \(lecture, nanogpt-char\) nor a file/,
+        /--config: .*none\.json is neither a preset \(lecture, nanogpt-char, finetune-gpt2\) nor a file/,
       ],
       [
         "--config=lecture --warmup-iters=10 --lr-decay-iters=10",
