@@ -8,6 +8,7 @@ import { type TextTokenizer, Tokenizer, type TokenizerKind } from "../lib/tokeni
 import { Gpt2Tokenizer } from "../lib/bpe.ts";
 import { GPTData } from "../lib/data.ts";
 import { GPT, GPT_REFERENCE } from "../models/gpt.ts";
+import { checkGptTraining } from "../models/memory.ts";
 import { BIGRAM_REFERENCE, BigramMLP } from "../models/bigram.ts";
 import { type GenerateOptions, LossHistory, Optimizer, type OptimizerKind } from "../models/common.ts";
 import type { AnyModel, ModelKind } from "../models/checkpoint.ts";
@@ -73,7 +74,10 @@ export class Session {
     const optimizer: OptimizerKind = cfg.model === "gpt" ? "adamw" : "sgd";
     const settings: JobSettings = { batch: cfg.batch, gradAccum: 1, seed, evalIters: cfg.evalIters };
     if (cfg.model === "gpt") {
-      const model = new GPT(rt, { ...GPT_REFERENCE, vocabSize: V }, seed);
+      const gptCfg = { ...GPT_REFERENCE, vocabSize: V };
+      // Every buffer against the adapter's limits first (GPT-2's 50257-id logits need a small batch).
+      checkGptTraining(rt, gptCfg, cfg.batch, 1, optimizer);
+      const model = new GPT(rt, gptCfg, seed);
       this.model = model;
       this.opt = new Optimizer(rt, model.params, optimizer, cfg.lr);
       this.job = gptJob(rt, settings, new GPTData(ids), model, this.opt, this.tok);
