@@ -23,7 +23,7 @@
 
 import type { MatmulProblem } from "../matmul.ts";
 import { groups, type Runtime } from "../runtime.ts";
-import { activation, dispatchProduct, variantCode } from "./common.ts";
+import { activation, activationLib, dispatchProduct, variantCode } from "./common.ts";
 
 /** Output tile per workgroup (square), k step, vec4 per padded staged row, invocations per side. */
 const TILE = 64, BK = 8, ROW4 = TILE / 4 + 1, WG = 16;
@@ -146,6 +146,7 @@ ${s.rowSums ? "@group(0) @binding(5) var<storage, read_write> rs: array<f32>;" :
 var<workgroup> As: array<vec4<f32>, ${BK * ROW4}>;
 var<workgroup> Bs: array<vec4<f32>, ${BK * ROW4}>;
 
+${activationLib(s.ep)}
 @compute @workgroup_size(${WG}, ${WG}, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let lx = lid.x;
