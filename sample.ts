@@ -1,9 +1,12 @@
 // deno run --unstable-webgpu sample.ts --temperature 0.8
-// Stream text from a trained checkpoint (default: out/model.safetensors, written by `deno task train`).
+// Stream text from a trained checkpoint (default: out/model.safetensors, written by `deno task train`)
+// or from a Hugging Face GPT-2 directory (config.json + model.safetensors), with the model's tokenizer:
+// its characters, or GPT-2's BPE.
 
 import { createRuntime } from "./lib/backend.ts";
 import { installTuner } from "./lib/tune_cache.ts";
-import { Tokenizer } from "./lib/tokenizer.ts";
+import { GPT2_VOCAB_SIZE, StreamDecoder, type TextTokenizer, Tokenizer } from "./lib/tokenizer.ts";
+import { Gpt2Tokenizer } from "./lib/bpe.ts";
 import {
   ensureReadPermission,
   fail,
@@ -20,8 +23,9 @@ import {
   UsageError,
 } from "./lib/cli.ts";
 import { checkBuffers, gptActivationBuffers } from "./models/memory.ts";
-import { buildModel } from "./models/checkpoint.ts";
-import { readModelCheckpoint } from "./lib/files.ts";
+import { buildModel, type CheckpointData } from "./models/checkpoint.ts";
+import { isDirectory, readHFDir, readModelCheckpoint } from "./lib/files.ts";
+import { HF_CHARS } from "./models/hf_gpt2.ts";
 import type { GPT, GPTConfig } from "./models/gpt.ts";
 import { DEFAULT_CHUNK } from "./models/gpt_decode.ts";
 import type { BigramMLP } from "./models/bigram.ts";
@@ -35,7 +39,8 @@ const FLAGS: FlagSpec[] = [
     name: "checkpoint",
     type: "string",
     default: DEFAULT_CHECKPOINT,
-    help: "model .safetensors to sample from",
+    help:
+      "model .safetensors to sample from, or a Hugging Face GPT-2 directory (config.json + model.safetensors)",
   },
   {
     name: "temperature",
@@ -50,12 +55,17 @@ const FLAGS: FlagSpec[] = [
     default: "1",
     help: "nucleus: smallest set with probability mass >= p, in (0, 1]",
   },
-  { name: "max-new-tokens", type: "string", default: "500", help: "characters to generate" },
+  {
+    name: "max-new-tokens",
+    type: "string",
+    default: "500",
+    help: "tokens to generate (characters, or BPE tokens)",
+  },
   {
     name: "start",
     type: "string",
     default: "\n",
-    help: "prompt text (its characters must be in the vocabulary)",
+    help: "prompt text (with a char model, its characters must be in the vocabulary)",
   },
   { name: "seed", type: "string", default: "0", help: "sampling seed (same seed => same text)" },
   {
@@ -101,8 +111,8 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     );
   }
   // The whole checkpoint is validated on the CPU before the GPU is touched.
-  const ckpt = await readModelCheckpoint(path);
-  const tok = new Tokenizer(ckpt.vocab);
+  const ckpt = await readCheckpoint(path);
+  const tok: TextTokenizer = ckpt.tokenizer === "gpt2" ? new Gpt2Tokenizer() : new Tokenizer(ckpt.vocab);
   if (topK > tok.vocabSize) {
     fail(`--top-k must be at most the vocabulary size (${tok.vocabSize}), got ${topK}; 0 keeps all`);
   }
@@ -139,7 +149,8 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     // Sample 0 streams as it is generated; with --num-samples N the others follow it, each printed
     // with its prompt and followed by a separator line, as nanoGPT's sample.py does.
     write(v.start);
-    const onToken = (id: number) => write(tok.decode([id]));
+    const stream = new StreamDecoder(tok);
+    const onToken = (id: number) => write(stream.push(id));
     let rest: number[][] = [];
     if (ckpt.kind === "gpt") {
       // A terminal gets smaller chunks, so the text streams smoothly; a pipe gets fewer readbacks.
@@ -154,7 +165,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
         rest.push(await bigram.generate(last, maxNew, { ...opts, seed: seed + i }));
       }
     }
-    write("\n");
+    write(stream.flush() + "\n");
     if (numSamples > 1) {
       write(SAMPLE_SEPARATOR + "\n");
       for (const ids of rest) write(v.start + tok.decode(ids) + "\n" + SAMPLE_SEPARATOR + "\n");
@@ -164,6 +175,30 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     throw await gpuCause(rt, e);
   }
   rt.destroy();
+}
+
+/**
+ * A checkpoint file, or a Hugging Face GPT-2 directory as one (its tokenizer: tinygpt_chars.json's
+ * characters, else GPT-2's BPE, which needs vocab_size >= 50257).
+ */
+async function readCheckpoint(path: string): Promise<CheckpointData> {
+  if (!(await isDirectory(path))) return await readModelCheckpoint(path);
+  const hf = await readHFDir(path);
+  if (!hf.chars && hf.config.vocabSize < GPT2_VOCAB_SIZE) {
+    fail(
+      `${path}: vocab_size ${hf.config.vocabSize} is below GPT-2's ${GPT2_VOCAB_SIZE} and there is no ` +
+        `${HF_CHARS}: no tokenizer fits it`,
+    );
+  }
+  return {
+    kind: "gpt",
+    config: hf.config,
+    tokenizer: hf.chars ? "char" : "gpt2",
+    vocab: hf.chars ?? [],
+    step: 0,
+    params: hf.params,
+    metadata: {},
+  };
 }
 
 if (import.meta.main) runMain(() => main());

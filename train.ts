@@ -1,5 +1,6 @@
 // deno task train — train the GPT (default: the lecture config; --config nanogpt-char for nanoGPT's
-// shakespeare-char recipe) or a bigram MLP on TinyShakespeare. Every forward, backward and optimizer
+// shakespeare-char recipe; --init-from DIR to fine-tune a Hugging Face GPT-2, --config finetune-gpt2
+// for nanoGPT's finetune_shakespeare recipe) or a bigram MLP on TinyShakespeare. Every forward, backward and optimizer
 // op runs as a WGSL kernel; one command buffer per step; the host writes the batch and the step's lr
 // and reads back only the losses (every --log-interval steps) and the weights when it checkpoints.
 //
@@ -12,9 +13,20 @@ import { basename, join } from "node:path";
 import type { Runtime } from "./ops/runtime.ts";
 import { createRuntime } from "./lib/backend.ts";
 import { installTuner } from "./lib/tune_cache.ts";
-import { Tokenizer } from "./lib/tokenizer.ts";
+import {
+  GPT2_VOCAB_SIZE,
+  StreamDecoder,
+  type TextTokenizer,
+  Tokenizer,
+  type TokenizerKind,
+} from "./lib/tokenizer.ts";
+import { UsageError } from "./lib/errors.ts";
+import { HF_CHARS } from "./models/hf_gpt2.ts";
+import { Gpt2Tokenizer } from "./lib/bpe.ts";
+import { encodeCached } from "./lib/token_cache.ts";
+import type { HFModel } from "./models/hf_gpt2.ts";
 import { GPTData } from "./lib/data.ts";
-import { loadText, readResume, saveCheckpoint } from "./lib/files.ts";
+import { loadText, readHFDir, readResume, saveCheckpoint } from "./lib/files.ts";
 import { ensureReadPermission, ensureWritePermission, fail, gpuCause, runMain } from "./lib/cli.ts";
 import { WriteError } from "./lib/fsutil.ts";
 import { GPT } from "./models/gpt.ts";
@@ -63,6 +75,7 @@ async function removeStaleTemps(out: string, names: string[]): Promise<void> {
 export async function main(args: string[] = Deno.args): Promise<void> {
   const run = await parseRun(args);
   await ensureReadPermission([run.data], `--allow-read=${run.data}`);
+  if (run.initFrom) await ensureReadPermission([run.initFrom], `--allow-read=${run.initFrom}`);
   await ensureReadPermission([run.out], `--allow-read=${run.out}`);
   await ensureWritePermission([run.out], `--allow-write=${run.out}`);
   const outInfo = await Deno.stat(run.out).catch(() => null);
@@ -101,9 +114,11 @@ interface Prepared {
   ckpt: string;
   resume: ResumeData | null;
   notes: string[];
-  tok: Tokenizer;
+  tok: TextTokenizer;
   ids: Uint32Array;
   gptData: GPTData | null;
+  /** The Hugging Face GPT-2 the run starts from (--init-from), or null. */
+  hf: HFModel | null;
 }
 
 /** A new run must not replace a checkpoint (without --force); a resumed one must find its own. */
@@ -142,13 +157,66 @@ async function prepare(run: Run): Promise<Prepared> {
   }
   checkApplicable(run);
 
+  // The model to start from, and with it the tokenizer: the checkpoint's (--resume), the directory's
+  // (--init-from: its tinygpt_chars.json, else GPT-2's BPE), else --tokenizer (default char).
+  let hf: HFModel | null = null;
+  if (run.initFrom) {
+    const blockSize = run.given.has("block-size") ? run.gpt!.blockSize : undefined;
+    hf = await readHFDir(run.initFrom, { blockSize, dropout: run.gpt!.dropout });
+  }
+  const kind: TokenizerKind = resume?.tokenizer ??
+    (hf ? (hf.chars ? "char" : "gpt2") : run.tokenizer ?? "char");
+  if (run.tokenizer && run.tokenizer !== kind && !run.fromPreset.has("tokenizer")) {
+    fail(
+      `--tokenizer ${run.tokenizer} contradicts ${
+        resume ? `the checkpoint in ${run.out}` : run.initFrom
+      } (${kind})`,
+    );
+  }
+  if (hf && kind === "gpt2" && hf.config.vocabSize < GPT2_VOCAB_SIZE) {
+    fail(
+      `--init-from: ${run.initFrom} has vocab_size ${hf.config.vocabSize}, below GPT-2's ${GPT2_VOCAB_SIZE}, ` +
+        `and no ${HF_CHARS} naming its characters`,
+    );
+  }
   const text = await loadText(run.data);
-  const tok = resume ? new Tokenizer(resume.vocab) : Tokenizer.fromText(text);
-  if (resume) checkSameVocab(run.data, Tokenizer.fromText(text).chars, tok.chars);
-  const ids = Uint32Array.from(tok.encode(text));
+  let tok: TextTokenizer;
+  let ids: Uint32Array;
+  if (kind === "gpt2") {
+    tok = new Gpt2Tokenizer();
+    const { ids: encoded, report } = await encodeCached(run.data, text, tok);
+    ids = encoded;
+    if (report.status === "hit") {
+      notes.push(`data: ${ids.length.toLocaleString()} GPT-2 tokens from ${report.path}`);
+    } else {
+      const rate = Math.round(ids.length / Math.max(report.encodeSeconds, 1e-6)).toLocaleString();
+      notes.push(
+        `data: encoded ${ids.length.toLocaleString()} GPT-2 tokens in ${report.encodeSeconds.toFixed(2)} s ` +
+          `(${rate} tokens/s)` +
+          (report.status === "written" ? `; cached in ${report.path}` : `; ${report.note}`),
+      );
+    }
+  } else {
+    const chars = resume ? resume.vocab : hf?.chars ?? null;
+    tok = chars ? new Tokenizer(chars) : Tokenizer.fromText(text);
+    if (resume) checkSameVocab(run.data, Tokenizer.fromText(text).chars, tok.chars);
+    try {
+      ids = Uint32Array.from(tok.encode(text));
+    } catch (e) {
+      if (e instanceof UsageError) {
+        fail(
+          `--data: ${run.data} has ${
+            e.message.replace("the vocabulary", `the vocabulary of ${run.initFrom}`)
+          }`,
+        );
+      }
+      throw e;
+    }
+  }
   let gptData: GPTData | null = null;
   if (run.gpt) {
-    run.gpt.vocabSize = tok.vocabSize;
+    if (hf) run.gpt = { ...hf.config };
+    else if (!resume) run.gpt.vocabSize = tok.vocabSize;
     gptData = new GPTData(ids);
     const need = run.gpt.blockSize + 1;
     for (const split of ["train", "val"] as const) {
@@ -156,18 +224,19 @@ async function prepare(run: Run): Promise<Prepared> {
       if (n < need) {
         fail(
           `--data: the ${split} split of ${run.data} (${split === "train" ? "first 90%" : "last 10%"}) has ` +
-            `${n} characters, fewer than block size + 1 = ${need}: use more text or a smaller --block-size`,
+            `${n} ${tok.kind === "gpt2" ? "tokens" : "characters"}, fewer than block size + 1 = ${need}: ` +
+            `use more text or a smaller --block-size`,
         );
       }
     }
   } else if (ids.length < 2) {
     fail(`--data: ${run.data} has ${ids.length} character; a bigram model needs at least 2`);
   }
-  return { ckpt, resume, notes, tok, ids, gptData };
+  return { ckpt, resume, notes, tok, ids, gptData, hf };
 }
 
 async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
-  const { resume, notes, tok, ids, gptData, ckpt } = p;
+  const { resume, notes, tok, ids, gptData, ckpt, hf } = p;
   // ---------------------------------------------------------------- model, optimizer, job
   const V = tok.vocabSize;
   const first = ids.subarray(0, Math.min(5000, ids.length));
@@ -183,7 +252,10 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   }
   let model: GPT | BigramMLP;
   if (resume) model = buildModel(rt, resume);
-  else if (run.gpt) model = new GPT(rt, run.gpt, run.seed);
+  else if (hf) {
+    model = new GPT(rt, run.gpt!, run.seed);
+    model.params.writeAll(hf.params);
+  } else if (run.gpt) model = new GPT(rt, run.gpt, run.seed);
   else model = new BigramMLP(rt, run.kind as BigramKind, { vocabSize: V, ...BIGRAM_REFERENCE }, run.seed);
   const opt = new Optimizer(rt, model.params, run.optimizer, run.lr, {
     beta1: run.beta1,
@@ -205,6 +277,7 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   const progress = new Progress(startStep, run.steps, job.tokensPerStep);
   const log = (s: string) => progress.log(s);
   if (resume) log(`resuming from ${resume.source} at step ${startStep}`);
+  if (hf) log(`starting from the Hugging Face GPT-2 in ${run.initFrom}`);
   for (const n of notes) log(n);
   log(`adapter: ${rt.describe()}`);
   log(describeRun(run));
@@ -230,7 +303,8 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   };
   const save = async (step: number) => {
     try {
-      await saveCheckpoint(ckpt, run.kind, model, tok.chars, step, await opt.readState(), {
+      const vocab = { kind: tok.kind, vocab: tok.chars };
+      await saveCheckpoint(ckpt, run.kind, model, vocab, step, await opt.readState(), {
         optimizer: run.optimizer,
         lr: run.lr,
         seed: run.seed,
@@ -307,7 +381,9 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   if (run.sampleTokens > 0) {
     const enc = new TextEncoder();
     await Deno.stdout.write(enc.encode("--- sample (temperature 0.8) ---\n"));
-    await job.sample(run.sampleTokens, (id) => Deno.stdout.writeSync(enc.encode(tok.decode([id]))));
+    const text = new StreamDecoder(tok);
+    await job.sample(run.sampleTokens, (id) => Deno.stdout.writeSync(enc.encode(text.push(id))));
+    Deno.stdout.writeSync(enc.encode(text.flush()));
     await Deno.stdout.write(enc.encode("\n"));
   }
 }

@@ -11,7 +11,7 @@ import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import { type DecayParams, Optimizer } from "../models/common.ts";
 import { checkGptTraining } from "../models/memory.ts";
 import { Rng } from "../lib/rng.ts";
-import { PRESETS } from "../train/config.ts";
+import { ARCHS, PRESETS } from "../train/config.ts";
 import { GPTStep, type Phase } from "../train/step.ts";
 
 /** The model and AdamW settings of a preset (train.ts's defaults under it), at a batch shape. */
@@ -47,6 +47,7 @@ export function presetSettings(
       nLayer: num("n-layer", GPT_REFERENCE.nLayer),
       blockSize: num("block-size", GPT_REFERENCE.blockSize),
       dropout: num("dropout", GPT_REFERENCE.dropout),
+      ...ARCHS[p.arch ?? "course"], // nanogpt-char: nanoGPT's architecture, as train.ts builds it
       ...over.cfg,
     },
     batch: over.batch ?? num("batch-size", 64),

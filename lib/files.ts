@@ -4,6 +4,7 @@
 // import line. Writes are atomic (lib/fsutil.ts); read problems are UsageError / CheckpointError
 // naming the path.
 
+import { join } from "node:path";
 import { decodeText } from "./data.ts";
 import { UsageError } from "./errors.ts";
 import { CheckpointError } from "./safetensors.ts";
@@ -23,8 +24,17 @@ import {
   parseOptim,
   parseResume,
   type ResumeData,
+  type TokenizerInfo,
   type TrainState,
 } from "../models/checkpoint.ts";
+import {
+  HF_CHARS,
+  HF_CONFIG,
+  HF_WEIGHTS,
+  type HFImportOptions,
+  type HFModel,
+  importHFGpt2,
+} from "../models/hf_gpt2.ts";
 
 /** A file's bytes; missing or a directory is `error` (UsageError or CheckpointError) naming the path. */
 async function readChecked(
@@ -54,7 +64,8 @@ export async function readModelCheckpoint(path: string): Promise<CheckpointData>
 /** Read a checkpoint's metadata and tensors, validating everything against its own config. */
 export async function loadModel(rt: Runtime, path: string): Promise<LoadedModel> {
   const c = await readModelCheckpoint(path);
-  return { kind: c.kind, config: c.config, vocab: c.vocab, step: c.step, model: buildModel(rt, c) };
+  const { kind, config, tokenizer, vocab, step } = c;
+  return { kind, config, tokenizer, vocab, step, model: buildModel(rt, c) };
 }
 
 /**
@@ -85,7 +96,7 @@ export async function saveCheckpoint(
   path: string,
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
   optimState: Map<string, Float32Array>,
   train: TrainState,
@@ -100,7 +111,7 @@ export async function saveModel(
   path: string,
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
 ): Promise<void> {
   await atomicWrite(path, await modelBytes(kind, model, vocab, step));
@@ -114,4 +125,45 @@ export async function saveOptim(
   extra: Record<string, string>,
 ): Promise<void> {
   await atomicWrite(optimPath(path), encodeOptim(state, step, extra));
+}
+
+// ---------------------------------------------------------------- Hugging Face GPT-2 directories
+
+/** Whether `path` is a directory (a Hugging Face model directory, where a checkpoint file may also go). */
+export async function isDirectory(path: string): Promise<boolean> {
+  return (await Deno.stat(path).catch(() => null))?.isDirectory ?? false;
+}
+
+/**
+ * Read a Hugging Face GPT-2 directory (config.json, model.safetensors, and a char model's
+ * tinygpt_chars.json when there is one) and convert it (models/hf_gpt2.ts). Missing files are a
+ * CheckpointError naming them.
+ */
+export async function readHFDir(dir: string, opts: HFImportOptions = {}): Promise<HFModel> {
+  const cfgPath = join(dir, HF_CONFIG), wPath = join(dir, HF_WEIGHTS);
+  for (const p of [cfgPath, wPath]) {
+    if (!(await Deno.stat(p).catch(() => null))?.isFile) {
+      throw new CheckpointError(`${dir} is not a Hugging Face GPT-2 directory: ${p} is missing`);
+    }
+  }
+  const text = new TextDecoder().decode(await Deno.readFile(cfgPath));
+  const chars = await Deno.readTextFile(join(dir, HF_CHARS)).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  });
+  return importHFGpt2(text, await Deno.readFile(wPath), dir, opts, chars);
+}
+
+/** Write a Hugging Face GPT-2 directory's files (each atomically); `dir` is created if missing. */
+export async function writeHFDir(
+  dir: string,
+  files: { config: string; weights: Uint8Array; chars: string | null },
+): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const enc = new TextEncoder();
+  await writing(join(dir, HF_WEIGHTS), () => atomicWrite(join(dir, HF_WEIGHTS), files.weights));
+  await writing(join(dir, HF_CONFIG), () => atomicWrite(join(dir, HF_CONFIG), enc.encode(files.config)));
+  if (files.chars !== null) {
+    await writing(join(dir, HF_CHARS), () => atomicWrite(join(dir, HF_CHARS), enc.encode(files.chars!)));
+  }
 }

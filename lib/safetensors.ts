@@ -1,4 +1,5 @@
-// The safetensors checkpoint format (F32 only): an 8-byte little-endian u64 header length N, N bytes
+// The safetensors checkpoint format (F32; reading may also accept F16 and BF16, converted to f32 exactly,
+// for Hugging Face files): an 8-byte little-endian u64 header length N, N bytes
 // of JSON header (padded with spaces to a multiple of 8), then the raw little-endian tensor data.
 // Header: { "__metadata__": {string: string}, name: { "dtype": "F32", "shape": [...],
 // "data_offsets": [begin, end] } }, offsets relative to the start of the data section.
@@ -14,6 +15,10 @@ export class CheckpointError extends Error {
   /** The class name (the CLIs map it to exit status 2). */
   override name = "CheckpointError";
 }
+
+/** The dtypes decodeSafetensors can read (F16 and BF16 only when asked: our own files are F32). */
+export type Dtype = "F32" | "F16" | "BF16";
+const DTYPE_BYTES: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2 };
 
 /** One tensor of a safetensors file (F32). */
 export interface StoredTensor {
@@ -98,12 +103,13 @@ const isIndex = (v: unknown): v is number => typeof v === "number" && Number.isS
 export function decodeSafetensors(
   bytes: Uint8Array,
   label = "checkpoint",
+  dtypes: readonly Dtype[] = ["F32"],
 ): { tensors: Map<string, StoredTensor>; metadata: Record<string, string> } {
   const bad = (msg: string): never => {
     throw new CheckpointError(`${label}: ${msg}`);
   };
   try {
-    return decode(bytes, bad);
+    return decode(bytes, bad, dtypes);
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
     // Defence in depth: the checks above should leave nothing else to throw.
@@ -113,9 +119,18 @@ export function decodeSafetensors(
   }
 }
 
+/** An IEEE half (its 16 bits) as a number: exact (every f16 is an f32). */
+export function f16ToNumber(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24; // zero and subnormals
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
 function decode(
   bytes: Uint8Array,
   bad: (msg: string) => never,
+  dtypes: readonly Dtype[],
 ): { tensors: Map<string, StoredTensor>; metadata: Record<string, string> } {
   if (bytes.length < 8) bad(`file is too short (${bytes.length} bytes) to be a safetensors checkpoint`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -154,7 +169,7 @@ function decode(
   }
 
   const dataStart = 8 + n, dataLen = bytes.length - dataStart;
-  const entries: { name: string; shape: number[]; begin: number; end: number }[] = [];
+  const entries: { name: string; shape: number[]; begin: number; end: number; dtype: Dtype }[] = [];
   for (const [name, e] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const q = JSON.stringify(name);
@@ -162,7 +177,15 @@ function decode(
     if (!("dtype" in e)) bad(`tensor ${q} has no "dtype"`);
     if (!("shape" in e)) bad(`tensor ${q} has no "shape"`);
     if (!("data_offsets" in e)) bad(`tensor ${q} has no "data_offsets"`);
-    if (e.dtype !== "F32") bad(`tensor ${q} has dtype ${JSON.stringify(e.dtype)}; only "F32" is supported`);
+    const dtype = e.dtype as Dtype;
+    if (!dtypes.includes(dtype)) {
+      const ok = dtypes.map((d) => `"${d}"`).join(", ");
+      bad(
+        `tensor ${q} has dtype ${JSON.stringify(e.dtype)}; only ${ok} ${
+          dtypes.length > 1 ? "are" : "is"
+        } supported`,
+      );
+    }
     const shape = e.shape;
     if (!Array.isArray(shape) || !shape.every(isIndex)) {
       return bad(`tensor ${q} has shape ${JSON.stringify(shape)}, not a list of non-negative integers`);
@@ -176,11 +199,11 @@ function decode(
     if (end > dataLen) {
       bad(`tensor ${q} ends at byte ${end} but the data section has only ${dataLen} bytes (truncated file?)`);
     }
-    const count = numel(shape as number[]);
-    if (end - begin !== 4 * count) {
-      bad(`tensor ${q} has ${end - begin} bytes but shape [${shape}] needs ${4 * count} (F32)`);
+    const count = numel(shape as number[]), size = DTYPE_BYTES[dtype];
+    if (end - begin !== size * count) {
+      bad(`tensor ${q} has ${end - begin} bytes but shape [${shape}] needs ${size * count} (${dtype})`);
     }
-    entries.push({ name, shape: shape as number[], begin, end });
+    entries.push({ name, shape: shape as number[], begin, end, dtype });
   }
 
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -198,8 +221,20 @@ function decode(
 
   const tensors = new Map<string, StoredTensor>();
   for (const t of entries) {
-    const count = (t.end - t.begin) / 4;
+    const count = (t.end - t.begin) / DTYPE_BYTES[t.dtype];
     const data = new Float32Array(count);
+    if (t.dtype !== "F32") {
+      // Half-width values widened exactly: F16 by its fields, BF16 as the top half of an f32.
+      const at = dataStart + t.begin;
+      const words = new Uint32Array(data.buffer);
+      for (let i = 0; i < count; i++) {
+        const h = dv.getUint16(at + 2 * i, true);
+        if (t.dtype === "BF16") words[i] = h << 16;
+        else data[i] = f16ToNumber(h);
+      }
+      tensors.set(t.name, { shape: t.shape, data });
+      continue;
+    }
     const src = bytes.subarray(dataStart + t.begin, dataStart + t.end);
     if (LITTLE_ENDIAN) new Uint8Array(data.buffer).set(src); // byte copy: any alignment
     else for (let i = 0; i < count; i++) data[i] = dv.getFloat32(dataStart + t.begin + 4 * i, true);

@@ -26,7 +26,8 @@ import {
   encodeSafetensors,
   type StoredTensor,
 } from "../lib/safetensors.ts";
-import { GPT, type GPTConfig, gptExport, gptImport, gptParamSpecs } from "./gpt.ts";
+import { archProblem, GPT, gptArch, type GPTConfig, gptExport, gptImport, gptParamSpecs } from "./gpt.ts";
+import { GPT2_VOCAB_SIZE, type TokenizerKind } from "../lib/tokenizer.ts";
 import { type BigramConfig, type BigramKind, BigramMLP, bigramParamSpecs } from "./bigram.ts";
 import { Rng } from "../lib/rng.ts";
 import type { OptimizerKind } from "./common.ts";
@@ -42,6 +43,8 @@ export const MODEL_KINDS: readonly ModelKind[] = ["gpt", "bigram-onehot", "bigra
 export interface LoadedModel {
   kind: ModelKind;
   config: AnyConfig;
+  /** The tokenizer the model was trained with. */
+  tokenizer: TokenizerKind;
   vocab: string[];
   step: number;
   model: AnyModel;
@@ -53,7 +56,9 @@ export interface CheckpointData {
   kind: ModelKind;
   /** The model config (vocabulary size included). */
   config: AnyConfig;
-  /** The tokenizer's characters (id order). */
+  /** The tokenizer the model was trained with (metadata `tokenizer`; absent in older files: char). */
+  tokenizer: TokenizerKind;
+  /** The char tokenizer's characters (id order); [] with the gpt2 tokenizer. */
   vocab: string[];
   /** Optimizer steps done. */
   step: number;
@@ -103,8 +108,12 @@ export function optimPath(path: string): string {
 export function paramCount(kind: ModelKind, c: AnyConfig): number {
   const V = c.vocabSize;
   if (kind === "gpt") {
-    const { nEmbd: C, blockSize: T, nLayer: L } = c as GPTConfig;
-    return V * C + T * C + L * (12 * C * C + 10 * C) + 2 * C + V * C + V;
+    const g = c as GPTConfig, { nEmbd: C, blockSize: T, nLayer: L } = g;
+    const a = gptArch(g), bias = a.bias ? 1 : 0;
+    // Per layer: 12C² weights, two LayerNorms (C, + C with bias), biases of proj, fc, mlp.proj (6C), of qkv (3C).
+    const layer = 12 * C * C + 2 * C * (1 + bias) + 6 * C * bias + (a.qkvBias ? 3 * C : 0);
+    const head = a.tiedHead ? 0 : V * C + V * bias;
+    return V * C + T * C + L * layer + C * (1 + bias) + head;
   }
   const { hidden: H, embd: E } = c as BigramConfig;
   const inp = kind === "bigram-onehot" ? V : E;
@@ -121,8 +130,29 @@ function internalShapes(kind: ModelKind, c: AnyConfig): Map<string, readonly num
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-function encodeMeta(kind: ModelKind, config: AnyConfig, vocab: string[], step: number) {
-  return { model: kind, config: JSON.stringify(config), vocab: JSON.stringify(vocab), step: String(step) };
+/** A model's tokenizer as checkpoints record it: `vocab` is the char tokenizer's character list. */
+export interface TokenizerInfo {
+  /** Which tokenizer. */
+  kind: TokenizerKind;
+  /** The characters (char); [] (gpt2). */
+  vocab: string[];
+}
+
+/** `vocab` alone (the older API) is a char tokenizer. */
+function tokInfo(t: string[] | TokenizerInfo): TokenizerInfo {
+  return Array.isArray(t) ? { kind: "char", vocab: t } : t;
+}
+
+function encodeMeta(kind: ModelKind, config: AnyConfig, tok: TokenizerInfo, step: number) {
+  // A GPT's config records its architecture options (defaults filled in), so a file says what it holds.
+  const cfg = kind === "gpt" ? { ...config, ...gptArch(config as GPTConfig) } : config;
+  return {
+    model: kind,
+    config: JSON.stringify(cfg),
+    tokenizer: tok.kind,
+    vocab: JSON.stringify(tok.vocab),
+    step: String(step),
+  };
 }
 
 /** The training state the resume file records beside the tensors. */
@@ -146,7 +176,7 @@ export function encodeModelCheckpoint(
   kind: ModelKind,
   config: AnyConfig,
   values: Map<string, Float32Array>,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
   extraMeta: Record<string, string> = {},
 ): Uint8Array {
@@ -154,7 +184,7 @@ export function encodeModelCheckpoint(
   const sd: StateDict = kind === "gpt"
     ? gptExport(config as GPTConfig, values)
     : new Map([...shapes].map(([name, shape]) => [name, { shape: [...shape], data: values.get(name)! }]));
-  return encodeSafetensors(sd, { ...extraMeta, ...encodeMeta(kind, config, vocab, step) });
+  return encodeSafetensors(sd, { ...extraMeta, ...encodeMeta(kind, config, tokInfo(vocab), step) });
 }
 
 /** The resume file's bytes: parameters (internal names), optimizer buffers, training metadata. */
@@ -162,7 +192,7 @@ export function encodeResumeCheckpoint(
   kind: ModelKind,
   config: AnyConfig,
   values: Map<string, Float32Array>,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
   optimState: Map<string, Float32Array>,
   train: TrainState,
@@ -174,7 +204,7 @@ export function encodeResumeCheckpoint(
   for (const [k, v] of optimState) sd.set(k, { shape: [v.length], data: v });
   return encodeSafetensors(sd, {
     format: RESUME_FORMAT,
-    ...encodeMeta(kind, config, vocab, step),
+    ...encodeMeta(kind, config, tokInfo(vocab), step),
     optimizer: train.optimizer,
     lr: String(train.lr),
     seed: String(train.seed),
@@ -207,7 +237,7 @@ export class NonFiniteParamsError extends Error {
 export async function checkpointBytes(
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
   optimState: Map<string, Float32Array>,
   train: TrainState,
@@ -226,7 +256,7 @@ export async function checkpointBytes(
 export async function modelBytes(
   kind: ModelKind,
   model: AnyModel,
-  vocab: string[],
+  vocab: string[] | TokenizerInfo,
   step: number,
 ): Promise<Uint8Array> {
   return encodeModelCheckpoint(kind, model.cfg, await model.params.readAll(), vocab, step);
@@ -258,13 +288,25 @@ function parseJSON<T>(s: string | undefined, what: string, path: string): T {
 function parseHeader(
   metadata: Record<string, string>,
   path: string,
-): { kind: ModelKind; config: AnyConfig; vocab: string[]; step: number } {
+): { kind: ModelKind; config: AnyConfig; tokenizer: TokenizerKind; vocab: string[]; step: number } {
   const kind = metadata.model as ModelKind;
   if (!MODEL_KINDS.includes(kind)) {
     throw new CheckpointError(`${path}: metadata 'model' must be gpt, bigram-onehot or bigram-embedding`);
   }
-  const vocab = parseJSON<string[]>(metadata.vocab, "vocab", path);
-  if (!Array.isArray(vocab) || vocab.length === 0) {
+  const tokenizer = (metadata.tokenizer ?? "char") as TokenizerKind;
+  if (tokenizer !== "char" && tokenizer !== "gpt2") {
+    throw new CheckpointError(`${path}: metadata 'tokenizer' must be char or gpt2`);
+  }
+  const vocab = parseJSON<string[]>(
+    metadata.vocab ?? (tokenizer === "gpt2" ? "[]" : undefined),
+    "vocab",
+    path,
+  );
+  if (tokenizer === "gpt2") {
+    if (!Array.isArray(vocab) || vocab.length !== 0) {
+      throw new CheckpointError(`${path}: metadata 'vocab' must be empty with the gpt2 tokenizer`);
+    }
+  } else if (!Array.isArray(vocab) || vocab.length === 0) {
     throw new CheckpointError(`${path}: metadata 'vocab' must be a non-empty JSON array of characters`);
   }
   const seen = new Set<string>();
@@ -280,15 +322,20 @@ function parseHeader(
     throw new CheckpointError(`${path}: metadata 'step' is not a non-negative integer`);
   }
   const config = parseJSON<AnyConfig>(metadata.config, "config", path);
-  validateConfig(kind, config, vocab.length, path);
-  return { kind, config, vocab, step };
+  validateConfig(kind, config, tokenizer === "gpt2" ? null : vocab.length, path);
+  return { kind, config, tokenizer, vocab, step };
 }
 
-function validateConfig(kind: ModelKind, c: AnyConfig, V: number, path: string): void {
+/** V: the char vocabulary's size, or null for the gpt2 tokenizer (which needs vocabSize >= 50257). */
+function validateConfig(kind: ModelKind, c: AnyConfig, V: number | null, path: string): void {
   const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0 && (x as number) <= MAX_DIM;
   const bad = (what: string) => new CheckpointError(`${path}: config ${what}`);
   if (typeof c !== "object" || c === null || Array.isArray(c)) throw bad("is not an object");
-  if (c.vocabSize !== V) throw bad(`vocabSize ${c.vocabSize} does not match the ${V}-character vocab`);
+  if (V === null) {
+    if (!(posInt(c.vocabSize) && c.vocabSize >= GPT2_VOCAB_SIZE)) {
+      throw bad(`vocabSize ${c.vocabSize} is below the gpt2 tokenizer's ${GPT2_VOCAB_SIZE}`);
+    }
+  } else if (c.vocabSize !== V) throw bad(`vocabSize ${c.vocabSize} does not match the ${V}-character vocab`);
   if (kind === "gpt") {
     const g = c as GPTConfig;
     for (const k of ["nEmbd", "nHead", "nLayer", "blockSize"] as const) {
@@ -297,6 +344,8 @@ function validateConfig(kind: ModelKind, c: AnyConfig, V: number, path: string):
     if (g.nEmbd % g.nHead !== 0) throw bad(`nEmbd ${g.nEmbd} is not divisible by nHead ${g.nHead}`);
     if (g.nEmbd / g.nHead > MAX_HS) throw bad(`head size ${g.nEmbd / g.nHead} exceeds the maximum ${MAX_HS}`);
     if (!(typeof g.dropout === "number" && g.dropout >= 0 && g.dropout < 1)) throw bad("dropout is invalid");
+    const arch = archProblem(g);
+    if (arch) throw bad(arch);
   } else {
     const b = c as BigramConfig;
     if (!posInt(b.hidden) || !posInt(b.embd)) throw bad("hidden/embd are invalid");

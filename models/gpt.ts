@@ -1,25 +1,42 @@
 // GPT: token + position embeddings, n_layer pre-LayerNorm transformer blocks (causal multi-head
-// self-attention with dropout, projection, 4x MLP with ReLU, residuals), final LayerNorm, linear head.
+// self-attention with dropout, projection, 4x MLP, residuals), final LayerNorm, linear head.
 //
 // Written in the llm.c style: every activation of a step lives in a buffer allocated once (per batch
 // shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
 // right beside it, and the whole step is one command buffer. Parameters live in one flat buffer; the
 // Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
+//
+// The architecture options are a few branches, as in nanoGPT's model.py (`gptArch` gives the
+// defaults, which are the course's model):
+//   activation   relu (the course) | gelu (GPT-2's tanh form) | gelu_erf (exact, nanoGPT's nn.GELU())
+//   bias         biases in the Linears and LayerNorms (nanoGPT's bias=False: none)
+//   qkvBias      a bias on the fused Q/K/V projection (GPT-2's c_attn; the course's heads have none)
+//   tiedHead     lm_head is the token embedding, without a bias (else its own Linear, biased iff bias)
+//   embdDropout  dropout on the embedding sum too (nanoGPT's transformer.drop)
+//   init         pytorch (the layers' defaults) | gpt2 (nanoGPT's _init_weights: N(0, 0.02), residual
+//                projections N(0, 0.02/√(2·n_layer)), zero biases)
 
 import type { Runtime } from "../ops/runtime.ts";
 import { type ParamSpec, ParamStore, Tensor } from "../ops/tensor.ts";
 import { linearBackward, linearForward } from "../ops/matmul.ts";
 import { layernormBackward, layernormForward } from "../ops/layernorm.ts";
 import { attentionBackward, attentionForward } from "../ops/attention.ts";
-import { reluBackward } from "../ops/activation.ts";
-import { dropoutBackward, residualDropout } from "../ops/dropout.ts";
+import { geluBackward, geluForward, reluBackward } from "../ops/activation.ts";
+import { dropoutBackward, dropoutForward, residualDropout } from "../ops/dropout.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 import { type DecodeOptions, GPTDecoder } from "./gpt_decode.ts";
 
-/** The GPT's shape and dropout. */
+/** The MLP's activation: ReLU, GPT-2's tanh GELU, or the exact (erf) GELU. */
+export type Activation = "relu" | "gelu" | "gelu_erf";
+/** The activations a GPTConfig may name. */
+export const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_erf"];
+/** How the parameters are initialised. */
+export type GPTInit = "pytorch" | "gpt2";
+
+/** The GPT's shape, dropout and architecture options (absent options: the course's model). */
 export interface GPTConfig {
   /** Vocabulary size V. */
   vocabSize: number;
@@ -33,6 +50,81 @@ export interface GPTConfig {
   blockSize: number;
   /** Dropout probability on attention weights, attention projection and MLP output. */
   dropout: number;
+  /** The MLP's activation (default "relu"). */
+  activation?: Activation;
+  /** Biases in the Linear layers and LayerNorms (default true). */
+  bias?: boolean;
+  /** A bias on the fused Q/K/V projection (default false; needs `bias`). */
+  qkvBias?: boolean;
+  /** lm_head is the token embedding, with no head bias (default false). */
+  tiedHead?: boolean;
+  /** Dropout also on the embedding sum (default false). */
+  embdDropout?: boolean;
+  /** Initialisation (default "pytorch"). */
+  init?: GPTInit;
+}
+
+/** The architecture options of a config with the defaults filled in. */
+export type GPTArch = Required<
+  Pick<GPTConfig, "activation" | "bias" | "qkvBias" | "tiedHead" | "embdDropout" | "init">
+>;
+
+/** The course's model: the defaults of every architecture option. */
+export const COURSE_ARCH: GPTArch = {
+  activation: "relu",
+  bias: true,
+  qkvBias: false,
+  tiedHead: false,
+  embdDropout: false,
+  init: "pytorch",
+};
+
+/** nanoGPT's model.py as train.py configures it (bias=False; nn.GELU() is the exact form). */
+export const NANOGPT_ARCH: GPTArch = {
+  activation: "gelu_erf",
+  bias: false,
+  qkvBias: false,
+  tiedHead: true,
+  embdDropout: true,
+  init: "gpt2",
+};
+
+/** GPT-2 as Hugging Face stores it (every Linear biased, c_attn too; tied head; tanh GELU). */
+export const GPT2_ARCH: GPTArch = {
+  activation: "gelu",
+  bias: true,
+  qkvBias: true,
+  tiedHead: true,
+  embdDropout: true,
+  init: "gpt2",
+};
+
+/** The architecture options of `cfg`, defaults filled in. */
+export function gptArch(cfg: GPTConfig): GPTArch {
+  return {
+    activation: cfg.activation ?? COURSE_ARCH.activation,
+    bias: cfg.bias ?? COURSE_ARCH.bias,
+    qkvBias: cfg.qkvBias ?? COURSE_ARCH.qkvBias,
+    tiedHead: cfg.tiedHead ?? COURSE_ARCH.tiedHead,
+    embdDropout: cfg.embdDropout ?? COURSE_ARCH.embdDropout,
+    init: cfg.init ?? COURSE_ARCH.init,
+  };
+}
+
+/** Why the architecture options of `cfg` are invalid, or null when they are fine. */
+export function archProblem(cfg: GPTConfig): string | null {
+  const a = cfg as unknown as Record<string, unknown>;
+  if (a.activation !== undefined && !ACTIVATIONS.includes(a.activation as Activation)) {
+    return `activation must be one of ${ACTIVATIONS.join(", ")}`;
+  }
+  for (const k of ["bias", "qkvBias", "tiedHead", "embdDropout"]) {
+    if (a[k] !== undefined && typeof a[k] !== "boolean") return `${k} must be true or false`;
+  }
+  if (a.init !== undefined && a.init !== "pytorch" && a.init !== "gpt2") {
+    return "init must be pytorch or gpt2";
+  }
+  if (cfg.qkvBias && cfg.bias === false) return "qkvBias needs bias";
+  return null;
 }
 
 /** The course's reference config (vocabulary size from the data). */
@@ -44,36 +136,44 @@ export const GPT_REFERENCE: Omit<GPTConfig, "vocabSize"> = {
   dropout: 0.1,
 };
 
-/** Internal parameter list, in a fixed order, with PyTorch-default initial values. */
+/**
+ * Internal parameter list, in a fixed order, with initial values: PyTorch's layer defaults (the
+ * course's model; the random draws are in this order, a discarded bias included, so a seed gives the
+ * same model as before the options existed) or nanoGPT's `_init_weights` (init "gpt2").
+ */
 export function gptParamSpecs(cfg: GPTConfig, rng: Rng): ParamSpec[] {
-  const { vocabSize: V, nEmbd: C, blockSize: T } = cfg;
+  const { vocabSize: V, nEmbd: C, blockSize: T, nLayer: L } = cfg;
+  const a = gptArch(cfg);
   const specs: ParamSpec[] = [];
   const add = (name: string, shape: number[], init: Float32Array) => specs.push({ name, shape, init });
-  add("token_embedding.weight", [V, C], embeddingInit(rng, V, C));
-  add("position_embedding.weight", [T, C], embeddingInit(rng, T, C));
-  for (let i = 0; i < cfg.nLayer; i++) {
+  const gpt2 = a.init === "gpt2";
+  const embedding = (n: number) => (gpt2 ? rng.normalArray(n * C, 0.02) : embeddingInit(rng, n, C));
+  const linear = (name: string, out: number, inp: number, bias: boolean, std = 0.02) => {
+    const l = gpt2
+      ? { weight: rng.normalArray(out * inp, std), bias: new Float32Array(out) }
+      : linearInit(rng, out, inp); // draws the bias even when the layer has none (the course's qkv)
+    add(name + ".weight", [out, inp], l.weight);
+    if (bias) add(name + ".bias", [out], l.bias);
+  };
+  const layernorm = (name: string) => {
+    add(name + ".weight", [C], new Float32Array(C).fill(1));
+    if (a.bias) add(name + ".bias", [C], new Float32Array(C));
+  };
+  const residual = 0.02 / Math.sqrt(2 * L); // GPT-2's scaled init of the projections into the residual
+  add("token_embedding.weight", [V, C], embedding(V));
+  add("position_embedding.weight", [T, C], embedding(T));
+  for (let i = 0; i < L; i++) {
     const p = `blocks.${i}.`;
-    add(p + "ln1.weight", [C], new Float32Array(C).fill(1));
-    add(p + "ln1.bias", [C], new Float32Array(C));
-    // Per-head key/query/value Linear(C, hs, bias=False) each U(±1/√C): fused rows [Q; K; V].
-    add(p + "attn.qkv.weight", [3 * C, C], linearInit(rng, 3 * C, C).weight);
-    const proj = linearInit(rng, C, C);
-    add(p + "attn.proj.weight", [C, C], proj.weight);
-    add(p + "attn.proj.bias", [C], proj.bias);
-    add(p + "ln2.weight", [C], new Float32Array(C).fill(1));
-    add(p + "ln2.bias", [C], new Float32Array(C));
-    const fc = linearInit(rng, 4 * C, C);
-    add(p + "mlp.fc.weight", [4 * C, C], fc.weight);
-    add(p + "mlp.fc.bias", [4 * C], fc.bias);
-    const pr = linearInit(rng, C, 4 * C);
-    add(p + "mlp.proj.weight", [C, 4 * C], pr.weight);
-    add(p + "mlp.proj.bias", [C], pr.bias);
+    layernorm(p + "ln1");
+    // The heads' key/query/value projections fused: rows [Q; K; V] (the course: each Linear(C, hs, bias=False)).
+    linear(p + "attn.qkv", 3 * C, C, a.qkvBias);
+    linear(p + "attn.proj", C, C, a.bias, residual);
+    layernorm(p + "ln2");
+    linear(p + "mlp.fc", 4 * C, C, a.bias);
+    linear(p + "mlp.proj", C, 4 * C, a.bias, residual);
   }
-  add("ln_f.weight", [C], new Float32Array(C).fill(1));
-  add("ln_f.bias", [C], new Float32Array(C));
-  const head = linearInit(rng, V, C);
-  add("lm_head.weight", [V, C], head.weight);
-  add("lm_head.bias", [V], head.bias);
+  layernorm("ln_f");
+  if (!a.tiedHead) linear("lm_head", V, C, a.bias);
   return specs;
 }
 
@@ -86,15 +186,17 @@ export function gptExport(
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const spec of gptParamSpecs(cfg, new Rng(0))) {
     const data = internal.get(spec.name)!;
-    const m = /^blocks\.(\d+)\.attn\.qkv\.weight$/.exec(spec.name);
+    const m = /^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$/.exec(spec.name);
     if (!m) {
       out.set(spec.name, { shape: [...spec.shape], data });
       continue;
     }
+    const cols = m[2] === "weight" ? C : 1; // a weight row has C values, a bias row one
     ["query", "key", "value"].forEach((kind, part) => {
       for (let h = 0; h < cfg.nHead; h++) {
-        const rows = data.subarray((part * C + h * hs) * C, (part * C + (h + 1) * hs) * C);
-        out.set(`blocks.${m[1]}.attn.heads.${h}.${kind}.weight`, { shape: [hs, C], data: rows.slice() });
+        const rows = data.subarray((part * C + h * hs) * cols, (part * C + (h + 1) * hs) * cols);
+        const shape = m[2] === "weight" ? [hs, C] : [hs];
+        out.set(`blocks.${m[1]}.attn.heads.${h}.${kind}.${m[2]}`, { shape, data: rows.slice() });
       }
     });
   }
@@ -118,15 +220,16 @@ export function gptImport(
   for (const name of sd.keys()) if (!want.has(name)) throw new Error(`unexpected tensor ${name}`);
   const out = new Map<string, Float32Array>();
   for (const spec of gptParamSpecs(cfg, new Rng(0))) {
-    const m = /^blocks\.(\d+)\.attn\.qkv\.weight$/.exec(spec.name);
+    const m = /^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$/.exec(spec.name);
     if (!m) {
       out.set(spec.name, sd.get(spec.name)!.data);
       continue;
     }
-    const fused = new Float32Array(3 * C * C);
+    const cols = m[2] === "weight" ? C : 1;
+    const fused = new Float32Array(3 * C * cols);
     ["query", "key", "value"].forEach((kind, part) => {
       for (let h = 0; h < cfg.nHead; h++) {
-        fused.set(sd.get(`blocks.${m[1]}.attn.heads.${h}.${kind}.weight`)!.data, (part * C + h * hs) * C);
+        fused.set(sd.get(`blocks.${m[1]}.attn.heads.${h}.${kind}.${m[2]}`)!.data, (part * C + h * hs) * cols);
       }
     });
     out.set(spec.name, fused);
@@ -160,7 +263,9 @@ export interface LayerActs {
   mean2: Tensor;
   /** ln2 row reciprocal standard deviations. */
   rstd2: Tensor;
-  /** ReLU(fc) output [N, 4C]. */
+  /** The MLP's pre-activation fc(xn2) [N, 4C] (GELU's backward reads it); null with ReLU (fused). */
+  pre: Tensor | null;
+  /** act(fc) output [N, 4C]. */
   h: Tensor;
   /** MLP output [N, C]. */
   mlp: Tensor;
@@ -224,6 +329,7 @@ export class GPTActivations {
     make?: (shape: number[], name: string) => Tensor | undefined,
   ) {
     const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
+    const relu = gptArch(cfg).activation === "relu";
     const N = this.N = B * T;
     const f = (shape: number[], name: string) => make?.(shape, name) ?? Tensor.empty(rt, shape, "f32", name);
     this.idx = Tensor.empty(rt, [N], "u32", "idx");
@@ -245,6 +351,7 @@ export class GPTActivations {
         xn2: f([N, C], "xn2"),
         mean2: f([N], "mean2"),
         rstd2: f([N], "rstd2"),
+        pre: relu ? null : f([N, 4 * C], "pre"),
         h: f([N, 4 * C], "h"),
         mlp: f([N, C], "mlp"),
       });
@@ -273,19 +380,34 @@ export class GPTActivations {
 export class GPT {
   /** All parameters (and gradients) in one flat buffer. */
   readonly params: ParamStore;
+  /** The architecture options, defaults filled in. */
+  readonly arch: GPTArch;
   private genActs: GPTActivations | null = null;
   private decoders = new Map<number, GPTDecoder>();
   private genState: Tensor | null = null;
 
-  /** Initialise the parameters like PyTorch's defaults from `seed`. */
+  /** Initialise the parameters (PyTorch's defaults or nanoGPT's, per cfg.init) from `seed`. */
   constructor(readonly rt: Runtime, readonly cfg: GPTConfig, seed = 1337) {
     if (cfg.nEmbd % cfg.nHead !== 0) throw new Error("n_embd must be divisible by n_head");
+    const bad = archProblem(cfg);
+    if (bad) throw new Error(`GPTConfig: ${bad}`);
+    this.arch = gptArch(cfg);
     this.params = new ParamStore(rt, gptParamSpecs(cfg, new Rng(seed)));
   }
 
   /** The parameter named `name`. */
   private p(name: string): Tensor {
     return this.params.get(name);
+  }
+
+  /** The bias named `name`, or null when the model has none (bias / qkvBias off). */
+  private b(name: string): Tensor | null {
+    return this.params.find(name);
+  }
+
+  /** The head's weight [V, C]: the token embedding when tied. */
+  private headWeight(): Tensor {
+    return this.p(this.arch.tiedHead ? "token_embedding.weight" : "lm_head.weight");
   }
 
   /**
@@ -298,44 +420,46 @@ export class GPT {
     train: boolean,
     withLoss = true,
   ): void {
-    const { rt, cfg } = this;
+    const { rt, cfg, arch } = this;
     const { B, T, N } = acts;
-    const { nEmbd: C, nHead: H, vocabSize: V, dropout: p } = cfg;
-    embeddingForward(rt, acts.idx, this.p("token_embedding.weight"), acts.layers[0]?.res ?? acts.out);
-    embeddingForward(
-      rt,
-      acts.pos,
-      this.p("position_embedding.weight"),
-      acts.layers[0]?.res ?? acts.out,
-      true,
-    );
+    const { nEmbd: C, nHead: H, vocabSize: V, nLayer: L, dropout: p } = cfg;
+    const x0 = acts.layers[0]?.res ?? acts.out;
+    embeddingForward(rt, acts.idx, this.p("token_embedding.weight"), x0);
+    embeddingForward(rt, acts.pos, this.p("position_embedding.weight"), x0, true);
+    if (arch.embdDropout) dropoutForward(rt, x0, x0, p, state, 3 * L, train); // x = drop(tok + pos)
     acts.layers.forEach((a, l) => {
       const w = (n: string) => this.p(`blocks.${l}.${n}`);
+      const b = (n: string) => this.b(`blocks.${l}.${n}`);
       const next = acts.layers[l + 1]?.res ?? acts.out;
       // x = x + dropout(proj(attention(ln1(x))))
-      layernormForward(rt, a.res, w("ln1.weight"), w("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
-      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, N);
+      layernormForward(rt, a.res, w("ln1.weight"), b("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), b("attn.qkv.bias"), a.qkv, N);
       attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
-      linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, N);
+      linearForward(rt, a.att, w("attn.proj.weight"), b("attn.proj.bias"), a.proj, N);
       residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
-      // x = x + dropout(mlp(ln2(x)))
-      layernormForward(rt, a.res2, w("ln2.weight"), w("ln2.bias"), a.xn2, a.mean2, a.rstd2, N, C);
-      linearForward(rt, a.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), a.h, N, "relu");
-      linearForward(rt, a.h, w("mlp.proj.weight"), w("mlp.proj.bias"), a.mlp, N);
+      // x = x + dropout(mlp(ln2(x))), mlp = proj(act(fc))
+      layernormForward(rt, a.res2, w("ln2.weight"), b("ln2.bias"), a.xn2, a.mean2, a.rstd2, N, C);
+      if (arch.activation === "relu") {
+        linearForward(rt, a.xn2, w("mlp.fc.weight"), b("mlp.fc.bias"), a.h, N, "relu");
+      } else {
+        linearForward(rt, a.xn2, w("mlp.fc.weight"), b("mlp.fc.bias"), a.pre!, N);
+        geluForward(rt, a.pre!, a.h, arch.activation);
+      }
+      linearForward(rt, a.h, w("mlp.proj.weight"), b("mlp.proj.bias"), a.mlp, N);
       residualDropout(rt, a.res2, a.mlp, next, p, state, 3 * l + 2, train);
     });
     layernormForward(
       rt,
       acts.out,
       this.p("ln_f.weight"),
-      this.p("ln_f.bias"),
+      this.b("ln_f.bias"),
       acts.xf,
       acts.meanf,
       acts.rstdf,
       N,
       C,
     );
-    linearForward(rt, acts.xf, this.p("lm_head.weight"), this.p("lm_head.bias"), acts.logits, N);
+    linearForward(rt, acts.xf, this.headWeight(), this.b("lm_head.bias"), acts.logits, N);
     if (withLoss) {
       crossEntropy(rt, acts.logits, acts.targets, train ? acts.dlogits : null, acts.rowLoss, acts.loss, N, V);
     }
@@ -343,25 +467,17 @@ export class GPT {
 
   /** Record the backward pass (after a training forward); parameter gradients are overwritten. */
   backward(acts: GPTActivations, state: Tensor): void {
-    const { rt, cfg } = this;
+    const { rt, cfg, arch } = this;
     const { B, T, N } = acts;
-    const { nEmbd: C, nHead: H, dropout: p } = cfg;
-    linearBackward(
-      rt,
-      acts.dlogits,
-      acts.xf,
-      this.p("lm_head.weight"),
-      acts.dxn,
-      N,
-      false,
-      this.p("lm_head.bias"),
-    );
+    const { nEmbd: C, nHead: H, nLayer: L, dropout: p } = cfg;
+    // A tied head writes the token embedding's gradient here; the embedding's own adds to it below.
+    linearBackward(rt, acts.dlogits, acts.xf, this.headWeight(), acts.dxn, N, false, this.b("lm_head.bias"));
     layernormBackward(
       rt,
       acts.dxn,
       acts.out,
       this.p("ln_f.weight"),
-      this.p("ln_f.bias"),
+      this.b("ln_f.bias"),
       acts.meanf,
       acts.rstdf,
       acts.dres,
@@ -371,17 +487,19 @@ export class GPT {
     for (let l = acts.layers.length - 1; l >= 0; l--) {
       const a = acts.layers[l];
       const w = (n: string) => this.p(`blocks.${l}.${n}`);
+      const b = (n: string) => this.b(`blocks.${l}.${n}`);
       // MLP sub-block: dres flows straight through the residual and into the branch.
       dropoutBackward(rt, acts.dres, acts.dbranch, p, state, 3 * l + 2, true);
-      linearBackward(rt, acts.dbranch, a.h, w("mlp.proj.weight"), acts.dh, N, false, w("mlp.proj.bias"));
-      reluBackward(rt, acts.dh, a.h, acts.dh2);
-      linearBackward(rt, acts.dh2, a.xn2, w("mlp.fc.weight"), acts.dxn, N, false, w("mlp.fc.bias"));
+      linearBackward(rt, acts.dbranch, a.h, w("mlp.proj.weight"), acts.dh, N, false, b("mlp.proj.bias"));
+      if (arch.activation === "relu") reluBackward(rt, acts.dh, a.h, acts.dh2);
+      else geluBackward(rt, acts.dh, a.pre!, acts.dh2, arch.activation);
+      linearBackward(rt, acts.dh2, a.xn2, w("mlp.fc.weight"), acts.dxn, N, false, b("mlp.fc.bias"));
       layernormBackward(
         rt,
         acts.dxn,
         a.res2,
         w("ln2.weight"),
-        w("ln2.bias"),
+        b("ln2.bias"),
         a.mean2,
         a.rstd2,
         acts.dres,
@@ -399,7 +517,7 @@ export class GPT {
         acts.datt,
         N,
         false,
-        w("attn.proj.bias"),
+        b("attn.proj.bias"),
       );
       attentionBackward(
         rt,
@@ -417,13 +535,13 @@ export class GPT {
         3 * l,
         true,
       );
-      linearBackward(rt, acts.dqkv, a.xn1, w("attn.qkv.weight"), acts.dxn, N);
+      linearBackward(rt, acts.dqkv, a.xn1, w("attn.qkv.weight"), acts.dxn, N, false, b("attn.qkv.bias"));
       layernormBackward(
         rt,
         acts.dxn,
         a.res,
         w("ln1.weight"),
-        w("ln1.bias"),
+        b("ln1.bias"),
         a.mean1,
         a.rstd1,
         acts.dres,
@@ -432,7 +550,8 @@ export class GPT {
         true,
       );
     }
-    embeddingBackward(rt, acts.idx, acts.dres, this.p("token_embedding.weight").grad!);
+    if (arch.embdDropout) dropoutBackward(rt, acts.dres, acts.dres, p, state, 3 * L, true);
+    embeddingBackward(rt, acts.idx, acts.dres, this.p("token_embedding.weight").grad!, arch.tiedHead);
     embeddingBackward(rt, acts.pos, acts.dres, this.p("position_embedding.weight").grad!);
   }
 

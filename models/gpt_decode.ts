@@ -37,9 +37,10 @@ import {
   type LinearWeights,
   residualLinear,
 } from "../ops/decode.ts";
-import { linearForward, WINDOW } from "../ops/matmul.ts";
+import { type Epilogue, linearForward, WINDOW } from "../ops/matmul.ts";
+import { zeroBias } from "../ops/layernorm.ts";
 import { attentionForward } from "../ops/attention.ts";
-import { sampleTokens, sampleUniform } from "../ops/sampling.ts";
+import { gpuSamplingExact, sampleTokens, sampleUniform } from "../ops/sampling.ts";
 import { type GenerateOptions, sampleLogits } from "./common.ts";
 import { type GPT, GPTActivations } from "./gpt.ts";
 
@@ -47,7 +48,7 @@ import { type GPT, GPTActivations } from "./gpt.ts";
 export interface DecodeOptions extends GenerateOptions {
   /** KV cache while the context is shorter than block_size (default true). */
   cache?: boolean;
-  /** Sample on the GPU and read ids back per chunk (default true). */
+  /** Sample on the GPU and read ids back per chunk (default true where its kernel is exact, see ops/sampling.ts). */
   gpuSampling?: boolean;
   /** Characters per command buffer / readback with GPU sampling (default 16). */
   chunk?: number;
@@ -144,17 +145,16 @@ export class GPTDecoder {
     this.rt.copy(this.model.params.params, this.weights);
     if (this.rt.kernels !== "cpu") return; // only the CPU family's fused passes read folded weights
     this.folded ??= this.allocateFolded();
-    const P = (n: string) => this.w.get(n)!;
-    const fold = (ln: string, lin: string, bias: string | null, name: string) =>
-      foldLayernorm(this.rt, P(`${ln}.weight`), P(`${ln}.bias`), {
-        W: P(`${lin}.weight`),
-        bias: bias ? P(bias) : null,
-      }, this.foldedLinear(name));
+    const fold = (ln: string, lin: string, name: string) => {
+      const { w, b } = this.ln(ln);
+      const weights = { W: this.P(`${lin}.weight`), bias: this.bias(`${lin}.bias`) };
+      foldLayernorm(this.rt, w, b, weights, this.foldedLinear(name));
+    };
     for (let l = 0; l < this.model.cfg.nLayer; l++) {
-      if (l > 0) fold(`blocks.${l}.ln1`, `blocks.${l}.attn.qkv`, null, `qkv.${l}`);
-      fold(`blocks.${l}.ln2`, `blocks.${l}.mlp.fc`, `blocks.${l}.mlp.fc.bias`, `fc.${l}`);
+      if (l > 0) fold(`blocks.${l}.ln1`, `blocks.${l}.attn.qkv`, `qkv.${l}`);
+      fold(`blocks.${l}.ln2`, `blocks.${l}.mlp.fc`, `fc.${l}`);
     }
-    fold("ln_f", "lm_head", "lm_head.bias", "lm_head");
+    fold("ln_f", "lm_head", "lm_head");
   }
 
   /** The folded Linears' buffers, one store with each view at a 256-byte offset (storage bindings). */
@@ -184,6 +184,32 @@ export class GPTDecoder {
       });
     }
     return folded;
+  }
+
+  /** The decoder's copy of parameter `name`; a tied model's lm_head.weight is its token embedding. */
+  private P(name: string): Tensor {
+    if (name === "lm_head.weight" && this.model.arch.tiedHead) name = "token_embedding.weight";
+    const t = this.w.get(name);
+    if (!t) throw new Error(`GPTDecoder: no parameter ${name}`);
+    return t;
+  }
+
+  /** A Linear's bias, or null when the model has none. */
+  private bias(name: string): Tensor | null {
+    return this.w.get(name) ?? null;
+  }
+
+  /** A LayerNorm's weight and bias (zeros when the model has no LayerNorm biases). */
+  private ln(name: string): { w: Tensor; b: Tensor } {
+    return {
+      w: this.P(`${name}.weight`),
+      b: this.bias(`${name}.bias`) ?? zeroBias(this.rt, this.model.cfg.nEmbd),
+    };
+  }
+
+  /** The MLP's activation as a matmul epilogue (GELU fused into the fc product: eval needs no pre-activation). */
+  private get act(): Epilogue {
+    return this.model.arch.activation;
   }
 
   /** A folded Linear by name ("qkv.l", "fc.l", "lm_head"); syncWeights must have folded them. */
@@ -234,24 +260,24 @@ export class GPTDecoder {
   private encodeFusedForward(window: boolean, t: number): void {
     const { model, rt, B, win, step } = this;
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
-    const P = (n: string) => this.w.get(n)!;
+    const P = (n: string) => this.P(n);
     const src = window ? win : step;
     const R = src.N;
     const x = src.layers[0].res; // the residual stream [R, C], updated in place
-    const lin = (l: number, n: string, bias = true): LinearWeights => ({
+    const lin = (l: number, n: string): LinearWeights => ({
       W: P(`blocks.${l}.${n}.weight`),
-      bias: bias ? P(`blocks.${l}.${n}.bias`) : null,
+      bias: this.bias(`blocks.${l}.${n}.bias`),
     });
-    const ln = (n: string) => ({ w: P(`${n}.weight`), b: P(`${n}.bias`) });
+    const ln = (n: string) => this.ln(n);
     const tok = P("token_embedding.weight"), pos = P("position_embedding.weight");
     const ln10 = ln("blocks.0.ln1");
     embedLayernorm(rt, src.idx, src.pos, tok, pos, ln10.w, ln10.b, x, src.layers[0].xn1, R);
     for (let l = 0; l < L; l++) {
       const a = src.layers[l];
       const scratch = { xn: a.xn1, mean: a.mean1, rstd: a.rstd1 };
-      const qkv = lin(l, "attn.qkv", false);
+      const qkv = lin(l, "attn.qkv");
       if (l === 0) {
-        linearForward(rt, a.xn1, qkv.W, null, a.qkv, R); // embedLayernorm wrote xn1 already
+        linearForward(rt, a.xn1, qkv.W, qkv.bias, a.qkv, R); // embedLayernorm wrote xn1 already
       } else {
         const folded = this.foldedLinear(`qkv.${l}`);
         layernormLinear(rt, x, ln(`blocks.${l}.ln1`), qkv, folded, a.qkv, R, "none", scratch);
@@ -265,11 +291,11 @@ export class GPTDecoder {
       residualLinear(rt, a.att, lin(l, "attn.proj"), x, R, a.proj);
       const scratch2 = { xn: a.xn2, mean: a.mean2, rstd: a.rstd2 };
       const fc = this.foldedLinear(`fc.${l}`);
-      layernormLinear(rt, x, ln(`blocks.${l}.ln2`), lin(l, "mlp.fc"), fc, a.h, R, "relu", scratch2);
+      layernormLinear(rt, x, ln(`blocks.${l}.ln2`), lin(l, "mlp.fc"), fc, a.h, R, this.act, scratch2);
       residualLinear(rt, a.h, lin(l, "mlp.proj"), x, R, a.mlp);
     }
     const f = { xn: step.xf, mean: step.meanf, rstd: step.rstdf };
-    const head = { W: P("lm_head.weight"), bias: P("lm_head.bias") };
+    const head = { W: P("lm_head.weight"), bias: this.bias("lm_head.bias") };
     layernormLinear(rt, x, ln("ln_f"), head, this.foldedLinear("lm_head"), step.logits, B, "none", f);
   }
 
@@ -277,33 +303,40 @@ export class GPTDecoder {
   private encodeForward(window: boolean, t: number): void {
     const { model, rt, B, win, step } = this;
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
-    const P = (n: string) => this.w.get(n)!;
+    const P = (n: string) => this.P(n);
+    const B_ = (n: string) => this.bias(n);
     const src = window ? win : step;
     const R = src.N;
     const first = src.layers[0];
-    const ln1 = (l: number) => [P(`blocks.${l}.ln1.weight`), P(`blocks.${l}.ln1.bias`)];
+    const ln1 = (l: number) => {
+      const { w, b } = this.ln(`blocks.${l}.ln1`);
+      return [w, b];
+    };
     const [w0, b0] = ln1(0);
     const [tok, pos] = [P("token_embedding.weight"), P("position_embedding.weight")];
     embedLayernorm(rt, src.idx, src.pos, tok, pos, w0, b0, first.res, first.xn1, R);
     for (let l = 0; l < L; l++) {
       const w = (n: string) => P(`blocks.${l}.${n}`);
+      const b = (n: string) => B_(`blocks.${l}.${n}`);
+      const ln2 = this.ln(`blocks.${l}.ln2`);
       const a = src.layers[l]; // the layer's input (res, xn1) and everything after, on src's rows
-      linearForward(rt, a.xn1, w("attn.qkv.weight"), null, a.qkv, R);
+      linearForward(rt, a.xn1, w("attn.qkv.weight"), b("attn.qkv.bias"), a.qkv, R);
       if (window && l === L - 1) {
         this.lastLayerRows(a.res, t);
         return;
       }
       if (window) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
       else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
-      linearForward(rt, a.att, w("attn.proj.weight"), w("attn.proj.bias"), a.proj, R);
-      addLayernorm(rt, a.res, a.proj, w("ln2.weight"), w("ln2.bias"), a.res2, a.xn2, R, C);
-      linearForward(rt, a.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), a.h, R, "relu");
-      linearForward(rt, a.h, w("mlp.proj.weight"), w("mlp.proj.bias"), a.mlp, R);
+      linearForward(rt, a.att, w("attn.proj.weight"), b("attn.proj.bias"), a.proj, R);
+      addLayernorm(rt, a.res, a.proj, ln2.w, ln2.b, a.res2, a.xn2, R, C);
+      linearForward(rt, a.xn2, w("mlp.fc.weight"), b("mlp.fc.bias"), a.h, R, this.act);
+      linearForward(rt, a.h, w("mlp.proj.weight"), b("mlp.proj.bias"), a.mlp, R);
       const next = src.layers[l + 1];
-      const [lw, lb] = next ? ln1(l + 1) : [P("ln_f.weight"), P("ln_f.bias")];
+      const lnf = this.ln("ln_f");
+      const [lw, lb] = next ? ln1(l + 1) : [lnf.w, lnf.b];
       addLayernorm(rt, a.res2, a.mlp, lw, lb, next ? next.res : step.out, next ? next.xn1 : step.xf, R, C);
     }
-    linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
+    linearForward(rt, step.xf, P("lm_head.weight"), B_("lm_head.bias"), step.logits, B);
   }
 
   /**
@@ -314,16 +347,17 @@ export class GPTDecoder {
   private lastLayerRows(res: Tensor, t: number): void {
     const { model, rt, B, win, step } = this;
     const { nEmbd: C, nHead: H, nLayer: L, blockSize: T } = model.cfg;
-    const P = (n: string) => this.w.get(n)!;
-    const w = (n: string) => P(`blocks.${L - 1}.${n}`);
+    const w = (n: string) => this.P(`blocks.${L - 1}.${n}`);
+    const b = (n: string) => this.bias(`blocks.${L - 1}.${n}`);
+    const ln2 = this.ln(`blocks.${L - 1}.ln2`), lnf = this.ln("ln_f");
     const o = step.layers[L - 1];
     attentionDecode(rt, null, win.layers[L - 1].qkv, o.att, B, T, C, H, t);
-    linearForward(rt, o.att, w("attn.proj.weight"), w("attn.proj.bias"), o.proj, B);
-    addLayernorm(rt, res, o.proj, w("ln2.weight"), w("ln2.bias"), o.res2, o.xn2, B, C, T, t);
-    linearForward(rt, o.xn2, w("mlp.fc.weight"), w("mlp.fc.bias"), o.h, B, "relu");
-    linearForward(rt, o.h, w("mlp.proj.weight"), w("mlp.proj.bias"), o.mlp, B);
-    addLayernorm(rt, o.res2, o.mlp, P("ln_f.weight"), P("ln_f.bias"), step.out, step.xf, B, C);
-    linearForward(rt, step.xf, P("lm_head.weight"), P("lm_head.bias"), step.logits, B);
+    linearForward(rt, o.att, w("attn.proj.weight"), b("attn.proj.bias"), o.proj, B);
+    addLayernorm(rt, res, o.proj, ln2.w, ln2.b, o.res2, o.xn2, B, C, T, t);
+    linearForward(rt, o.xn2, w("mlp.fc.weight"), b("mlp.fc.bias"), o.h, B, this.act);
+    linearForward(rt, o.h, w("mlp.proj.weight"), b("mlp.proj.bias"), o.mlp, B);
+    addLayernorm(rt, o.res2, o.mlp, lnf.w, lnf.b, step.out, step.xf, B, C);
+    linearForward(rt, step.xf, this.P("lm_head.weight"), this.bias("lm_head.bias"), step.logits, B);
   }
 
   /**
@@ -333,7 +367,10 @@ export class GPTDecoder {
   async generate(start: number[], maxNew: number, opts: DecodeOptions = {}): Promise<number[][]> {
     const { B, rt } = this;
     const { blockSize: T, vocabSize: V } = this.model.cfg;
-    const { cache = true, gpuSampling = true, seed = 0 } = opts;
+    // GPU sampling by default, on the host where the sampling kernel is not exact (a large vocabulary
+    // on llvmpipe: ops/sampling.ts); both draw the same ids from the same logits.
+    const exact = gpuSamplingExact(rt, V, (opts.temperature ?? 1) === 0);
+    const { cache = true, gpuSampling = exact, seed = 0 } = opts;
     const chunk = Math.min(MAX_CHUNK, Math.max(1, Math.floor(opts.chunk ?? DEFAULT_CHUNK)));
     const ctx = start.length ? start.slice(-T) : [0];
     this.syncWeights(); // recorded into the first command buffer

@@ -7,7 +7,7 @@
 // (train.ts prints it), and an allocation past it fails as a GPUFailure. Browser-safe.
 
 import type { Runtime } from "../ops/runtime.ts";
-import { GPTActivations, type GPTConfig } from "./gpt.ts";
+import { GPTActivations, gptArch, type GPTConfig } from "./gpt.ts";
 import { fail } from "../lib/errors.ts";
 import { paramCount } from "./checkpoint.ts";
 
@@ -46,9 +46,13 @@ export function gptActivationBuffers(cfg: GPTConfig, B: number, T: number): Buff
   return needs;
 }
 
-/** Floats of the flat parameter buffer: ParamStore pads each of its 6 + 12·L tensors to 64 floats. */
+/** Floats of the flat parameter buffer: ParamStore pads each of its tensors to 64 floats. */
 function paramFloats(cfg: GPTConfig): number {
-  return paramCount("gpt", cfg) + 64 * (6 + 12 * cfg.nLayer);
+  const a = gptArch(cfg), bias = a.bias ? 1 : 0;
+  // Embeddings 2; per layer 6 weights and 5 biases (+ qkv.bias); ln_f; the head (course: 6 + 11·L).
+  const tensors = 2 + cfg.nLayer * (6 + 5 * bias + (a.qkvBias ? 1 : 0)) + 1 + bias +
+    (a.tiedHead ? 0 : 1 + bias);
+  return paramCount("gpt", cfg) + 64 * tensors;
 }
 
 /** Every buffer of a GPT training step: parameters, gradients, optimizer state, activations. */

@@ -16,6 +16,7 @@
 
 import type { Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
+import { LLVMPIPE_LOOP_LIMIT } from "./runtime.ts";
 import { crossEntropyCpu } from "./cross_entropy/cpu.ts";
 import { crossEntropyGpu } from "./cross_entropy/gpu.ts";
 import { dispatchMean } from "./cross_entropy/mean.ts";
@@ -70,7 +71,9 @@ export function crossEntropy(
     }
   }
   const views = { X: logits, T: targets, R: rowLoss, ...(dlogits ? { D: dlogits } : {}) };
-  if (rt.kernels === "gpu") crossEntropyGpu(rt, views, probs, N, V);
+  // The CPU family's invocation walks its row three times: past llvmpipe's loop limit (a BPE
+  // vocabulary) it would stop early, so the row is split over a workgroup as in the GPU family.
+  if (rt.kernels === "gpu" || 3 * V > LLVMPIPE_LOOP_LIMIT) crossEntropyGpu(rt, views, probs, N, V);
   else crossEntropyCpu(rt, views, probs, N, V);
   meanReduce(rt, rowLoss, loss, N);
 }

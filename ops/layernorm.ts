@@ -10,14 +10,38 @@
 // - ./layernorm/cpu.ts: llvmpipe-shaped, a row per SIMD lane, no barriers.
 // Both write dw/db as per-workgroup partial rows summed per column by ./layernorm/partials.ts
 // (deterministic, no atomics).
+//
+// Without a bias (b = null, nanoGPT's bias=False) the same kernels run with a zero bias (`zeroBias`:
+// fma(xhat, w, 0) is exactly xhat·w) and the backward writes db into a scratch nobody reads.
 
 import { assertNoAlias } from "./elementwise.ts";
 import type { Runtime } from "./runtime.ts";
-import type { Tensor } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
 import { layernormBackwardCpu, layernormForwardCpu } from "./layernorm/cpu.ts";
 import { layernormBackwardGpu, layernormForwardGpu } from "./layernorm/gpu.ts";
 
 export { LN_EPS } from "./layernorm/partials.ts";
+
+/** Per runtime: a zero-filled bias (never written) and a scratch for an absent bias's gradient. */
+const absent = new WeakMap<Runtime, { zero: Tensor; grad: Tensor }>();
+
+function absentBias(rt: Runtime, C: number): { zero: Tensor; grad: Tensor } {
+  let a = absent.get(rt);
+  if (!a || a.zero.size < C) {
+    const n = Math.max(C, 1024);
+    a = {
+      zero: Tensor.empty(rt, [n], "f32", "zero-bias"),
+      grad: Tensor.empty(rt, [n], "f32", "absent-bias-grad"),
+    };
+    absent.set(rt, a);
+  }
+  return a;
+}
+
+/** A [C] view of zeros: the bias of a LayerNorm that has none (also for the decoder's fused LayerNorms). */
+export function zeroBias(rt: Runtime, C: number): Tensor {
+  return new Tensor(rt, absentBias(rt, C).zero.buffer, 0, [C], "f32", "zero-bias");
+}
 
 function checkShapes(
   label: string,
@@ -43,12 +67,12 @@ function noAlias(label: string, written: Tensor[], read: Tensor[]): void {
   for (const w of written) assertNoAlias(label, w, read);
 }
 
-/** y = LayerNorm(x)·w + b over the last axis; saves mean and rstd [rows] for the backward. */
+/** y = LayerNorm(x)·w + b over the last axis (b null: no bias); saves mean and rstd [rows] for the backward. */
 export function layernormForward(
   rt: Runtime,
   x: Tensor,
   w: Tensor,
-  b: Tensor,
+  bias: Tensor | null,
   y: Tensor,
   mean: Tensor,
   rstd: Tensor,
@@ -56,6 +80,7 @@ export function layernormForward(
   C: number,
 ): void {
   checkShapes("layernormForward", rows, C, [x, y], [mean, rstd], w);
+  const b = bias ?? zeroBias(rt, C);
   if (b.size !== C) throw new Error(`layernormForward: bias has ${b.size} values, want ${C}`);
   noAlias("layernormForward", [y, mean, rstd], [x, w, b]);
   const views = { X: x, W: w, B: b, Y: y, Mean: mean, Rstd: rstd };
@@ -64,15 +89,15 @@ export function layernormForward(
 }
 
 /**
- * Backward given dy: overwrites w.grad and b.grad, and dx (or dx += when `accumulateDx`, for
- * residual streams). mean/rstd are the forward's saved statistics.
+ * Backward given dy: overwrites w.grad and b.grad (b null: no bias, its gradient is dropped), and dx
+ * (or dx += when `accumulateDx`, for residual streams). mean/rstd are the forward's saved statistics.
  */
 export function layernormBackward(
   rt: Runtime,
   dy: Tensor,
   x: Tensor,
   w: Tensor,
-  bias: Tensor,
+  b: Tensor | null,
   mean: Tensor,
   rstd: Tensor,
   dx: Tensor,
@@ -81,7 +106,9 @@ export function layernormBackward(
   accumulateDx = false,
 ): void {
   checkShapes("layernormBackward", rows, C, [dy, x, dx], [mean, rstd], w);
-  const dw = w.grad, db = bias.grad;
+  const bias = b ?? zeroBias(rt, C);
+  const dw = w.grad,
+    db = b ? b.grad : new Tensor(rt, absentBias(rt, C).grad.buffer, 0, [C], "f32", "absent-bias-grad");
   if (!dw || !db) throw new Error("layernormBackward: w and b need .grad tensors");
   if (bias.size !== C || dw.size !== C || db.size !== C) {
     throw new Error(`layernormBackward: w/b grads must be [${C}]`);

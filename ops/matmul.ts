@@ -1,5 +1,5 @@
-// Matmul family: C[b] = alpha · op(A[b]) · op(B[b]) (+ bias) (+ C) with optional ReLU / LeakyReLU
-// epilogue, both operands optionally transposed, and a batch dimension. Linear forward and both
+// Matmul family: C[b] = alpha · op(A[b]) · op(B[b]) (+ bias) (+ C) with optional ReLU / LeakyReLU /
+// GELU epilogue, both operands optionally transposed, and a batch dimension. Linear forward and both
 // halves of its backward are this one op; the bias gradient is reduced inside the weight-gradient
 // product (`rowSums`), with `sumRows` (column sums) as the stand-alone form.
 //
@@ -53,8 +53,8 @@ export {
   windowDispatches,
 } from "./matmul/cpu_plan.ts";
 
-/** Applied to each element of C after the bias. */
-export type Epilogue = "none" | "relu" | "leaky_relu";
+/** Applied to each element of C after the bias ("gelu": GPT-2's tanh form; "gelu_erf": exact). */
+export type Epilogue = "none" | "relu" | "leaky_relu" | "gelu" | "gelu_erf";
 /**
  * One matmul kernel: "tiled" (the gpu family's), "window" (the cpu family's uniform windows; falls
  * back to "storage" when it cannot tile the product), "storage" (the cpu family's one-dispatch kernel).

@@ -69,6 +69,15 @@ export type KernelFamily = "gpu" | "cpu";
 /** Both kernel families. */
 export const KERNEL_FAMILIES: readonly KernelFamily[] = ["gpu", "cpu"];
 
+/**
+ * Loop iterations one invocation may run on Mesa's llvmpipe (lavapipe, GL llvmpipe): gallivm counts
+ * every loop iteration of an invocation against this limit and silently leaves any loop once it is
+ * reached, so a kernel whose invocation loops longer computes a wrong result without an error
+ * (measured: cross-entropy at V = 50257, three passes over the row, summed 30% of the exp terms).
+ * Kernels whose loops grow with a size pick another shape past it.
+ */
+export const LLVMPIPE_LOOP_LIMIT = 65535;
+
 /** True for a CPU fallback adapter: isFallbackAdapter, or Mesa's llvmpipe/lavapipe or SwiftShader. */
 export function isCpuAdapter(info: {
   isFallbackAdapter?: boolean;

@@ -23,11 +23,21 @@
 // family's kernels and may differ by float rounding, so a seed's text is fixed per family and
 // adapter; each family's draws are tested against the host reference.
 
-import { f32, type Runtime } from "./runtime.ts";
+import { f32, isCpuAdapter, LLVMPIPE_LOOP_LIMIT, type Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
 import { HASH_WGSL, pcgHash } from "./hash.ts";
 
 const WG = 64;
+
+/**
+ * Whether this kernel draws exactly at vocabulary size V on `rt`'s adapter: its ranking loops about
+ * ⌈V/64⌉·V times per invocation, past llvmpipe's loop limit (runtime.ts) from V ≈ 2000 on, where the
+ * rank would be cut short (greedy draws only take a max: always exact). Callers sample on the host
+ * otherwise, until a sampler for large vocabularies replaces this one.
+ */
+export function gpuSamplingExact(rt: Runtime, V: number, greedy: boolean): boolean {
+  return greedy || !isCpuAdapter(rt.adapter.info) || Math.ceil(V / WG) * V + 4 * V <= LLVMPIPE_LOOP_LIMIT;
+}
 
 export interface SampleParams {
   temperature: number; // 0 = greedy

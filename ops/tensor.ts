@@ -136,6 +136,11 @@ export class ParamStore {
     return t;
   }
 
+  /** The parameter named `name`, or null when there is none (an optional bias). */
+  find(name: string): Tensor | null {
+    return this.byName.get(name) ?? null;
+  }
+
   /** Number of parameters (padding excluded). */
   get count(): number {
     return this.list.reduce((a, t) => a + t.size, 0);

@@ -1,4 +1,5 @@
-// train.ts's configuration: the flags, the presets (--config lecture | nanogpt-char | FILE.json) and
+// train.ts's configuration: the flags, the presets (--config lecture | nanogpt-char | finetune-gpt2 |
+// FILE.json) and
 // their resolution into one validated `Run`. Precedence, lowest first: the flag defaults (which are
 // the lecture recipe), the preset, a JSON file's values, the flags given on the command line.
 // Checks against the data and the checkpoint come later (train/resume.ts, train.ts).
@@ -19,7 +20,17 @@ import {
   TUNE_FLAG,
   tuneChoice,
 } from "../lib/cli.ts";
-import { GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
+import {
+  type Activation,
+  ACTIVATIONS,
+  COURSE_ARCH,
+  GPT2_ARCH,
+  GPT_REFERENCE,
+  type GPTArch,
+  type GPTConfig,
+  NANOGPT_ARCH,
+} from "../models/gpt.ts";
+import { type TokenizerKind, TOKENIZERS } from "../lib/tokenizer.ts";
 import { MAX_DIM, type ModelKind } from "../models/checkpoint.ts";
 import { DECAY_PARAMS, type DecayParams, type OptimizerKind } from "../models/common.ts";
 import type { LrSchedule } from "./schedule.ts";
@@ -34,7 +45,7 @@ const str = (help: string, def?: unknown): FlagSpec => ({
 /** name -> spec; the defaults are the lecture recipe. */
 const SPECS: Record<string, Omit<FlagSpec, "name">> = {
   config: str(
-    "lecture | nanogpt-char | FILE.json (a JSON object of flags); explicit flags override it",
+    "lecture | nanogpt-char | finetune-gpt2 | FILE.json (a JSON object of flags); explicit flags override it",
     "lecture",
   ),
   model: str("gpt | bigram-onehot | bigram-embedding", "gpt"),
@@ -46,6 +57,20 @@ const SPECS: Record<string, Omit<FlagSpec, "name">> = {
   "n-head": str("attention heads (gpt)", GPT_REFERENCE.nHead),
   "n-layer": str("transformer blocks (gpt)", GPT_REFERENCE.nLayer),
   dropout: str("dropout probability (gpt)", GPT_REFERENCE.dropout),
+  arch: str(
+    "course (ReLU, biases, own head) | nanogpt (exact GELU, no biases, tied head, embedding dropout, " +
+      "its init) | gpt2 (tanh GELU, biases, tied head); gpt",
+    "course",
+  ),
+  activation: str("relu | gelu (GPT-2's tanh form) | gelu_erf (exact); default: the --arch's (gpt)"),
+  tokenizer: str(
+    "char (the text's characters) | gpt2 (GPT-2's BPE; token ids cached beside --data); " +
+      "default char, or --init-from's",
+  ),
+  "init-from": str(
+    "start from a Hugging Face GPT-2 directory (config.json + model.safetensors): fine-tuning; " +
+      "--block-size may crop its context (default: its n_positions)",
+  ),
   optimizer: str("sgd | adamw (default adamw for gpt, sgd for bigram models)"),
   lr: str("peak learning rate (default 1e-3 for adamw, 0.01 for sgd)"),
   "warmup-iters": str("updates of linear lr warm-up (nanoGPT's warmup_iters)", 0),
@@ -98,20 +123,62 @@ export const PRESETS: Record<string, Record<string, string>> = {
     "min-lr": "1e-4",
     beta2: "0.99",
     "weight-decay": "0.1",
-    "decay-params": "matmul",
+    // model.py's configure_optimizers: every parameter with dim >= 2 decays (the tied wte and wpe too).
+    "decay-params": "2d",
     "grad-clip": "1.0",
     steps: "5000",
     "eval-interval": "250",
     "eval-iters": "200",
+    // train.py's bias=False with model.py's GELU (nn.GELU(): the exact erf form), tied head,
+    // transformer.drop on the embeddings and _init_weights.
+    arch: "nanogpt",
+  },
+  // karpathy/nanoGPT config/finetune_shakespeare.py over train.py's defaults: --init-from DIR (a
+  // Hugging Face GPT-2 directory; nanoGPT's init_from='gpt2-xl'), GPT-2's tokenizer, batch 1 with 32
+  // micro-batches, 20 iterations at a constant 3e-5, dropout 0, evaluation every 5 on 40 batches.
+  // Our change: the block size is the model's n_positions (1024 for GPT-2) unless --block-size crops
+  // it; GPT-2 124M itself needs the large-model work (issue 18) to fit lavapipe's binding limit.
+  "finetune-gpt2": {
+    tokenizer: "gpt2",
+    "batch-size": "1",
+    "grad-accum": "32",
+    steps: "20",
+    lr: "3e-5",
+    "warmup-iters": "0",
+    "lr-decay-iters": "0",
+    "min-lr": "3e-5",
+    dropout: "0",
+    beta2: "0.95",
+    "weight-decay": "0.1",
+    "decay-params": "2d",
+    "grad-clip": "1.0",
+    "eval-interval": "5",
+    "eval-iters": "40",
   },
 };
 
-const USAGE = `Train a character-level language model on the GPU (WebGPU/WGSL).
+/** The --arch bundles. */
+export const ARCHS: Record<string, GPTArch> = { course: COURSE_ARCH, nanogpt: NANOGPT_ARCH, gpt2: GPT2_ARCH };
+
+const USAGE = `Train a language model on the GPU (WebGPU/WGSL), from scratch or from a Hugging Face GPT-2.
 
 Usage: deno task train [flags]`;
 
 /** Flags that only make sense for the GPT. */
-export const GPT_ONLY = ["batch-size", "grad-accum", "block-size", "n-embd", "n-head", "n-layer", "dropout"];
+export const GPT_ONLY = [
+  "batch-size",
+  "grad-accum",
+  "block-size",
+  "n-embd",
+  "n-head",
+  "n-layer",
+  "dropout",
+  "arch",
+  "activation",
+  "init-from",
+];
+/** Flags a --init-from directory decides (refused beside it). */
+const FROM_DIR = ["n-embd", "n-head", "n-layer", "arch", "activation"];
 /** Flags that only make sense for AdamW. */
 const ADAMW_ONLY = ["beta1", "beta2", "weight-decay", "decay-params"];
 
@@ -140,6 +207,10 @@ export interface Run extends LrSchedule {
   tune: TuneMode | "auto";
   /** The GPT config (vocabSize filled in from the data or the checkpoint); null for bigram models. */
   gpt: GPTConfig | null;
+  /** The tokenizer (null: char, or --init-from's). */
+  tokenizer: TokenizerKind | null;
+  /** A Hugging Face GPT-2 directory to start from, or null. */
+  initFrom: string | null;
   batch: number;
   gradAccum: number;
   /** Flags set on the command line, by a JSON file or by an explicitly chosen preset. */
@@ -201,6 +272,10 @@ export async function parseRun(args: string[]): Promise<Run> {
   const lr = v.lr === undefined
     ? (optimizer === "adamw" ? 1e-3 : 0.01)
     : floatFlag(s("lr"), "lr", { min: 0, max: 10, minExclusive: true });
+  const arch = ARCHS[choiceFlag(s("arch"), "arch", Object.keys(ARCHS))];
+  const activation = v.activation === undefined
+    ? arch.activation
+    : choiceFlag(s("activation"), "activation", ACTIVATIONS) as Activation;
   const run: Run = {
     config,
     kind,
@@ -237,11 +312,25 @@ export async function parseRun(args: string[]): Promise<Run> {
       // before allocating), and the data (a split must hold block size + 1 characters).
       blockSize: intFlag(s("block-size"), "block-size", { min: 1, max: MAX_DIM }),
       dropout: floatFlag(s("dropout"), "dropout", { min: 0, max: 1, maxExclusive: true }),
+      ...arch,
+      activation,
     },
+    tokenizer: v.tokenizer === undefined ? null : choiceFlag(s("tokenizer"), "tokenizer", TOKENIZERS),
+    initFrom: v["init-from"] === undefined ? null : s("init-from"),
     given,
     fromPreset,
   };
   if (!run.out.trim()) fail("--out needs a directory");
+  if (run.initFrom !== null) {
+    if (run.resume) {
+      fail("--init-from starts a new run; --resume continues the one in --out: use one of them");
+    }
+    const bad = FROM_DIR.find((f) => run.given.has(f) && !run.fromPreset.has(f));
+    if (bad) fail(`--${bad} does not apply with --init-from: the directory's config.json decides it`);
+  } else if (run.config === "finetune-gpt2" || v.config === "finetune-gpt2") {
+    fail("--config finetune-gpt2 needs --init-from DIR (a Hugging Face GPT-2 directory)");
+  }
+  if (run.tokenizer === "gpt2" && run.kind !== "gpt") fail("--tokenizer gpt2 applies only to --model gpt");
   checkSchedule(run);
   return run;
 }
@@ -304,9 +393,14 @@ export function trainingSettings(run: Run): Record<string, number | string> {
 
 /** One line with the resolved configuration, as the run prints it. */
 export function describeRun(run: Run): string {
-  const model = run.gpt
-    ? `n_embd=${run.gpt.nEmbd} n_head=${run.gpt.nHead} n_layer=${run.gpt.nLayer} block_size=${run.gpt.blockSize} ` +
-      `dropout=${run.gpt.dropout} `
+  const g = run.gpt;
+  const arch = g
+    ? ` activation=${g.activation ?? "relu"} bias=${g.bias ?? true} tied_head=${g.tiedHead ?? false} ` +
+      `embd_dropout=${g.embdDropout ?? false} init=${g.init ?? "pytorch"}`
+    : "";
+  const model = g
+    ? `n_embd=${g.nEmbd} n_head=${g.nHead} n_layer=${g.nLayer} block_size=${g.blockSize} ` +
+      `dropout=${g.dropout}${arch} `
     : "";
   const s = trainingSettings(run);
   const rest = Object.entries(s).filter(([k]) => k !== "config").map(([k, x]) =>

@@ -3,7 +3,7 @@
 // train.ts and the web page (web/session.ts), so both train the same way; browser-safe.
 
 import type { Runtime } from "../ops/runtime.ts";
-import type { Tokenizer } from "../lib/tokenizer.ts";
+import type { TextTokenizer } from "../lib/tokenizer.ts";
 import { bigramEntropy, type GPTData } from "../lib/data.ts";
 import { Rng } from "../lib/rng.ts";
 import type { GPT } from "../models/gpt.ts";
@@ -36,7 +36,7 @@ export function gptJob(
   data: GPTData,
   model: GPT,
   opt: Optimizer,
-  tok: Tokenizer,
+  tok: TextTokenizer,
 ): Job {
   const T = model.cfg.blockSize;
   const step = new GPTStep(rt, model, opt, run.batch, run.gradAccum, run.seed);
@@ -66,8 +66,8 @@ export function gptJob(
       return { train: mean(l.subarray(0, run.evalIters)), val: mean(l.subarray(run.evalIters)) };
     },
     async sample(n, onToken) {
-      // Start from a newline like the seed notebook, or the text's first character if it has none.
-      const start = tok.chars.includes("\n") ? tok.encode("\n") : [data.train[0]];
+      // Start from a newline like the seed notebook, or the text's first token if it has none.
+      const start = tok.kind === "gpt2" || tok.chars.includes("\n") ? tok.encode("\n") : [data.train[0]];
       await model.generate(start, n, { temperature: 0.8, seed: run.seed, onToken });
     },
     rngState: () => rng.state(),
@@ -81,7 +81,7 @@ export function bigramJob(
   ids: Uint32Array,
   model: BigramMLP,
   opt: Optimizer,
-  tok: Tokenizer,
+  tok: TextTokenizer,
 ): Job {
   const V = tok.vocabSize;
   const n = ids.length - 1;

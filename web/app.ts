@@ -13,8 +13,19 @@
 import { Runtime } from "../ops/runtime.ts";
 import { MatmulTuner, setMatmulTuner } from "../ops/matmul/tune.ts";
 import { idbTuneStore } from "./tune_store.ts";
-import { Tokenizer } from "../lib/tokenizer.ts";
+import {
+  GPT2_VOCAB_SIZE,
+  StreamDecoder,
+  type TextTokenizer,
+  Tokenizer,
+  type TokenizerKind,
+  TOKENIZERS,
+} from "../lib/tokenizer.ts";
+import { Gpt2Tokenizer } from "../lib/bpe.ts";
+import { HF_CHARS, HF_CONFIG, HF_WEIGHTS, importHFGpt2 } from "../models/hf_gpt2.ts";
+import { GPT } from "../models/gpt.ts";
 import { fail, UsageError } from "../lib/errors.ts";
+import { decodeText } from "../lib/data.ts";
 import {
   type AnyModel,
   buildModel,
@@ -34,7 +45,7 @@ const status = $<HTMLDivElement>("status");
 interface Current {
   kind: ModelKind;
   model: AnyModel;
-  tok: Tokenizer;
+  tok: TextTokenizer;
   step: number;
 }
 
@@ -83,6 +94,7 @@ function runConfig(): RunConfig {
     seed: intValue($("seed").value, "seed", 0),
     evalInterval: evalOverride.interval ?? d.evalInterval,
     evalIters: evalOverride.iters ?? d.evalIters,
+    tokenizer: $<HTMLSelectElement>("tokenizer").value as TokenizerKind,
   };
 }
 const evalOverride: { interval?: number; iters?: number } = {};
@@ -104,6 +116,13 @@ function applyUrl(q: URLSearchParams): void {
     evalOverride.interval = intValue(q.get("eval-interval")!, "eval-interval");
   }
   if (q.get("eval-iters") !== null) evalOverride.iters = intValue(q.get("eval-iters")!, "eval-iters");
+  const tokenizer = q.get("tokenizer");
+  if (tokenizer !== null) {
+    if (!TOKENIZERS.includes(tokenizer as TokenizerKind)) {
+      fail(`tokenizer must be char or gpt2, got "${tokenizer}"`);
+    }
+    $("tokenizer").value = tokenizer;
+  }
   runConfig(); // validate now, before anything runs
 }
 
@@ -118,10 +137,24 @@ function setDefaults(model: ModelKind): void {
 }
 
 function setBusy(busy: boolean, training = false): void {
-  for (const id of ["train", "sample-btn", "download", "load", "model", "steps", "lr", "seed"]) {
+  for (
+    const id of [
+      "train",
+      "sample-btn",
+      "download",
+      "load",
+      "load-hf",
+      "model",
+      "steps",
+      "lr",
+      "seed",
+      "text-file",
+    ]
+  ) {
     $(id).disabled = busy || ((id === "sample-btn" || id === "download") && !current);
   }
   $("batch-size").disabled = busy || $("model").value !== "gpt";
+  $("tokenizer").disabled = busy || $("model").value !== "gpt";
   $("pause").disabled = !training;
 }
 
@@ -200,20 +233,22 @@ async function sample(): Promise<void> {
     const topK = intValue($("top-k").value, "top-k", 0);
     if (topK > tok.vocabSize) fail(`top-k must be at most the vocabulary size (${tok.vocabSize})`);
     const topP = numValue($("top-p").value, "top-p", (x) => x > 0 && x <= 1, "in (0, 1]");
-    const n = intValue($("max-new-tokens").value, "characters");
+    const n = intValue($("max-new-tokens").value, "tokens");
     const seed = intValue($("sample-seed").value, "seed", 0);
     const prompt = $("start").value || "\n";
     const start = tok.encode(prompt);
     setBusy(true);
     out.dataset.state = "sampling";
     out.textContent = prompt;
+    const stream = new StreamDecoder(tok);
     await generate(model, start, n, {
       temperature,
       topK,
       topP,
       seed,
-      onToken: (id) => out.append(tok.decode([id])),
+      onToken: (id) => out.append(stream.push(id)),
     });
+    out.append(stream.flush());
     out.dataset.state = "done";
   } catch (e) {
     out.dataset.state = "error";
@@ -225,7 +260,8 @@ async function sample(): Promise<void> {
 
 async function download(): Promise<void> {
   if (!current) return;
-  const bytes = await modelBytes(current.kind, current.model, current.tok.chars, current.step);
+  const tok = { kind: current.tok.kind, vocab: current.tok.chars };
+  const bytes = await modelBytes(current.kind, current.model, tok, current.step);
   const url = URL.createObjectURL(new Blob([bytes as BlobPart], { type: "application/octet-stream" }));
   const a = Object.assign(document.createElement("a"), { href: url, download: "model.safetensors" });
   document.body.append(a);
@@ -240,11 +276,44 @@ async function load(file: File): Promise<void> {
     current = {
       kind: ckpt.kind,
       model: buildModel(rt, ckpt),
-      tok: new Tokenizer(ckpt.vocab),
+      tok: ckpt.tokenizer === "gpt2" ? new Gpt2Tokenizer() : new Tokenizer(ckpt.vocab),
       step: ckpt.step,
     };
-    $("model-info").textContent =
-      `loaded ${file.name}: ${ckpt.kind}, step ${ckpt.step}, ${ckpt.vocab.length} characters`;
+    const vocab = ckpt.tokenizer === "gpt2" ? "GPT-2 BPE" : `${ckpt.vocab.length} characters`;
+    $("model-info").textContent = `loaded ${file.name}: ${ckpt.kind}, step ${ckpt.step}, ${vocab}`;
+    $("message").classList.remove("shown");
+  } catch (e) {
+    showError(e);
+  } finally {
+    setBusy(false);
+  }
+}
+
+/** A Hugging Face GPT-2 directory's files, picked together: config.json, model.safetensors (+ tinygpt_chars.json). */
+async function loadHF(files: File[]): Promise<void> {
+  try {
+    const byName = new Map(files.map((f) => [f.name, f]));
+    const cfg = byName.get(HF_CONFIG), weights = byName.get(HF_WEIGHTS), chars = byName.get(HF_CHARS);
+    if (!cfg || !weights) fail(`pick both ${HF_CONFIG} and ${HF_WEIGHTS} of a Hugging Face GPT-2 directory`);
+    const hf = importHFGpt2(
+      await cfg!.text(),
+      new Uint8Array(await weights!.arrayBuffer()),
+      "(picked files)",
+      {},
+      chars ? await chars.text() : null,
+    );
+    if (!hf.chars && hf.config.vocabSize < GPT2_VOCAB_SIZE) {
+      fail(
+        `vocab_size ${hf.config.vocabSize} is below GPT-2's ${GPT2_VOCAB_SIZE} and there is no ${HF_CHARS}`,
+      );
+    }
+    const model = new GPT(rt, hf.config);
+    model.params.writeAll(hf.params);
+    const tok = hf.chars ? new Tokenizer(hf.chars) : new Gpt2Tokenizer();
+    current = { kind: "gpt", model, tok, step: 0 };
+    const c = hf.config;
+    $("model-info").textContent = `loaded GPT-2: ${c.nLayer} layers, ${c.nHead} heads, n_embd ${c.nEmbd}, ` +
+      `${hf.chars ? `${hf.chars.length} characters` : "GPT-2 BPE"}`;
     $("message").classList.remove("shown");
   } catch (e) {
     showError(e);
@@ -311,6 +380,21 @@ async function main(): Promise<void> {
   $("load").addEventListener("change", () => {
     const f = $("load").files?.[0];
     if (f) load(f);
+  });
+  $("load-hf").addEventListener("change", () => {
+    const fs = [...($("load-hf").files ?? [])];
+    if (fs.length) loadHF(fs);
+  });
+  $("text-file").addEventListener("change", async () => {
+    const f = $("text-file").files?.[0];
+    if (!f) return;
+    try {
+      text = decodeText(new Uint8Array(await f.arrayBuffer()), f.name);
+      $("text-info").textContent = `${f.name} (${text.length.toLocaleString("en")} characters)`;
+      $("message").classList.remove("shown");
+    } catch (e) {
+      showError(e);
+    }
   });
   setBusy(false);
   status.dataset.ready = "1";

@@ -5,9 +5,11 @@
 
 import type { Runtime } from "../ops/runtime.ts";
 import { matmulTuner } from "../ops/matmul/tune.ts";
-import { Tokenizer } from "../lib/tokenizer.ts";
+import { type TextTokenizer, Tokenizer, type TokenizerKind } from "../lib/tokenizer.ts";
+import { Gpt2Tokenizer } from "../lib/bpe.ts";
 import { GPTData } from "../lib/data.ts";
 import { GPT, GPT_REFERENCE } from "../models/gpt.ts";
+import { checkGptTraining } from "../models/memory.ts";
 import { BIGRAM_REFERENCE, BigramMLP } from "../models/bigram.ts";
 import { type GenerateOptions, LossHistory, Optimizer, type OptimizerKind } from "../models/common.ts";
 import type { AnyModel, ModelKind } from "../models/checkpoint.ts";
@@ -21,6 +23,8 @@ export interface RunConfig {
   seed: number;
   evalInterval: number;
   evalIters: number;
+  /** The GPT's tokenizer (default char; gpt2 is GPT-2's BPE, 50257 ids). */
+  tokenizer?: TokenizerKind;
 }
 
 /** train.ts's defaults, except evaluation (cheaper in the page: fewer batches per estimate). */
@@ -54,7 +58,7 @@ export interface Eval {
 /** A trainable model with its data and optimizer: train.ts's own job (train/jobs.ts), driven by the page. */
 export class Session {
   readonly model: AnyModel;
-  readonly tok: Tokenizer;
+  readonly tok: TextTokenizer;
   readonly opt: Optimizer;
   readonly tokensPerStep: number;
   /** The exact bigram entropy of the training pairs (bigram models: the floor of their loss). */
@@ -63,13 +67,18 @@ export class Session {
   private readonly job: Job;
 
   constructor(readonly rt: Runtime, readonly cfg: RunConfig, text: string) {
-    this.tok = Tokenizer.fromText(text);
+    this.tok = cfg.tokenizer === "gpt2" && cfg.model === "gpt"
+      ? new Gpt2Tokenizer()
+      : Tokenizer.fromText(text);
     const ids = Uint32Array.from(this.tok.encode(text));
     const V = this.tok.vocabSize, seed = cfg.seed;
     const optimizer: OptimizerKind = cfg.model === "gpt" ? "adamw" : "sgd";
     const settings: JobSettings = { batch: cfg.batch, gradAccum: 1, seed, evalIters: cfg.evalIters };
     if (cfg.model === "gpt") {
-      const model = new GPT(rt, { ...GPT_REFERENCE, vocabSize: V }, seed);
+      const gptCfg = { ...GPT_REFERENCE, vocabSize: V };
+      // Every buffer against the adapter's limits first (GPT-2's 50257-id logits need a small batch).
+      checkGptTraining(rt, gptCfg, cfg.batch, 1, optimizer);
+      const model = new GPT(rt, gptCfg, seed);
       this.model = model;
       this.opt = new Optimizer(rt, model.params, optimizer, cfg.lr);
       this.job = gptJob(rt, settings, new GPTData(ids), model, this.opt, this.tok);

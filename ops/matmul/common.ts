@@ -4,10 +4,17 @@
 import type { Epilogue, MatmulProblem } from "../matmul.ts";
 import { f32, type Runtime } from "../runtime.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
+import { GELU_WGSL } from "../activation/gelu.ts";
 
 /** WGSL expression of `ep` applied to the f32 `v` (after alpha and the bias). */
 export function activation(ep: Epilogue): string {
+  if (ep === "gelu" || ep === "gelu_erf") return `${ep}(v)`;
   return ep === "relu" ? "max(v, 0.0)" : ep === "leaky_relu" ? "select(0.01 * v, v, v > 0.0)" : "v";
+}
+
+/** The WGSL functions `activation(ep)` calls (GELU's), to paste into the kernel's module; else "". */
+export function activationLib(ep: Epilogue): string {
+  return ep === "gelu" || ep === "gelu_erf" ? GELU_WGSL : "";
 }
 
 /** "matmul NT 2048x192x64": the label of a product's dispatches (the bench groups kernels by it). */

@@ -12,7 +12,7 @@
 
 import type { MatmulProblem } from "../matmul.ts";
 import { groups, type Runtime } from "../runtime.ts";
-import { activation, dispatchProduct, variantCode } from "./common.ts";
+import { activation, activationLib, dispatchProduct, variantCode } from "./common.ts";
 
 /** Register tile of the storage kernel. */
 export interface StorageTile {
@@ -100,6 +100,7 @@ struct P { M: u32, N: u32, K: u32, alpha: f32 }
 ${bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
 ${rowSums ? "@group(0) @binding(5) var<storage, read_write> rs: array<f32>;" : ""}
 
+${activationLib(ep)}
 @compute @workgroup_size(${wgx}, ${wgy}, 1)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let b = g.z;

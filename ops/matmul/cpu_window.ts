@@ -20,7 +20,7 @@
 
 import type { Epilogue, MatmulProblem } from "../matmul.ts";
 import { type BufferView, f32, groups, type Param, type Runtime } from "../runtime.ts";
-import { activation, matmulLabel, variantCode } from "./common.ts";
+import { activation, activationLib, matmulLabel, variantCode } from "./common.ts";
 import {
   ALIGN,
   type PairLimits,
@@ -168,6 +168,7 @@ alias Win = array<vec4<f32>, ${WINDOW / 4}>;
 @group(0) @binding(0) var<uniform> p: P;
 ${decl.join("\n")}
 
+${activationLib(ep)}
 @compute @workgroup_size(${wx}, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = p.rowBase + wg.y * ${tm}u;

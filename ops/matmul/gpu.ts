@@ -40,7 +40,7 @@
 
 import type { MatmulProblem } from "../matmul.ts";
 import { f32, groups, type Runtime } from "../runtime.ts";
-import { activation, dispatchProduct, matmulLabel, variantCode } from "./common.ts";
+import { activation, activationLib, dispatchProduct, matmulLabel, variantCode } from "./common.ts";
 import {
   DEFAULT_VARIANT,
   type MatmulVariant,
@@ -396,6 +396,7 @@ ${s.rowSums && !s.split ? "@group(0) @binding(5) var<storage, read_write> rs: ar
 var<workgroup> As: array<vec4<f32>, ${bufs * sa}>;
 var<workgroup> Bs: array<vec4<f32>, ${bufs * sb}>;
 
+${activationLib(s.ep)}
 @compute @workgroup_size(${wx}, ${wy}, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let lx = lid.x;

@@ -13,7 +13,7 @@
 import type { MatmulProblem } from "../matmul.ts";
 import { f32, grid1d, type Runtime } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
-import { activation, matmulLabel, variantCode } from "./common.ts";
+import { activation, activationLib, matmulLabel, variantCode } from "./common.ts";
 import { type MatmulVariant, SPLIT_SCRATCH_BYTES, splitScratchFloats } from "./variants.ts";
 
 const REDUCE_WG = 256;
@@ -48,6 +48,7 @@ struct P { total: u32, M: u32, N: u32, ns: u32, alpha: f32, stride: u32 }
 ${s.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
 ${s.rowSums ? "@group(0) @binding(4) var<storage, read_write> rs: array<f32>;" : ""}
 
+${activationLib(s.ep)}
 @compute @workgroup_size(${REDUCE_WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let idx = g.x + g.y * p.stride;

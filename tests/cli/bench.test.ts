@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { decodeSafetensors } from "../../lib/safetensors.ts";
 import { deno, ENV_FLAG, ROOT, tempDir, writeCheckpoint } from "./helpers.ts";
+import { COURSE_ARCH } from "../../models/gpt.ts";
 
 Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPerStep, msPerStep", async () => {
   const { dir, cleanup } = await tempDir();
@@ -54,6 +55,7 @@ Deno.test("bench.ts --json: configs[] with config, family, kernels, dispatchesPe
       nLayer: 4,
       blockSize: 32,
       dropout: 0.1,
+      ...COURSE_ARCH,
     });
     assert.equal(c.kernels.length, c.dispatchesPerStep);
     assert.equal(c.dispatchesPerStep, j.step.dispatchesPerStep, "the trace counts what the step records");

@@ -193,7 +193,8 @@ Deno.test("sample.ts: damaged or mismatched checkpoints are one-line errors (exi
     );
     assertUserError(
       await sample(dir, [`--checkpoint=${dir}`]),
-      /checkpoint is a directory|checkpoint not found/,
+      // A directory is read as a Hugging Face GPT-2 directory (sample.ts --checkpoint DIR).
+      /is not a Hugging Face GPT-2 directory|checkpoint not found/,
     );
     await pool(cases.map((c, i) => [i, ...c] as const), 3, async ([i, what, bytes, re]) => {
       const path = `${dir}/bad${i}.safetensors`;

@@ -87,7 +87,7 @@ Deno.test("--config nanogpt-char: the preset's values, explicit flags override, 
   assert.equal(r.code, 0, r.stderr);
   assert.match(
     r.stdout,
-    /^config nanogpt-char: gpt n_embd=16 n_head=2 n_layer=1 block_size=8 dropout=0\.2 steps=2 adamw lr=0\.001 warmup_iters=100 lr_decay_iters=5000 min_lr=0\.0001 grad_clip=1 seed=1337 beta1=0\.9 beta2=0\.99 weight_decay=0\.1 decay_params=matmul batch_size=4 grad_accum=1$/m,
+    /^config nanogpt-char: gpt n_embd=16 n_head=2 n_layer=1 block_size=8 dropout=0\.2 activation=gelu_erf bias=false tied_head=true embd_dropout=true init=gpt2 steps=2 adamw lr=0\.001 warmup_iters=100 lr_decay_iters=5000 min_lr=0\.0001 grad_clip=1 seed=1337 beta1=0\.9 beta2=0\.99 weight_decay=0\.1 decay_params=2d batch_size=4 grad_accum=1$/m,
   );
   assert.equal((await inspect(out)).resume?.settings?.config, "nanogpt-char");
 
@@ -125,7 +125,7 @@ Deno.test("--config nanogpt-char: the preset's values, explicit flags override, 
       [`--config=${ROOT_DIR}/bad.json`, /--config: .*bad\.json: unknown flag "learning-rate"/],
       [
         `--config=${ROOT_DIR}/none.json`,
-        /--config: .*none\.json is neither a preset \(lecture, nanogpt-char\) nor a file/,
+        /--config: .*none\.json is neither a preset \(lecture, nanogpt-char, finetune-gpt2\) nor a file/,
       ],
       [
         "--config=lecture --warmup-iters=10 --lr-decay-iters=10",

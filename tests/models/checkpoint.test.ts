@@ -1,5 +1,15 @@
+import assert from "node:assert/strict";
 import { familyTest, Rng, rt } from "../util.ts";
-import { GPT, type GPTConfig, gptExport, gptImport } from "../../models/gpt.ts";
+import {
+  COURSE_ARCH,
+  GPT,
+  gptArch,
+  type GPTConfig,
+  gptExport,
+  gptImport,
+  gptParamSpecs,
+} from "../../models/gpt.ts";
+import { encodeModelCheckpoint, parseModelCheckpoint } from "../../models/checkpoint.ts";
 import { decodeSafetensors, encodeSafetensors } from "../../lib/safetensors.ts";
 
 familyTest("GPT safetensors round trip is bit-exact through PyTorch names", async () => {
@@ -59,4 +69,30 @@ Deno.test("importing a state dict with a wrong shape or missing tensor fails wit
   } catch (e) {
     if (!/heads\.1\.key/.test((e as Error).message)) throw e;
   }
+});
+
+Deno.test("a checkpoint written before the architecture options loads as the course model, values unchanged", async () => {
+  // Written by the code before this change (config without architecture fields, no tokenizer
+  // metadata): tests/models/fixtures/gpt_before_arch_options.safetensors, V = 5, C = 8, seed 42.
+  const path = new URL("./fixtures/gpt_before_arch_options.safetensors", import.meta.url);
+  const c = parseModelCheckpoint(await Deno.readFile(path), "old.safetensors");
+  assert.equal(c.kind, "gpt");
+  assert.equal(c.tokenizer, "char");
+  assert.deepEqual(c.vocab, ["\n", " ", "a", "b", "c"]);
+  assert.equal(c.step, 7);
+  const cfg = c.config as GPTConfig;
+  assert.deepEqual(gptArch(cfg), COURSE_ARCH);
+  // Same parameter names and values as this code's course model from the same seed: the init order
+  // of the course model is unchanged too.
+  const specs = gptParamSpecs(cfg, new Rng(42));
+  assert.deepEqual([...c.params.keys()], specs.map((s) => s.name));
+  for (const s of specs) assert.deepEqual(c.params.get(s.name), s.init, s.name);
+  // Saved again, the file records the architecture and the tokenizer, and loads to the same values.
+  const again = parseModelCheckpoint(
+    encodeModelCheckpoint("gpt", cfg, c.params, c.vocab, 7),
+    "new.safetensors",
+  );
+  assert.equal(again.metadata.tokenizer, "char");
+  assert.deepEqual(JSON.parse(again.metadata.config), { ...cfg, ...COURSE_ARCH });
+  for (const s of specs) assert.deepEqual(again.params.get(s.name), s.init, s.name);
 });

@@ -4,7 +4,16 @@
 // gradient against central finite differences; training, dropout and export behaviour.
 
 import { assertClose, checkNumeric, familyTest, relErr, Rng, rt, Tensor } from "../util.ts";
-import { GPT, GPTActivations, type GPTConfig, gptExport, gptImport } from "../../models/gpt.ts";
+import {
+  GPT,
+  GPT2_ARCH,
+  GPTActivations,
+  type GPTConfig,
+  gptExport,
+  gptImport,
+  gptParamSpecs,
+  NANOGPT_ARCH,
+} from "../../models/gpt.ts";
 import { LossHistory, Optimizer, StepState } from "../../models/common.ts";
 import { type GPTRefDropout, gptReference, type GPTRefResult } from "../reference/gpt.ts";
 
@@ -29,6 +38,8 @@ async function setup(cfg: GPTConfig, B: number, T: number, seed: number) {
   for (const [k, v] of values) {
     if (k.includes("ln") && k.endsWith("weight")) v.set(rng.uniformArray(v.length, 0.5, 1.5));
     if (k.includes("ln") && k.endsWith("bias")) v.set(rng.uniformArray(v.length, -0.2, 0.2));
+    // nanoGPT's init zeroes the Linear biases: random ones, so a bias the GPU ignored would show.
+    else if (k.endsWith("bias") && v.every((x) => x === 0)) v.set(rng.uniformArray(v.length, -0.2, 0.2));
   }
   model.params.writeAll(values);
   const idx = Uint32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
@@ -90,6 +101,88 @@ familyTest(
     }
   },
 );
+
+// nanoGPT's architecture (exact GELU, no biases, tied head, embedding dropout, its init) with dropout
+// on at all four sites: C = 72 (4 heads of 18), T = 33, V = 67, none a multiple of a tile.
+familyTest(
+  "nanoGPT architecture C=72 T=33 V=67 with dropout 0.2: loss, logits, every gradient = float64",
+  async () => {
+    const cfg: GPTConfig = {
+      vocabSize: 67,
+      nEmbd: 72,
+      nHead: 4,
+      nLayer: 2,
+      blockSize: 33,
+      dropout: 0.2,
+      ...NANOGPT_ARCH,
+    };
+    const { ref, p64, idx, tgt } = await checkGradients(cfg, 2, 33, DROP, "nanogpt arch dropout");
+    if (ref.grads.has("lm_head.weight") || ref.grads.has("ln_f.bias")) {
+      throw new Error(
+        "bias-free tied model has a head",
+      );
+    }
+    // Embedding dropout is on: the logits without it differ.
+    const o = gptReference({ ...cfg, embdDropout: false }, p64, idx, tgt, 2, 33, {
+      dropout: DROP,
+      grads: false,
+    });
+    if (!(relErr(o.logits, ref.logits) > 1e-2)) throw new Error("embedding dropout changes nothing");
+  },
+);
+
+// GPT-2's architecture (tanh GELU, every Linear biased, c_attn too, tied head) with dropout.
+familyTest(
+  "GPT-2 architecture C=24 T=9 V=13 with dropout 0.1: loss, logits, every gradient = float64",
+  async () => {
+    const cfg: GPTConfig = {
+      vocabSize: 13,
+      nEmbd: 24,
+      nHead: 3,
+      nLayer: 2,
+      blockSize: 9,
+      dropout: 0.1,
+      ...GPT2_ARCH,
+    };
+    await checkGradients(cfg, 2, 9, { seed: 5, step: 2 }, "gpt2 arch dropout");
+  },
+);
+
+// GPT-2's vocabulary: the head's products with K = V, the tied embedding's gradient over 50257 rows and
+// the cross-entropy rows past llvmpipe's loop limit (ops/runtime.ts LLVMPIPE_LOOP_LIMIT).
+familyTest("GPT-2 architecture at V=50257: loss, logits, every gradient = float64", async () => {
+  const cfg: GPTConfig = {
+    vocabSize: 50257,
+    nEmbd: 16,
+    nHead: 2,
+    nLayer: 1,
+    blockSize: 8,
+    dropout: 0,
+    ...GPT2_ARCH,
+  };
+  await checkGradients(cfg, 2, 8, { seed: 1, step: 1 }, "gpt2 arch V=50257");
+});
+
+Deno.test("architecture options: parameter lists of the course, nanoGPT and GPT-2 models", () => {
+  const base = { vocabSize: 5, nEmbd: 8, nHead: 2, nLayer: 1, blockSize: 4, dropout: 0 };
+  const names = (cfg: GPTConfig) => gptParamSpecs(cfg, new Rng(1)).map((s) => s.name);
+  const course = names(base),
+    nano = names({ ...base, ...NANOGPT_ARCH }),
+    gpt2 = names({ ...base, ...GPT2_ARCH });
+  if (!course.includes("lm_head.bias") || course.includes("blocks.0.attn.qkv.bias")) {
+    throw new Error(`${course}`);
+  }
+  if (nano.some((n) => n.endsWith("bias") || n.startsWith("lm_head"))) throw new Error(`${nano}`);
+  if (!gpt2.includes("blocks.0.attn.qkv.bias") || gpt2.includes("lm_head.weight")) throw new Error(`${gpt2}`);
+  // nanoGPT's init: N(0, 0.02), residual projections N(0, 0.02/√(2·n_layer)); the course's: PyTorch's.
+  const std = (a: Float32Array) => Math.sqrt(a.reduce((s, x) => s + x * x, 0) / a.length);
+  const big = { ...base, nEmbd: 64, nLayer: 8, ...NANOGPT_ARCH };
+  const specs = new Map(gptParamSpecs(big, new Rng(2)).map((s) => [s.name, s.init]));
+  const fc = std(specs.get("blocks.0.mlp.fc.weight")!), proj = std(specs.get("blocks.0.mlp.proj.weight")!);
+  if (Math.abs(fc - 0.02) > 0.001 || Math.abs(proj - 0.02 / 4) > 0.0003) {
+    throw new Error(`init std ${fc} ${proj}`);
+  }
+});
 
 familyTest("GPT C=12 T=7 V=11 without dropout: loss, logits, every gradient = float64", async () => {
   const cfg: GPTConfig = { vocabSize: 11, nEmbd: 12, nHead: 3, nLayer: 2, blockSize: 7, dropout: 0 };

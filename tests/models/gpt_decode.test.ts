@@ -4,7 +4,7 @@
 // readback per chunk, and nothing allocated once a decoder exists.
 
 import { assertCloseElementwise, familyTest, Rng, rt } from "../util.ts";
-import { GPT, type GPTConfig } from "../../models/gpt.ts";
+import { GPT, GPT2_ARCH, type GPTConfig, NANOGPT_ARCH } from "../../models/gpt.ts";
 
 const cfg: GPTConfig = { vocabSize: 65, nEmbd: 32, nHead: 4, nLayer: 2, blockSize: 8, dropout: 0.1 };
 const model = new GPT(rt, cfg, 11);
@@ -176,3 +176,41 @@ familyTest("greedy: one layer (the last is the first) and block 1 also give the 
     }
   }
 });
+
+familyTest(
+  "nanoGPT and GPT-2 architectures: cached and last-row passes = the training forward's rows",
+  async () => {
+    // The decode passes fuse GELU into the matmul epilogue, use zero LayerNorm biases, the qkv bias and
+    // the tied head; the window pass is GPT.forward. (Greedy ids are no test here: a tied head at random
+    // weights predicts the input token again and again.) Logits here are of order one: errors per element
+    // against |want| + 0.1.
+    const { blockSize: T, vocabSize: V } = cfg;
+    const B = 2, rng = new Rng(9);
+    for (const [name, arch] of [["nanogpt", NANOGPT_ARCH], ["gpt2", GPT2_ARCH]] as const) {
+      const m = new GPT(rt, { ...cfg, ...arch }, 5);
+      // Values of ordinary size (nanoGPT's init is N(0, 0.02) with zero biases: a dropped bias would not show).
+      const values = await m.params.readAll();
+      for (const [k, v] of values) if (!/ln.*weight/.test(k)) v.set(rng.uniformArray(v.length, -0.5, 0.5));
+      m.params.writeAll(values);
+      const dec = m.decoder(B);
+      dec.syncWeights();
+      const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
+      dec.win.idx.write(ids);
+      dec.windowPass();
+      const want = await dec.win.logits.read();
+      const rows = (t: number) => want.filter((_, i) => Math.floor(i / V) % T === t);
+      dec.step.logits.poison();
+      dec.lastRowPass(T - 1);
+      assertCloseElementwise(await dec.step.logits.read(), rows(T - 1), 1e-4, 0.1, `${name} last-row pass`);
+      for (const t of [0, 3]) {
+        dec.win.idx.write(ids.map((x, i) => (i % T < t ? x : 0)));
+        dec.windowPass();
+        dec.step.idx.write(Uint32Array.from({ length: B }, (_, b) => ids[b * T + t]));
+        dec.step.pos.write(new Uint32Array(B).fill(t));
+        dec.step.logits.poison();
+        dec.cachedPass(t);
+        assertCloseElementwise(await dec.step.logits.read(), rows(t), 1e-4, 0.1, `${name} cached t=${t}`);
+      }
+    }
+  },
+);

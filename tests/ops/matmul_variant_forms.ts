@@ -2,9 +2,10 @@
 // and `dispatchEveryVariant`, which records every variant on each of them at a small size: for checks
 // that look at each kernel the runtime dispatches (the race check), so that no variant goes unseen.
 //
-// Four forms cover between them each transpose pair; vec4 and scalar loads of each operand in each
+// Five forms cover between them each transpose pair; vec4 and scalar loads of each operand in each
 // layout (contiguous dimension a multiple of 4 or not); batch; alpha; bias with each activation
-// epilogue; accumulate; the fused bias gradient (row sums) with and without accumulate.
+// epilogue (relu, leaky_relu, both GELUs, none); accumulate; the fused bias gradient (row sums) with
+// and without accumulate.
 
 import { type Epilogue, matmul, MATMUL_VARIANTS } from "../../ops/matmul.ts";
 import { inferBackend } from "../../lib/backend.ts";
@@ -61,7 +62,16 @@ export const FORMS: Form[] = [
     bias: true,
     epilogue: "leaky_relu",
   }),
-  form({ name: "TN row sums (the weight gradient)", M: 132, N: 65, K: 70, transA: true, rowSums: true }),
+  form({
+    name: "TN row sums (the weight gradient), bias + gelu",
+    M: 132,
+    N: 65,
+    K: 70,
+    transA: true,
+    rowSums: true,
+    bias: true,
+    epilogue: "gelu",
+  }),
   form({
     name: "TT accumulate, alpha, row sums accumulated",
     M: 65,
@@ -73,6 +83,7 @@ export const FORMS: Form[] = [
     accumulate: true,
     rowSums: true,
   }),
+  form({ name: "NN unaligned, bias + gelu_erf", M: 66, N: 67, K: 35, bias: true, epilogue: "gelu_erf" }),
 ];
 
 /**

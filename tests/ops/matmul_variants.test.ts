@@ -1,11 +1,11 @@
 // Every gpu-family matmul variant (ops/matmul/variants.ts) against the float64 reference, per element,
-// with NaN-poisoned outputs, in every form the models use. Four products cover the forms between them:
+// with NaN-poisoned outputs, in every form the models use. Five products cover the forms between them:
 // each transpose pair; vec4 and scalar loads of each operand in each layout (contiguous dimension a
 // multiple of 4 or not); batch; alpha; bias with each activation epilogue; accumulate; the fused bias
 // gradient (row sums) with and without accumulate. M, N and K are multiples of no tile, M and N span
 // two 128-wide tiles where they can, and K leaves a partial last K tile (and empty split-K chunks).
-// The products' float64 references are computed once and every variant runs the same four products,
-// so each variant compiles four kernels (plus the split-K reduction, shared).
+// The products' float64 references are computed once and every variant runs the same five products,
+// so each variant compiles five kernels (plus the split-K reduction, shared).
 //
 // On lavapipe every variant runs. GL llvmpipe compiles large workgroup arrays very slowly (minutes
 // per kernel) and the page's SwiftShader is slow too: there, today's kernel and one large variant.
@@ -19,6 +19,7 @@ import {
   type MatmulVariant,
 } from "../../ops/matmul.ts";
 import { matmulRef, rowSumsRef } from "../reference/matmul.ts";
+import { geluRef } from "../reference/elementwise.ts";
 import { dispatchEveryVariant, FORMS, slowCompiles } from "./matmul_variant_forms.ts";
 
 /** float64 activations, one per epilogue (a new epilogue fails to compile here until it has one). */
@@ -26,6 +27,8 @@ const ACT: Record<Epilogue, (v: number) => number> = {
   none: (v) => v,
   relu: (v) => Math.max(v, 0),
   leaky_relu: (v) => (v > 0 ? v : 0.01 * v),
+  gelu: (v) => geluRef([v], "gelu")[0],
+  gelu_erf: (v) => geluRef([v], "gelu_erf")[0],
 };
 
 const rng = new Rng(4242);

@@ -7,6 +7,7 @@ import { resolveResume } from "../../train/resume.ts";
 import type { ResumeData } from "../../models/checkpoint.ts";
 import { UsageError } from "../../lib/cli.ts";
 import { inferBackend } from "../../lib/backend.ts";
+import { COURSE_ARCH, NANOGPT_ARCH } from "../../models/gpt.ts";
 
 Deno.test("no --config: the lecture recipe, bit for bit what train.ts did before presets", async () => {
   const r = await parseRun([]);
@@ -24,7 +25,17 @@ Deno.test("no --config: the lecture recipe, bit for bit what train.ts did before
     ],
     ["lecture", 1e-3, 0, 0, 0.9, 0.999, 0.01, "all", 0],
   );
-  assert.deepEqual(r.gpt, { vocabSize: 0, nEmbd: 64, nHead: 4, nLayer: 4, blockSize: 32, dropout: 0.1 });
+  // The architecture options, explicit, are the course model's (= their defaults).
+  assert.deepEqual(r.gpt, {
+    vocabSize: 0,
+    nEmbd: 64,
+    nHead: 4,
+    nLayer: 4,
+    blockSize: 32,
+    dropout: 0.1,
+    ...COURSE_ARCH,
+  });
+  assert.equal(r.tokenizer, null);
   assert.equal(r.batch, 64);
   assert.equal(r.gradAccum, 1);
   assert.equal(r.given.size, 0);
@@ -32,7 +43,16 @@ Deno.test("no --config: the lecture recipe, bit for bit what train.ts did before
 
 Deno.test("--config nanogpt-char: the preset, explicit flags override it, both count as given", async () => {
   const r = await parseRun(["--config=nanogpt-char", "--n-layer=2", "--grad-accum=4", "--batch-size=16"]);
-  assert.deepEqual(r.gpt, { vocabSize: 0, nEmbd: 384, nHead: 6, nLayer: 2, blockSize: 256, dropout: 0.2 });
+  // nanoGPT's model: exact GELU, no biases, tied head, embedding dropout, its init.
+  assert.deepEqual(r.gpt, {
+    vocabSize: 0,
+    nEmbd: 384,
+    nHead: 6,
+    nLayer: 2,
+    blockSize: 256,
+    dropout: 0.2,
+    ...NANOGPT_ARCH,
+  });
   assert.deepEqual(
     [
       r.lr,
@@ -45,7 +65,7 @@ Deno.test("--config nanogpt-char: the preset, explicit flags override it, both c
       r.gradClip,
       r.steps,
     ],
-    [1e-3, 100, 5000, 1e-4, 0.99, 0.1, "matmul", 1, 5000],
+    [1e-3, 100, 5000, 1e-4, 0.99, 0.1, "2d", 1, 5000],
   );
   assert.deepEqual([r.batch, r.gradAccum, r.evalInterval, r.evalIters], [16, 4, 250, 200]);
   assert.ok(r.given.has("n-embd") && r.fromPreset.has("n-embd") && !r.fromPreset.has("n-layer"));
@@ -56,6 +76,7 @@ function checkpoint(settings: Record<string, unknown> | undefined): ResumeData {
   return {
     kind: "gpt",
     config: { vocabSize: 5, nEmbd: 16, nHead: 2, nLayer: 1, blockSize: 8, dropout: 0.1 },
+    tokenizer: "char",
     vocab: ["a", "b", "c", "d", "e"],
     step: 10,
     params: new Map(),
@@ -97,7 +118,7 @@ Deno.test("--resume inherits every stored training setting; a different explicit
       run.weightDecay,
       run.decayParams,
     ],
-    ["nanogpt-char", 3e-3, 100, 5000, 1e-4, 0.99, 0.1, "matmul"],
+    ["nanogpt-char", 3e-3, 100, 5000, 1e-4, 0.99, 0.1, "2d"],
   );
   assert.deepEqual([run.batch, run.gradAccum, run.seed, run.gradClip], [4, 3, 7, 2]);
   assert.deepEqual(notes, [

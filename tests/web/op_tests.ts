@@ -3,7 +3,7 @@
 // the tuner's IndexedDB store), attention, layernorm, cross-entropy,
 // embedding, the optimizers and the decoding kernels (KV-cache attention, GPU sampling), forward and
 // backward, against the float64 references (sampling: the host reference) with the same
-// tolerances as under Deno. `runOpTests()` returns each test's outcome and the worst error per check.
+// tolerances as under Deno; and GPT-2's BPE tokenizer. `runOpTests()` returns each test's outcome and the worst error per check.
 
 import { registered } from "./deno_shim.ts";
 import "../ops/matmul.test.ts";
@@ -16,6 +16,7 @@ import "../ops/embedding.test.ts";
 import "../ops/optim.test.ts";
 import "../ops/decode.test.ts";
 import "../ops/sampling.test.ts";
+import "../lib/bpe.test.ts"; // GPT-2's BPE (the npm package, bundled) in the page
 import { rt, worst } from "../util.ts";
 
 /** One test's outcome in the browser. */
