@@ -181,6 +181,11 @@ export interface CapturedDispatch {
   bindings: { decl: BindingDecl; before: ArrayBuffer; after: ArrayBuffer }[];
 }
 
+/** Where a captured binding's bytes are: the uniform words, or a region of a capture arena. */
+type Snapshot = Uint32Array | { arena: number; offset: number; byteLength: number };
+/** Bytes of one capture arena (a binding larger than this gets an arena of its own). */
+const CAPTURE_ARENA = 16 << 20;
+
 /** One recorded dispatch, as the bench's --json lists it (see `Runtime.startTrace`). */
 export interface TracedKernel {
   /** The dispatch's label. */
@@ -221,10 +226,9 @@ export class Runtime {
   private capture: {
     plan: boolean;
     seen: Set<string>;
-    pending: {
-      d: Omit<CapturedDispatch, "bindings">;
-      bufs: [BindingDecl, GPUBuffer | Uint32Array, GPUBuffer | Uint32Array, number][];
-    }[];
+    /** Mappable buffers the snapshots are copied into, one after another (the last one is filling). */
+    arenas: { buffer: GPUBuffer; used: number }[];
+    pending: { d: Omit<CapturedDispatch, "bindings">; bufs: [BindingDecl, Snapshot, Snapshot][] }[];
   } | null = null;
   private bindGroups = new Map<string, GPUBindGroup>();
   private uniforms = new Map<string, GPUBuffer>();
@@ -453,27 +457,32 @@ export class Runtime {
     }`;
     if (cap.seen.has(key)) return this.encodeDispatch(op);
     cap.seen.add(key);
-    const snap = (): (GPUBuffer | Uint32Array)[] =>
+    const snap = (): Snapshot[] =>
       views.map(({ view }) => {
         if (view.buffer === uni) return words!;
         const size = Math.ceil(view.byteLength / 4) * 4;
-        const st = this.device.createBuffer({ size, usage: 0x01 | 0x08, label: "capture" }); // MAP_READ | COPY_DST
+        let arena = cap.arenas.at(-1);
+        if (!arena || arena.used + size > arena.buffer.size) {
+          const bytes = Math.max(CAPTURE_ARENA, size);
+          arena = {
+            buffer: this.device.createBuffer({ size: bytes, usage: 0x01 | 0x08, label: "capture" }),
+            used: 0,
+          };
+          cap.arenas.push(arena); // MAP_READ | COPY_DST
+        }
         this.endPass();
         if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-        this.encoder.copyBufferToBuffer(view.buffer, view.offset, st, 0, size);
-        return st;
+        this.encoder.copyBufferToBuffer(view.buffer, view.offset, arena.buffer, arena.used, size);
+        const at = { arena: cap.arenas.length - 1, offset: arena.used, byteLength: view.byteLength };
+        arena.used += size;
+        return at;
       });
     const before = snap();
     this.encodeDispatch(op);
     const after = snap();
     cap.pending.push({
       d: { label: op.label, code, family: this.kernels, workgroups: op.workgroups },
-      bufs: views.map(({ binding, view }, i) => [
-        decls.find((x) => x.binding === binding)!,
-        before[i],
-        after[i],
-        view.byteLength,
-      ]),
+      bufs: views.map(({ binding }, i) => [decls.find((x) => x.binding === binding)!, before[i], after[i]]),
     });
   }
 
@@ -543,7 +552,7 @@ export class Runtime {
    * are allocated lazily: unused ones cost nothing). What the host reads back is then meaningless.
    */
   startCapture(mode: "run" | "plan" = "run"): void {
-    this.capture = { plan: mode === "plan", seen: new Set(), pending: [] };
+    this.capture = { plan: mode === "plan", seen: new Set(), arenas: [], pending: [] };
   }
 
   /** Stop capturing; submit, and return what was captured since `startCapture`, in dispatch order. */
@@ -552,22 +561,20 @@ export class Runtime {
     this.capture = null;
     if (!cap) return [];
     await this.sync();
-    const bytes = async (b: GPUBuffer | Uint32Array, n: number): Promise<ArrayBuffer> => {
-      if (b instanceof Uint32Array) return b.buffer.slice(0) as ArrayBuffer;
-      await b.mapAsync(1);
-      const out = b.getMappedRange().slice(0, n);
-      b.destroy();
-      return out;
-    };
-    const out: CapturedDispatch[] = [];
-    for (const { d, bufs } of cap.pending) {
-      const bindings = [];
-      for (const [decl, before, after, n] of bufs) {
-        bindings.push({ decl, before: await bytes(before, n), after: await bytes(after, n) });
-      }
-      out.push({ ...d, bindings });
-    }
-    return out;
+    const mapped = await Promise.all(cap.arenas.map(async ({ buffer }) => {
+      await buffer.mapAsync(1 /* GPUMapMode.READ */);
+      const bytes = buffer.getMappedRange().slice(0);
+      buffer.destroy();
+      return bytes;
+    }));
+    const bytes = (s: Snapshot): ArrayBuffer =>
+      s instanceof Uint32Array
+        ? s.buffer.slice(0) as ArrayBuffer
+        : mapped[s.arena].slice(s.offset, s.offset + s.byteLength);
+    return cap.pending.map(({ d, bufs }) => ({
+      ...d,
+      bindings: bufs.map(([decl, before, after]) => ({ decl, before: bytes(before), after: bytes(after) })),
+    }));
   }
 
   /** The compute pass to record into (one per dispatch while profiling). */

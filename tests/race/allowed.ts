@@ -3,6 +3,8 @@
 
 /** A finding the race check ignores. */
 export interface Allowed {
+  /** The kernel family whose check it belongs to. */
+  family: "gpu" | "cpu";
   /** The dispatch label (a prefix: "matmul" matches every product). */
   kernel: string;
   /** The variable (binding or workgroup array) of the finding. */

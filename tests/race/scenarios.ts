@@ -8,20 +8,27 @@
 import type { Runtime } from "../../ops/runtime.ts";
 import { Tensor } from "../../ops/tensor.ts";
 import { Rng } from "../../lib/rng.ts";
-import { GPT, type GPTConfig } from "../../models/gpt.ts";
+import { COURSE_ARCH, GPT, GPT2_ARCH, type GPTArch, type GPTConfig, NANOGPT_ARCH } from "../../models/gpt.ts";
 import { BigramEmbeddingMLP, BigramOneHotMLP } from "../../models/bigram.ts";
 import { Optimizer, StepState } from "../../models/common.ts";
 import { BigramActivations } from "../../models/bigram.ts";
 import { GPTStep } from "../../train/step.ts";
-import { matmul, type MatmulKernel, type MatmulOpts, sumRows } from "../../ops/matmul.ts";
+import { type Epilogue, matmul, type MatmulKernel, type MatmulOpts, sumRows } from "../../ops/matmul.ts";
 import { addInto } from "../../ops/elementwise.ts";
-import { leakyReluBackward, leakyReluForward, reluForward } from "../../ops/activation.ts";
+import {
+  geluBackward,
+  geluForward,
+  leakyReluBackward,
+  leakyReluForward,
+  reluForward,
+} from "../../ops/activation.ts";
 import { dispatchEveryVariant } from "../ops/matmul_variant_forms.ts";
 
 /**
- * A GPT the check runs: the lecture width (head size 16) with gradient accumulation, nanoGPT's
- * shakespeare-char width (head size 64) and an odd head size (33), each with one layer (every layer
- * runs the same kernels) and a block that is not a multiple of any tile (5 or 9).
+ * A GPT the check runs: the lecture width (head size 16, the course's model) with gradient
+ * accumulation, nanoGPT's shakespeare-char width (head size 64, nanoGPT's model: exact GELU, no
+ * biases, tied head) and an odd head size (33, GPT-2's model: tanh GELU, every bias), each with one
+ * layer (every layer runs the same kernels) and a block that is not a multiple of any tile (5 or 9).
  */
 export interface GptCase {
   name: string;
@@ -34,6 +41,8 @@ export interface GptCase {
   accum: number;
   /** Also decode two sequences at once (the presets' runs decode one; the lecture case covers two). */
   batchDecode: boolean;
+  /** The architecture options. */
+  arch: GPTArch;
 }
 export const GPT_CASES: GptCase[] = [
   {
@@ -45,6 +54,7 @@ export const GPT_CASES: GptCase[] = [
     batch: 2,
     accum: 2,
     batchDecode: true,
+    arch: COURSE_ARCH,
   },
   {
     name: "nanogpt-char",
@@ -55,8 +65,19 @@ export const GPT_CASES: GptCase[] = [
     batch: 1,
     accum: 1,
     batchDecode: false,
+    arch: NANOGPT_ARCH,
   },
-  { name: "odd", nEmbd: 99, nHead: 3, vocabSize: 67, blockSize: 5, batch: 1, accum: 1, batchDecode: false },
+  {
+    name: "odd",
+    nEmbd: 99,
+    nHead: 3,
+    vocabSize: 67,
+    blockSize: 5,
+    batch: 1,
+    accum: 1,
+    batchDecode: false,
+    arch: GPT2_ARCH,
+  },
 ];
 
 const rand = (rng: Rng, n: number, s = 1) =>
@@ -75,6 +96,7 @@ export async function gptScenario(rt: Runtime, c: GptCase, seed = 1): Promise<vo
     nLayer: 1,
     blockSize: c.blockSize,
     dropout: 0.1,
+    ...c.arch,
   };
   const model = new GPT(rt, cfg, seed);
   const opt = new Optimizer(rt, model.params, "adamw", 1e-3, { decayParams: "matmul", gradClip: 1 });
@@ -124,20 +146,13 @@ export async function bigramScenario(rt: Runtime, seed = 1): Promise<void> {
 }
 
 /** The product forms the check runs in every transposition (ops/matmul.ts MatmulOpts). */
-function productForms(bias: Tensor): MatmulOpts[] {
-  return [
-    {},
-    { bias, epilogue: "none" },
-    { bias, epilogue: "relu" },
-    { bias, epilogue: "leaky_relu" },
-    { accumulate: true },
-    { alpha: 0.5, batch: 2 },
-  ];
-}
+const EVERY_TRANSPOSITION: MatmulOpts[] = [{}, { accumulate: true }, { alpha: 0.5, batch: 2 }];
+/** The epilogues, with a bias and without, in the transpositions a Linear uses (x · Wᵀ; and x · W). */
+const EPILOGUES: Epilogue[] = ["none", "relu", "leaky_relu", "gelu", "gelu_erf"];
 
 /**
- * Every op form at small awkward sizes, whether a model uses it or not: products in every form and
- * transposition, all-scalar (7 x 13 x 9) and all-vec4 (8 x 12 x 16) shapes, the bias gradient fused
+ * Every op form at small awkward sizes, whether a model uses it or not: products in every
+ * transposition (plain, accumulating, batched with alpha), each epilogue with a bias, all-scalar (7 x 13 x 9) and all-vec4 (8 x 12 x 16) shapes, the bias gradient fused
  * (rowSums) with a short K and a K long enough to be split, through each kernel of the family; then
  * sumRows, addInto and the activations. Small products are the cheapest instances of the kernels the
  * models use, so the check runs those instead of the models' larger ones.
@@ -151,7 +166,13 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
     for (const kernel of kernels) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
-          for (const o of productForms(bias)) matmul(rt, a, b, c, M, N, K, { ...o, transA, transB, kernel });
+          for (const o of EVERY_TRANSPOSITION) matmul(rt, a, b, c, M, N, K, { ...o, transA, transB, kernel });
+        }
+      }
+      for (const transB of [false, true]) {
+        for (const epilogue of EPILOGUES) {
+          matmul(rt, a, b, c, M, N, K, { bias, epilogue, transB, kernel });
+          if (epilogue !== "none") matmul(rt, a, b, c, M, N, K, { epilogue, transB, kernel });
         }
       }
       for (const accumulate of [false, true]) {
@@ -176,5 +197,9 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
   reluForward(rt, x, y);
   leakyReluForward(rt, x, y);
   leakyReluBackward(rt, dy, x, y);
+  for (const form of ["gelu", "gelu_erf"] as const) {
+    geluForward(rt, x, y, form);
+    geluBackward(rt, dy, x, y, form);
+  }
   await rt.sync();
 }

@@ -1,4 +1,4 @@
-// The race check (issue 16). What both kernel families dispatch while the models train, evaluate and
+// The race check (issue 16), run by ./gpu.test.ts and ./cpu.test.ts, one kernel family each. What both kernel families dispatch while the models train, evaluate and
 // decode and while the ops run in every form (./scenarios.ts) is captured through the runtime
 // (Runtime.startCapture records what rt.dispatch receives, with the bytes of its bindings before and
 // after), and each distinct kernel is executed on the CPU by the race detector (./detector.ts): no
@@ -12,7 +12,7 @@
 
 import assert from "node:assert";
 import { rt } from "../util.ts";
-import { type CapturedDispatch, KERNEL_FAMILIES } from "../../ops/runtime.ts";
+import type { CapturedDispatch, KernelFamily } from "../../ops/runtime.ts";
 import { variantKey } from "../../ops/wgsl_cache.ts";
 import { bigramScenario, GPT_CASES, gptScenario, opsScenario } from "./scenarios.ts";
 import { checkDispatch, dynamicIndexWrites } from "./detector.ts";
@@ -26,44 +26,41 @@ export const kernelOf = (code: string): string =>
 /** Bytes a captured dispatch binds. */
 const bytes = (d: CapturedDispatch) => d.bindings.reduce((a, b) => a + b.before.byteLength, 0);
 
-/** Run `fn` with `rt.kernels` set to each family in turn. */
-async function eachFamily(fn: () => Promise<void>): Promise<void> {
-  const before = rt.kernels;
-  try {
-    for (const family of KERNEL_FAMILIES) {
-      rt.kernels = family;
-      await fn();
-    }
-  } finally {
-    rt.kernels = before;
-  }
-}
-
-Deno.test("race check: every kernel of both families, executed by the race detector", async (t) => {
-  const kernels = new Map<string, CapturedDispatch[]>();
-  await eachFamily(async () => {
-    rt.startCapture();
-    for (const c of GPT_CASES) await gptScenario(rt, c);
-    await bigramScenario(rt);
-    await opsScenario(rt);
-    for (const d of await rt.stopCapture()) {
-      const k = kernelOf(d.code);
-      if (!kernels.has(k)) kernels.set(k, []);
-      kernels.get(k)!.push(d);
+/**
+ * The race check of one kernel family, as a Deno test (one module per family, so that `deno test
+ * --parallel` runs them side by side).
+ */
+export function raceCheck(family: KernelFamily): void {
+  Deno.test(`race check [${family}]: every kernel, executed by the race detector`, async (t) => {
+    const before = rt.kernels;
+    rt.kernels = family;
+    try {
+      await check(t);
+    } finally {
+      rt.kernels = before;
     }
   });
+}
+
+async function check(t: Deno.TestContext): Promise<void> {
+  const kernels = new Map<string, CapturedDispatch[]>();
+  rt.startCapture();
+  for (const c of GPT_CASES) await gptScenario(rt, c);
+  await bigramScenario(rt);
+  await opsScenario(rt);
+  for (const d of await rt.stopCapture()) {
+    const k = kernelOf(d.code);
+    if (!kernels.has(k)) kernels.set(k, []);
+    kernels.get(k)!.push(d);
+  }
 
   await t.step("every kernel of a real lecture and nanogpt-char run is among them", async () => {
     const missing = new Set<string>();
-    await eachFamily(async () => {
-      for (const preset of PRESET_NAMES) {
-        for (const d of await plannedKernels(rt, preset)) {
-          if (!kernels.has(kernelOf(d.code))) {
-            missing.add(`[${d.family}] ${preset}: ${d.label} ${kernelOf(d.code)}`);
-          }
-        }
+    for (const preset of PRESET_NAMES) {
+      for (const d of await plannedKernels(rt, preset)) {
+        if (!kernels.has(kernelOf(d.code))) missing.add(`${preset}: ${d.label} ${kernelOf(d.code)}`);
       }
-    });
+    }
     assert(
       missing.size === 0,
       `kernels of real runs the scenarios do not reach:\n${[...missing].join("\n")}`,
@@ -72,9 +69,7 @@ Deno.test("race check: every kernel of both families, executed by the race detec
 
   await t.step("no write into a private vector or array through an index computed at run time", () => {
     const found = [...kernels.values()].flatMap(([d]) =>
-      dynamicIndexWrites(d.code).map((w) =>
-        `[${d.family}] ${d.label}: ${w.into} ${w.variable}, line ${w.line}`
-      )
+      dynamicIndexWrites(d.code).map((w) => `${d.label}: ${w.into} ${w.variable}, line ${w.line}`)
     );
     assert.deepEqual(found, []);
   });
@@ -96,20 +91,23 @@ Deno.test("race check: every kernel of both families, executed by the race detec
       }
       for (const f of r.findings) {
         const allow = ALLOWED.find((a) =>
-          d.label.startsWith(a.kernel) && a.variable === f.variable && a.kind === f.kind
+          a.family === rt.kernels && d.label.startsWith(a.kernel) && a.variable === f.variable &&
+          a.kind === f.kind
         );
         if (allow) used.add(`${allow.kernel}/${allow.variable}`);
-        else problems.push(`[${d.family}] ${d.label}: ${f.kind}: ${f.message}`);
+        else problems.push(`${d.label}: ${f.kind}: ${f.message}`);
       }
     }
     console.log(
-      `race check: ${kernels.size} kernels (${shapes} kernel-shape pairs captured), ${steps} interpreter steps`,
+      `race check [${rt.kernels}]: ${kernels.size} kernels (${shapes} kernel-shape pairs captured), ` +
+        `${steps} interpreter steps`,
     );
-    const stale = ALLOWED.filter((a) => !used.has(`${a.kernel}/${a.variable}`));
+    const mine = ALLOWED.filter((a) => a.family === rt.kernels);
+    const stale = mine.filter((a) => !used.has(`${a.kernel}/${a.variable}`));
     assert(
       stale.length === 0,
       `allowed findings that no longer occur: ${stale.map((a) => a.kernel + "/" + a.variable)}`,
     );
     assert(problems.length === 0, `${problems.length} findings:\n${problems.join("\n")}`);
   });
-});
+}
