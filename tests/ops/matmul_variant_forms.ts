@@ -7,7 +7,13 @@
 // epilogue (relu, leaky_relu, both GELUs, none); accumulate; the fused bias gradient (row sums) with
 // and without accumulate.
 
-import { type Epilogue, matmul, MATMUL_VARIANTS } from "../../ops/matmul.ts";
+import {
+  DEFAULT_VARIANT,
+  type Epilogue,
+  matmul,
+  MATMUL_VARIANTS,
+  type MatmulVariant,
+} from "../../ops/matmul.ts";
 import { inferBackend } from "../../lib/backend.ts";
 import type { Runtime } from "../../ops/runtime.ts";
 import { Tensor } from "../../ops/tensor.ts";
@@ -93,12 +99,15 @@ export const FORMS: Form[] = [
  * get two chunks or more. Outputs in scratch tensors. The race detector interprets every invocation of
  * a workgroup, so the kernels' cheapest instances.
  */
-export function dispatchEveryVariant(rt: Runtime): void {
+export function dispatchEveryVariant(
+  rt: Runtime,
+  variants: readonly MatmulVariant[] = MATMUL_VARIANTS,
+): void {
   for (const f of FORMS) {
     const M = Math.min(f.M, f.M % 2 ? 5 : 8), N = Math.min(f.N, f.N % 2 ? 7 : 8);
     const t = (n: number) => Tensor.from(rt, new Float32Array(n).fill(0.25));
     const bias = t(N);
-    for (const variant of MATMUL_VARIANTS) {
+    for (const variant of variants) {
       const K = variant.bk + 4 + (f.K % 4);
       matmul(rt, t(M * K), t(K * N), t(M * N), M, N, K, {
         transA: f.transA,
@@ -113,6 +122,15 @@ export function dispatchEveryVariant(rt: Runtime): void {
       });
     }
   }
+}
+
+/** The large variant GL and the page check: 128-row tiles, 8 x 4 per invocation, K tile 16. */
+export const LARGE = "128x64 k16 8x4 v4";
+
+/** The variants this adapter's tests check: all, or where compiles are slow today's kernel and LARGE. */
+export function variantsToCheck(rt: Runtime): MatmulVariant[] {
+  if (!slowCompiles(rt)) return [...MATMUL_VARIANTS];
+  return [DEFAULT_VARIANT, MATMUL_VARIANTS.find((v) => v.name === LARGE)!];
 }
 
 /**

@@ -11,16 +11,10 @@
 // per kernel) and the page's SwiftShader is slow too: there, today's kernel and one large variant.
 
 import { assertClose, poisoned, Rng, rt, Tensor } from "../util.ts";
-import {
-  DEFAULT_VARIANT,
-  type Epilogue,
-  matmul,
-  MATMUL_VARIANTS,
-  type MatmulVariant,
-} from "../../ops/matmul.ts";
+import { type Epilogue, matmul, MATMUL_VARIANTS, type MatmulVariant } from "../../ops/matmul.ts";
 import { matmulRef, rowSumsRef } from "../reference/matmul.ts";
 import { geluRef } from "../reference/elementwise.ts";
-import { dispatchEveryVariant, FORMS, slowCompiles } from "./matmul_variant_forms.ts";
+import { dispatchEveryVariant, FORMS, variantsToCheck } from "./matmul_variant_forms.ts";
 
 /** float64 activations, one per epilogue (a new epilogue fails to compile here until it has one). */
 const ACT: Record<Epilogue, (v: number) => number> = {
@@ -48,12 +42,7 @@ const DATA = FORMS.map((f) => {
 });
 
 /** The variants this adapter checks (see the header). */
-function variantsHere(): MatmulVariant[] {
-  if (!slowCompiles(rt)) return [...MATMUL_VARIANTS];
-  return [DEFAULT_VARIANT, MATMUL_VARIANTS.find((v) => v.name === LARGE)!];
-}
-/** The large variant GL and the page check: 128-row tiles, 8 x 4 per invocation, K tile 16. */
-const LARGE = "128x64 k16 8x4 v4";
+const variantsHere = () => variantsToCheck(rt);
 
 /** Run every form with variant `v`; assert each against float64. */
 async function checkVariant(v: MatmulVariant, label = `variant ${v.name}`): Promise<void> {
