@@ -128,6 +128,23 @@ function parseKernel(code: string, label: string): { decls: BindingDecl[]; invoc
   return { decls, invocations };
 }
 
+/** Buffers created in "plan" mode (Runtime.startCapture): a size and a label, no memory; maps read zeros. */
+const virtualBuffers = new WeakSet<GPUBuffer>();
+function virtualBuffer(size: number, usage: number, label = ""): GPUBuffer {
+  const b = {
+    size,
+    usage,
+    label,
+    mapState: "unmapped",
+    mapAsync: () => Promise.resolve(),
+    getMappedRange: (offset = 0, bytes = size - offset) => new ArrayBuffer(bytes),
+    unmap() {},
+    destroy() {},
+  } as unknown as GPUBuffer;
+  virtualBuffers.add(b);
+  return b;
+}
+
 /** One encoded command of a Recording: a dispatch (resolved pipeline and bind group) or a copy. */
 export type RecordedOp =
   | {
@@ -314,11 +331,13 @@ export class Runtime {
     this.stats.buffersCreated++;
     // Storage bindings must be a multiple of 4 bytes; round up so every tensor can be bound.
     const size = Math.max(16, Math.ceil(byteLength / 16) * 16);
+    if (this.capture?.plan) return virtualBuffer(size, usage, label);
     return this.device.createBuffer({ size, usage, label });
   }
 
   /** Queue a write of `data` into `view`. */
   write(view: BufferView, data: ArrayBufferView): void {
+    if (virtualBuffers.has(view.buffer)) return;
     this.device.queue.writeBuffer(
       view.buffer,
       view.offset,
@@ -384,6 +403,7 @@ export class Runtime {
     if (x === 0 || y === 0 || z === 0) return;
     const max = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new GPUFailure(`${label}: dispatch ${x}x${y}x${z} too large`);
+    if (this.capture?.plan) return this.planDispatch(label, code, bindings, [x, y, z]);
     const { pipeline, id, decls, invocations } = this.pipeline(code, label);
     const uni = params.length ? this.uniform(params) : null;
     // Params go to the one uniform the bindings do not name (`p` by convention).
@@ -431,6 +451,35 @@ export class Runtime {
   }
 
   /**
+   * A dispatch in "plan" mode: the bindings are checked against the kernel's declarations and the
+   * launch recorded; nothing is compiled, bound or encoded.
+   */
+  private planDispatch(
+    label: string,
+    code: string,
+    bindings: Bindings,
+    workgroups: [number, number, number],
+  ) {
+    const { decls, invocations } = parseKernel(code, label);
+    const max = this.device.limits.maxComputeInvocationsPerWorkgroup;
+    if (invocations > max) {
+      throw new GPUFailure(`${label}: ${invocations} invocations per workgroup, this adapter allows ${max}`);
+    }
+    for (const d of decls) {
+      if (!d.uniform && !bindings[d.name]) {
+        throw new Error(`${label}: no buffer given for binding "${d.name}"`);
+      }
+    }
+    for (const name of Object.keys(bindings)) {
+      if (!decls.some((d) => d.name === name)) {
+        throw new Error(`${label}: the kernel has no binding "${name}"`);
+      }
+    }
+    this.stats.dispatches++;
+    this.capture!.pending.push({ d: { label, code, family: this.kernels, workgroups }, bufs: [] });
+  }
+
+  /**
    * Encode `op` between copies of every binding it uses into mappable buffers, the first time this
    * code runs with these parameters and grid (see `startCapture`).
    */
@@ -444,14 +493,6 @@ export class Runtime {
   ): void {
     const cap = this.capture!;
     const words = uni ? packParams(params) : null;
-    if (cap.plan) {
-      this.stats.dispatches++;
-      cap.pending.push({
-        d: { label: op.label, code, family: this.kernels, workgroups: op.workgroups },
-        bufs: [],
-      });
-      return;
-    }
     const key = `${code}|${words?.join(",")}|${op.workgroups}|${
       views.map((v) => v.view.byteLength).join(",")
     }`;
@@ -547,9 +588,10 @@ export class Runtime {
    * Start capturing dispatches: from now on, the first dispatch of each (code, parameters, grid,
    * binding sizes) also copies every buffer it binds, just before it runs and just after, for
    * `stopCapture` to return. For tests at small sizes (tests/race/): the copies cost memory and time.
-   * In "plan" mode nothing runs: dispatches and copies are recorded (dispatches without bytes) and not
-   * encoded, so a step at full size can be planned without the memory or time it would take (buffers
-   * are allocated lazily: unused ones cost nothing). What the host reads back is then meaningless.
+   * In "plan" mode nothing runs: dispatches are recorded (without bytes) and neither compiled nor
+   * encoded, and buffers created meanwhile are virtual (a size, no memory; writes to them are dropped,
+   * reads give zeros), so a step at any size can be planned without the memory or time it would take.
+   * Such buffers are for planning only: do not use them after `stopCapture`.
    */
   startCapture(mode: "run" | "plan" = "run"): void {
     this.capture = { plan: mode === "plan", seen: new Set(), arenas: [], pending: [] };
@@ -644,6 +686,7 @@ export class Runtime {
 
   /** Submit pending work and read a view back as float32 (or the raw bytes' u32/i32 reinterpretation). */
   async readBytes(view: BufferView): Promise<ArrayBuffer> {
+    if (virtualBuffers.has(view.buffer)) return new ArrayBuffer(view.byteLength);
     const size = Math.ceil(view.byteLength / 4) * 4;
     const cap = 1 << Math.max(8, Math.ceil(Math.log2(size)));
     let st = this.staging.get(cap);

@@ -240,7 +240,8 @@ function buildPlan(
     }
   }
   const map = groupsOf[0].map;
-  const np = Math.max(...groupsOf.map((g) => g.pairs.length));
+  // (a loop, not Math.max(...): a product of 65536 rows has more groups than the stack holds arguments)
+  const np = groupsOf.reduce((m, g) => Math.max(m, g.pairs.length), 0);
   const dispatches: DispatchPlan[] = [];
   for (const g of groupsOf) {
     const aWins: WinRef[] = [], bWins: WinRef[] = [];
