@@ -11,6 +11,10 @@ export const OPTIONAL_ENV = [
   "DENO_WEBGPU_BACKEND", // wgpu's backend, read natively by wgpu; named on the adapter line (lib/backend.ts)
   "XDG_RUNTIME_DIR", // set when unset, to quiet Mesa's Vulkan device-select layer (lib/backend.ts)
   "TMPDIR", // the value it is set to
+  "TINYGPT_CACHE_DIR", // the matmul tuner's cache directory (lib/tune_cache.ts), else the user's cache directory:
+  "XDG_CACHE_HOME", //   Linux, $XDG_CACHE_HOME/tinygpt-webgpu
+  "HOME", //             Linux ~/.cache/tinygpt-webgpu, macOS ~/Library/Caches/tinygpt-webgpu
+  "LOCALAPPDATA", //     Windows
 ] as const;
 
 /** One of OPTIONAL_ENV: a new variable is added there first, so that the tasks grant it. */

@@ -13,6 +13,7 @@ import { MatmulTuner, setMatmulTuner, type TuneMode, type TuneStore } from "../o
 import { isCpuAdapter, type Runtime } from "../ops/runtime.ts";
 import { GL_MAX_ARRAY_VEC4 } from "../ops/matmul/variants.ts";
 import { atomicWrite } from "./fsutil.ts";
+import { optionalEnv, type OptionalEnvName } from "./env.ts";
 
 const FILE = "matmul-tuning.json";
 
@@ -24,18 +25,18 @@ function granted(desc: Deno.PermissionDescriptor): boolean {
   }
 }
 
-function env(name: string): string | undefined {
-  return granted({ name: "env", variable: name }) ? Deno.env.get(name) || undefined : undefined;
-}
-
 /** The cache directory, or why it cannot be known (an environment variable we may not read). */
 export function tuneCacheDir(): { dir: string } | { why: string } {
-  const own = env("TINYGPT_CACHE_DIR");
+  const own = optionalEnv("TINYGPT_CACHE_DIR");
   if (own) return { dir: own };
   const os = Deno.build.os;
-  const vars = os === "windows" ? ["LOCALAPPDATA"] : os === "darwin" ? ["HOME"] : ["XDG_CACHE_HOME", "HOME"];
+  const vars: OptionalEnvName[] = os === "windows"
+    ? ["LOCALAPPDATA"]
+    : os === "darwin"
+    ? ["HOME"]
+    : ["XDG_CACHE_HOME", "HOME"];
   for (const v of vars) {
-    const x = env(v);
+    const x = optionalEnv(v);
     if (!x) continue;
     const base = v === "HOME" ? join(x, os === "darwin" ? "Library/Caches" : ".cache") : x;
     return { dir: join(base, "tinygpt-webgpu") };

@@ -1,13 +1,19 @@
 // `deno task train` runs with exactly the permissions deno.json grants: the project folder, read and
 // write, so `--out runs/a` (any --out, --data or --config inside the project) works with no terminal
-// to answer a prompt. Checked by running train.ts with the task's own flags from a scratch folder
-// standing in for the project.
+// to answer a prompt, and the matmul tuner's cache directory (lib/tune_cache.ts; the task shell
+// expands $HOME and $XDG_CACHE_HOME). Checked by running train.ts with the task's own flags from a
+// scratch folder standing in for the project.
 
 import assert from "node:assert/strict";
 import { ENV_FLAG, tempDir, TINY, TRAIN, writeData } from "./helpers.ts";
 
 const config = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
 const task: string = config.tasks.train;
+/** The tuner's cache directory on Linux and macOS, as the tasks grant it (read and write). */
+const CACHE =
+  "$HOME/.cache/tinygpt-webgpu,$HOME/Library/Caches/tinygpt-webgpu,$XDG_CACHE_HOME/tinygpt-webgpu";
+/** A task's flag with $VARs expanded as deno task does (unset: empty). */
+const expand = (flag: string) => flag.replace(/\$(\w+)/g, (_, v) => Deno.env.get(v) ?? "");
 
 Deno.test("deno.json: the CLI tasks grant env access to the optional variables (lib/env.ts) and no others", () => {
   for (const name of ["train", "sample", "bench"]) {
@@ -21,8 +27,9 @@ Deno.test("deno.json: the CLI tasks grant env access to the optional variables (
 Deno.test("deno task train's permissions: --out runs/a works without a terminal; outside the folder, one line", async () => {
   const m = task.match(/^deno run (.*) train\.ts$/);
   assert.ok(m, task);
-  const perms = m[1].split(" ");
-  assert.deepEqual(perms.filter((p) => !/^--allow-(read|write)=\.$/.test(p) && p !== ENV_FLAG), [], task);
+  const flags = m[1].split(" ");
+  assert.deepEqual(flags, [`--allow-read=.,${CACHE}`, `--allow-write=.,${CACHE}`, ENV_FLAG], task);
+  const perms = flags.map(expand);
   const { dir, cleanup } = await tempDir();
   try {
     await writeData(dir);
