@@ -3,8 +3,10 @@
 //
 // Written in the llm.c style: every activation of a step lives in a buffer allocated once (per batch
 // shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
-// right beside it, and the whole step is one command buffer. Parameters live in one flat buffer; the
-// Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
+// right beside it, and the whole step is one command buffer. The head and the loss are fused and
+// chunked (ops/head.ts): a training forward also runs the head's backward, a chunk of rows at a time,
+// so no N × V logits exist, and `backward` starts at the final LayerNorm. Parameters live in one flat
+// buffer; the Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
 //
 // The architecture options are a few branches, as in nanoGPT's model.py (`gptArch` gives the
 // defaults, which are the course's model):
@@ -24,7 +26,14 @@ import { attentionBackward, attentionForward } from "../ops/attention.ts";
 import { geluBackward, geluForward, reluBackward } from "../ops/activation.ts";
 import { dropoutBackward, dropoutForward, residualDropout } from "../ops/dropout.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
-import { HEAD_CHUNK_BYTES, headLogits, headLoss, type HeadOperands, headRows } from "../ops/head.ts";
+import {
+  HEAD_CHUNK_BYTES,
+  type HeadGrads,
+  headLogits,
+  headLoss,
+  type HeadOperands,
+  headRows,
+} from "../ops/head.ts";
 import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 import { type DecodeOptions, GPTDecoder } from "./gpt_decode.ts";
@@ -304,12 +313,6 @@ export class GPTActivations {
   /** Mean cross-entropy (a scalar). */
   readonly loss: Tensor;
   // backward scratch, shared by all layers
-  /** Every row's logits [N, V]; throws unless allocated with `{ logits: true }`. */
-  get logits(): Tensor {
-    if (!this.fullLogits) throw new Error("GPTActivations: no full logits (allocate with { logits: true })");
-    return this.fullLogits;
-  }
-
   /** Backward scratch: gradient of the residual stream. */
   readonly dres: Tensor;
   /** Backward scratch: gradient of a LayerNorm output (the head's forward leaves d xf here). */
@@ -326,6 +329,12 @@ export class GPTActivations {
   readonly dh2: Tensor;
   /** Backward scratch: gradient of the attention scores. */
   readonly dscores: Tensor;
+
+  /** Every row's logits [N, V]; throws unless allocated with `{ logits: true }`. */
+  get logits(): Tensor {
+    if (!this.fullLogits) throw new Error("GPTActivations: no full logits (allocate with { logits: true })");
+    return this.fullLogits;
+  }
 
   /**
    * Allocate every buffer for a [B, T] batch. `make` may supply an f32 activation tensor (the decoder
@@ -479,21 +488,23 @@ export class GPT {
       N,
       C,
     );
+    // The head and the loss a chunk of rows at a time (ops/head.ts); training: the head's backward too.
     const head = this.head(acts);
     if (acts.fullLogits) headLogits(rt, head, acts.fullLogits);
     if (!withLoss) return;
-    // The head and the loss a chunk of rows at a time; training: the head's backward with them.
-    const loss = { targets: acts.targets, rowLoss: acts.rowLoss, loss: acts.loss };
-    const headW = this.headWeight(), headB = this.b("lm_head.bias");
-    const grads = train
-      ? { dlogits: acts.headDlogits, dxf: acts.dxn, dW: headW.grad!, db: headB?.grad ?? null }
-      : null;
-    headLoss(rt, head, { ...loss, logits: acts.headLogits, rows: acts.headRows }, grads);
+    const { targets, rowLoss, loss, headLogits: logits, headRows: rows } = acts;
+    headLoss(rt, head, { targets, rowLoss, loss, logits, rows }, train ? this.headGrads(acts) : null);
   }
 
   /** The head's operands over acts' rows. */
   private head(acts: GPTActivations): HeadOperands {
     return { xf: acts.xf, W: this.headWeight(), bias: this.b("lm_head.bias"), N: acts.N };
+  }
+
+  /** Where the head's backward goes: d xf into acts.dxn (backward's start), the head's gradients. */
+  private headGrads(acts: GPTActivations): HeadGrads {
+    const db = this.b("lm_head.bias")?.grad ?? null;
+    return { dlogits: acts.headDlogits, dxf: acts.dxn, dW: this.headWeight().grad!, db };
   }
 
   /** Record logits [rows, V] of rows [row0, row0 + rows) of acts.xf into `out` (after a forward). */
