@@ -3,8 +3,10 @@
 //
 // Written in the llm.c style: every activation of a step lives in a buffer allocated once (per batch
 // shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
-// right beside it, and the whole step is one command buffer. Parameters live in one flat buffer; the
-// Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
+// right beside it, and the whole step is one command buffer. The head and the loss are fused and
+// chunked (ops/head.ts): a training forward also runs the head's backward, a chunk of rows at a time,
+// so no N × V logits exist, and `backward` starts at the final LayerNorm. Parameters live in one flat
+// buffer; the Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
 //
 // The architecture options are a few branches, as in nanoGPT's model.py (`gptArch` gives the
 // defaults, which are the course's model):
@@ -24,7 +26,14 @@ import { attentionBackward, attentionForward } from "../ops/attention.ts";
 import { geluBackward, geluForward, reluBackward } from "../ops/activation.ts";
 import { dropoutBackward, dropoutForward, residualDropout } from "../ops/dropout.ts";
 import { embeddingBackward, embeddingForward } from "../ops/embedding.ts";
-import { crossEntropy } from "../ops/cross_entropy.ts";
+import {
+  HEAD_CHUNK_BYTES,
+  type HeadGrads,
+  headLogits,
+  headLoss,
+  type HeadOperands,
+  headRows,
+} from "../ops/head.ts";
 import { Rng } from "../lib/rng.ts";
 import { embeddingInit, type GenerateOptions, linearInit, sampleLogits } from "./common.ts";
 import { type DecodeOptions, GPTDecoder } from "./gpt_decode.ts";
@@ -291,10 +300,14 @@ export class GPTActivations {
   readonly meanf: Tensor;
   /** Final LayerNorm row reciprocal standard deviations. */
   readonly rstdf: Tensor;
-  /** Logits [N, V]. */
-  readonly logits: Tensor;
-  /** Gradient of the mean loss w.r.t. the logits. */
-  readonly dlogits: Tensor;
+  /** Rows of one chunk of the fused head and loss (ops/head.ts): all N when N·V fits its budget. */
+  readonly headRows: number;
+  /** One chunk's logits [headRows, V] (the fused head's scratch). */
+  readonly headLogits: Tensor;
+  /** One chunk's gradient of the mean loss w.r.t. its logits [headRows, V]. */
+  readonly headDlogits: Tensor;
+  /** Every row's logits [N, V], only when allocated with `{ logits: true }` (the decoder's step, tests). */
+  readonly fullLogits: Tensor | null;
   /** Per-row cross-entropy [N]. */
   readonly rowLoss: Tensor;
   /** Mean cross-entropy (a scalar). */
@@ -302,7 +315,7 @@ export class GPTActivations {
   // backward scratch, shared by all layers
   /** Backward scratch: gradient of the residual stream. */
   readonly dres: Tensor;
-  /** Backward scratch: gradient of a LayerNorm output. */
+  /** Backward scratch: gradient of a LayerNorm output (the head's forward leaves d xf here). */
   readonly dxn: Tensor;
   /** Backward scratch: gradient of a branch output before dropout. */
   readonly dbranch: Tensor;
@@ -317,9 +330,17 @@ export class GPTActivations {
   /** Backward scratch: gradient of the attention scores. */
   readonly dscores: Tensor;
 
+  /** Every row's logits [N, V]; throws unless allocated with `{ logits: true }`. */
+  get logits(): Tensor {
+    if (!this.fullLogits) throw new Error("GPTActivations: no full logits (allocate with { logits: true })");
+    return this.fullLogits;
+  }
+
   /**
    * Allocate every buffer for a [B, T] batch. `make` may supply an f32 activation tensor (the decoder
    * gives the matmul operands UNIFORM usage); otherwise, or when it returns undefined, Tensor.empty.
+   * `opts.logits` also allocates every row's logits (fullLogits); `opts.headRows` forces the head's
+   * chunk size (tests), else ops/head.ts headRows picks it under the binding limit.
    */
   constructor(
     rt: Runtime,
@@ -327,6 +348,7 @@ export class GPTActivations {
     readonly B: number,
     readonly T: number,
     make?: (shape: number[], name: string) => Tensor | undefined,
+    opts: { logits?: boolean; headRows?: number } = {},
   ) {
     const { nEmbd: C, vocabSize: V, nHead: H } = cfg;
     const relu = gptArch(cfg).activation === "relu";
@@ -361,8 +383,12 @@ export class GPTActivations {
     this.xf = f([N, C], "xf");
     this.meanf = f([N], "meanf");
     this.rstdf = f([N], "rstdf");
-    this.logits = f([N, V], "logits");
-    this.dlogits = f([N, V], "dlogits");
+    // rt.device is absent on models/memory.ts's counting runtime: the default budget is under any limit.
+    const budget = Math.min(HEAD_CHUNK_BYTES, rt.device?.limits.maxStorageBufferBindingSize ?? Infinity);
+    const R = this.headRows = headRows(N, V, C, { rows: opts.headRows, budget });
+    this.headLogits = f([R, V], "head.logits");
+    this.headDlogits = f([R, V], "head.dlogits");
+    this.fullLogits = opts.logits ? f([N, V], "logits") : null;
     this.rowLoss = f([N], "rowLoss");
     this.loss = f([1], "loss");
     this.dres = f([N, C], "dres");
@@ -412,7 +438,10 @@ export class GPT {
 
   /**
    * Record the forward pass of acts.idx (and the loss if `withLoss`: mean cross-entropy against
-   * acts.targets, with dlogits prepared for backward). `train` enables dropout, keyed by `state`.
+   * acts.targets, through the fused, chunked head of ops/head.ts). `train` enables dropout, keyed by
+   * `state`; with the loss it also runs the head's backward (into acts.dxn and the head's parameter
+   * gradients), so backward() starts at the final LayerNorm. acts.fullLogits, when allocated, receives
+   * every row's logits.
    */
   forward(
     acts: GPTActivations,
@@ -422,7 +451,7 @@ export class GPT {
   ): void {
     const { rt, cfg, arch } = this;
     const { B, T, N } = acts;
-    const { nEmbd: C, nHead: H, vocabSize: V, nLayer: L, dropout: p } = cfg;
+    const { nEmbd: C, nHead: H, nLayer: L, dropout: p } = cfg;
     const x0 = acts.layers[0]?.res ?? acts.out;
     embeddingForward(rt, acts.idx, this.p("token_embedding.weight"), x0);
     embeddingForward(rt, acts.pos, this.p("position_embedding.weight"), x0, true);
@@ -459,19 +488,40 @@ export class GPT {
       N,
       C,
     );
-    linearForward(rt, acts.xf, this.headWeight(), this.b("lm_head.bias"), acts.logits, N);
-    if (withLoss) {
-      crossEntropy(rt, acts.logits, acts.targets, train ? acts.dlogits : null, acts.rowLoss, acts.loss, N, V);
-    }
+    // The head and the loss a chunk of rows at a time (ops/head.ts); training: the head's backward too.
+    const head = this.head(acts);
+    if (acts.fullLogits) headLogits(rt, head, acts.fullLogits);
+    if (!withLoss) return;
+    const { targets, rowLoss, loss, headLogits: logits, headRows: rows } = acts;
+    headLoss(rt, head, { targets, rowLoss, loss, logits, rows }, train ? this.headGrads(acts) : null);
   }
 
-  /** Record the backward pass (after a training forward); parameter gradients are overwritten. */
+  /** The head's operands over acts' rows. */
+  private head(acts: GPTActivations): HeadOperands {
+    return { xf: acts.xf, W: this.headWeight(), bias: this.b("lm_head.bias"), N: acts.N };
+  }
+
+  /** Where the head's backward goes: d xf into acts.dxn (backward's start), the head's gradients. */
+  private headGrads(acts: GPTActivations): HeadGrads {
+    const db = this.b("lm_head.bias")?.grad ?? null;
+    return { dlogits: acts.headDlogits, dxf: acts.dxn, dW: this.headWeight().grad!, db };
+  }
+
+  /** Record logits [rows, V] of rows [row0, row0 + rows) of acts.xf into `out` (after a forward). */
+  logits(acts: GPTActivations, out: Tensor, row0 = 0, rows = acts.N): void {
+    headLogits(this.rt, this.head(acts), out, row0, rows);
+  }
+
+  /**
+   * Record the backward pass (after a training forward with the loss, which ran the head's backward);
+   * parameter gradients are overwritten.
+   */
   backward(acts: GPTActivations, state: Tensor): void {
     const { rt, cfg, arch } = this;
     const { B, T, N } = acts;
     const { nEmbd: C, nHead: H, nLayer: L, dropout: p } = cfg;
-    // A tied head writes the token embedding's gradient here; the embedding's own adds to it below.
-    linearBackward(rt, acts.dlogits, acts.xf, this.headWeight(), acts.dxn, N, false, this.b("lm_head.bias"));
+    // The forward's fused head left d xf in acts.dxn and wrote the head's gradients (a tied head: the
+    // token embedding's, which the embedding's own backward adds to below).
     layernormBackward(
       rt,
       acts.dxn,
@@ -604,9 +654,12 @@ export class GPT {
       idxHost.set(ctx);
       acts.idx.write(idxHost); // causal attention: the zero padding after ctx cannot affect its rows
       this.forward(acts, state, false, false);
+      // The logits of the head's chunk holding the last position (chunks start on aligned rows).
+      const last = ctx.length - 1, R = acts.headRows, row0 = Math.floor(last / R) * R;
+      this.logits(acts, acts.headLogits, row0, Math.min(R, acts.N - row0));
       const row = await rt.read({
-        buffer: acts.logits.buffer,
-        offset: (ctx.length - 1) * V * 4,
+        buffer: acts.headLogits.buffer,
+        offset: acts.headLogits.offset + (last - row0) * V * 4,
         byteLength: V * 4,
       });
       const id = sampleLogits(row, rng, opts);

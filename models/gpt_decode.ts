@@ -108,6 +108,7 @@ export class GPTDecoder {
   // family's fused passes only: "qkv.l" (l >= 1), "fc.l", "lm_head". Allocated by the first
   // syncWeights in the CPU family (a GPU-family decoder never needs them) and refreshed by each.
   private folded: Map<string, FoldedLinear> | null = null;
+  private winLogits: Tensor | null = null;
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
   readonly prefillMax: number;
@@ -122,7 +123,7 @@ export class GPTDecoder {
       name: string,
     ) => (OPERANDS.has(name) ? operand(rt, shape, name) : undefined);
     this.win = new GPTActivations(rt, model.cfg, B, T, make);
-    this.step = new GPTActivations(rt, model.cfg, B, 1, make);
+    this.step = new GPTActivations(rt, model.cfg, B, 1, make, { logits: true });
     this.weights = operand(rt, model.params.params.shape, "decode-weights");
     for (const p of model.params.list) {
       this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
@@ -135,9 +136,16 @@ export class GPTDecoder {
     this.staging = [0, 1].map(() => rt.createBuffer(bytes, 0x01 | 0x08, "sample-staging")); // MAP_READ | COPY_DST
   }
 
-  /** The full window pass over win.idx (the training forward, every row's logits in win.logits): the tests' reference. */
-  windowPass(): void {
-    this.model.forward(this.win, this.state, false, false);
+  /**
+   * The full window pass over win.idx (the training forward, no loss) and every row's logits, in a
+   * [B·T, V] buffer allocated on the first call: the tests' reference.
+   */
+  windowPass(): Tensor {
+    const { rt, model, win } = this;
+    this.winLogits ??= Tensor.empty(rt, [win.N, model.cfg.vocabSize], "f32", "window-logits");
+    model.forward(win, this.state, false, false);
+    model.logits(win, this.winLogits);
+    return this.winLogits;
   }
 
   /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */

@@ -19,7 +19,7 @@ import type { Tensor } from "./tensor.ts";
 import { LLVMPIPE_LOOP_LIMIT } from "./runtime.ts";
 import { crossEntropyCpu } from "./cross_entropy/cpu.ts";
 import { crossEntropyGpu } from "./cross_entropy/gpu.ts";
-import { dispatchMean } from "./cross_entropy/mean.ts";
+import { type CrossEntropyViews, dispatchMean, type RowRange } from "./cross_entropy/mean.ts";
 
 /**
  * out[0] = mean of x[0..n): one workgroup of 256 threads, strided partial sums then a fixed tree in
@@ -70,10 +70,55 @@ export function crossEntropy(
       }
     }
   }
+  rowKernel(rt, { X: logits, T: targets, R: rowLoss, ...(dlogits ? { D: dlogits } : {}) }, probs, N, V, {
+    row0: 0,
+    total: N,
+  });
+  meanReduce(rt, rowLoss, loss, N);
+}
+
+/**
+ * The per-row part of crossEntropy for `rows` rows of a batch of `total` (class-index targets; no
+ * mean): logits and dlogits are the chunk's [rows, V], whose row r is the batch's row row0 + r;
+ * targets and rowLoss are the whole batch's [total]; dlogits is d(mean over all `total` rows)/d(logits).
+ * The chunked head (ops/head.ts) calls it once per chunk and meanReduce once after.
+ */
+export function crossEntropyRows(
+  rt: Runtime,
+  logits: Tensor,
+  targets: Tensor,
+  dlogits: Tensor | null,
+  rowLoss: Tensor,
+  row0: number,
+  rows: number,
+  total: number,
+  V: number,
+): void {
+  if (!Number.isInteger(row0) || !Number.isInteger(rows) || row0 < 0 || rows < 1 || row0 + rows > total) {
+    throw new Error(`crossEntropyRows: bad rows [${row0}, ${row0 + rows}) of ${total}`);
+  }
+  if (targets.dtype !== "u32") throw new Error("crossEntropyRows: targets must be class indices (u32)");
+  if (logits.size < rows * V || (dlogits && dlogits.size < rows * V)) {
+    throw new Error(`crossEntropyRows: logits/dlogits need ${rows * V} values`);
+  }
+  if (targets.size < total || rowLoss.size < total) {
+    throw new Error(`crossEntropyRows: targets/rowLoss need ${total} values`);
+  }
+  for (const w of dlogits ? [rowLoss, dlogits] : [rowLoss]) {
+    for (const o of [logits, targets, rowLoss, dlogits]) {
+      if (o && o !== w && o.buffer === w.buffer) {
+        throw new Error("crossEntropyRows: rowLoss/dlogits must not share a buffer with another operand");
+      }
+    }
+  }
   const views = { X: logits, T: targets, R: rowLoss, ...(dlogits ? { D: dlogits } : {}) };
+  rowKernel(rt, views, false, rows, V, { row0, total });
+}
+
+/** The family's per-row kernel over `n` rows of X. */
+function rowKernel(rt: Runtime, views: CrossEntropyViews, probs: boolean, n: number, V: number, r: RowRange) {
   // The CPU family's invocation walks its row three times: past llvmpipe's loop limit (a BPE
   // vocabulary) it would stop early, so the row is split over a workgroup as in the GPU family.
-  if (rt.kernels === "gpu" || 3 * V > LLVMPIPE_LOOP_LIMIT) crossEntropyGpu(rt, views, probs, N, V);
-  else crossEntropyCpu(rt, views, probs, N, V);
-  meanReduce(rt, rowLoss, loss, N);
+  if (rt.kernels === "gpu" || 3 * V > LLVMPIPE_LOOP_LIMIT) crossEntropyGpu(rt, views, probs, n, V, r);
+  else crossEntropyCpu(rt, views, probs, n, V, r);
 }

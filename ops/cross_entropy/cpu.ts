@@ -3,8 +3,8 @@
 // writing the loss terms and the gradient, all max-subtracted so ±large logits stay finite. No
 // barriers, no workgroup memory: on llvmpipe the SIMD lanes are different rows.
 
-import { grid1d, type Runtime } from "../runtime.ts";
-import { type CrossEntropyViews, NAN_BITS } from "./mean.ts";
+import { f32, grid1d, type Runtime } from "../runtime.ts";
+import { type CrossEntropyViews, NAN_BITS, type RowRange } from "./mean.ts";
 
 const CE_WG = 64;
 
@@ -19,38 +19,38 @@ function ceWGSL(probs: boolean, grad: boolean): string {
   var st = 0.0;
   var loss = 0.0;
   for (var c = 0u; c < p.V; c++) {
-    let t = T[base + c];
+    let t = T[tbase + c];
     st += t;
     loss += t * (logS + (m - X[base + c]));
   }
-  R[r] = loss;
+  R[tr] = loss;
   ${
       grad
         ? `for (var c = 0u; c < p.V; c++) {
     let sm = exp(X[base + c] - m) / s;
-    D[base + c] = (sm * st - T[base + c]) / nf;
+    D[base + c] = (sm * st - T[tbase + c]) / p.nf;
   }`
         : ""
     }`
     : /* wgsl */ `
-  let y = T[r];
+  let y = T[tr];
   if (y >= p.V) {
     let nan = bitcast<f32>(p.nanBits);
-    R[r] = nan;
+    R[tr] = nan;
     ${grad ? "for (var c = 0u; c < p.V; c++) { D[base + c] = nan; }" : ""}
     return;
   }
-  R[r] = logS + (m - X[base + y]);
+  R[tr] = logS + (m - X[base + y]);
   ${
       grad
         ? `for (var c = 0u; c < p.V; c++) {
     let sm = exp(X[base + c] - m) / s;
-    D[base + c] = (sm - select(0.0, 1.0, c == y)) / nf;
+    D[base + c] = (sm - select(0.0, 1.0, c == y)) / p.nf;
   }`
         : ""
     }`;
   return /* wgsl */ `
-struct P { N: u32, V: u32, stride: u32, nanBits: u32 }
+struct P { N: u32, V: u32, stride: u32, nanBits: u32, row0: u32, nf: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 ${targetDecl}
@@ -62,7 +62,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let r = g.x + g.y * p.stride;
   if (r >= p.N) { return; }
   let base = r * p.V;
-  let nf = f32(p.N);
+  let tr = p.row0 + r; // the row in the whole batch's targets and row losses
+  ${probs ? "let tbase = tr * p.V;" : ""}
   var m = X[base];
   for (var c = 1u; c < p.V; c++) { m = max(m, X[base + c]); }
   var s = 0.0;
@@ -79,13 +80,14 @@ export function crossEntropyCpu(
   probs: boolean,
   N: number,
   V: number,
+  rows: RowRange = { row0: 0, total: N },
 ): void {
   const { workgroups, stride } = grid1d(rt, N, CE_WG);
   rt.dispatch(
     probs ? "cross_entropy_probs" : "cross_entropy",
     ceWGSL(probs, !!views.D),
     views,
-    [N, V, stride, NAN_BITS],
+    [N, V, stride, NAN_BITS, rows.row0, f32(rows.total)],
     workgroups,
   );
 }

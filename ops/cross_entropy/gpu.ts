@@ -6,9 +6,9 @@
 // leaves none idle for long), 256 beyond. At nanoGPT's shakespeare-char size (N = 64·256 = 16384,
 // V = 65): 16384 workgroups of 64.
 
-import { grid1d, type Runtime } from "../runtime.ts";
+import { f32, grid1d, type Runtime } from "../runtime.ts";
 import { workgroupReduceWGSL } from "../workgroup_reduce.ts";
-import { type CrossEntropyViews, NAN_BITS } from "./mean.ts";
+import { type CrossEntropyViews, NAN_BITS, type RowRange } from "./mean.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
 
 const rowWG = (V: number) => (V <= 128 ? 64 : 256);
@@ -19,24 +19,24 @@ function ceWGSL(probs: boolean, grad: boolean, wg: number): string {
     ? /* wgsl */ `
   var st = 0.0;
   var loss = 0.0;
-  ${each("let t = T[base + c]; st += t; loss += t * (logS + (m - X[base + c]));")}
+  ${each("let t = T[tbase + c]; st += t; loss += t * (logS + (m - X[base + c]));")}
   let sums = wg_sum2(l, vec2<f32>(st, loss));
   st = sums.x;
   loss = sums.y;
-  if (l == 0u) { R[r] = loss; }
-  ${grad ? each("D[base + c] = (exp(X[base + c] - m) / s * st - T[base + c]) / nf;") : ""}`
+  if (l == 0u) { R[tr] = loss; }
+  ${grad ? each("D[base + c] = (exp(X[base + c] - m) / s * st - T[tbase + c]) / p.nf;") : ""}`
     : /* wgsl */ `
-  let y = T[r];
+  let y = T[tr];
   if (y >= p.V) {
     let nan = bitcast<f32>(p.nanBits);
-    if (l == 0u) { R[r] = nan; }
+    if (l == 0u) { R[tr] = nan; }
     ${grad ? each("D[base + c] = nan;") : ""}
     return;
   }
-  if (l == 0u) { R[r] = logS + (m - X[base + y]); }
-  ${grad ? each("D[base + c] = (exp(X[base + c] - m) / s - select(0.0, 1.0, c == y)) / nf;") : ""}`;
+  if (l == 0u) { R[tr] = logS + (m - X[base + y]); }
+  ${grad ? each("D[base + c] = (exp(X[base + c] - m) / s - select(0.0, 1.0, c == y)) / p.nf;") : ""}`;
   return /* wgsl */ `
-struct P { N: u32, V: u32, stride: u32, nanBits: u32 }
+struct P { N: u32, V: u32, stride: u32, nanBits: u32, row0: u32, nf: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> T: array<${probs ? "f32" : "u32"}>;
@@ -49,7 +49,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let r = wid.x + wid.y * p.stride;
   if (r >= p.N) { return; }
   let base = r * p.V;
-  let nf = f32(p.N);
+  let tr = p.row0 + r; // the row in the whole batch's targets and row losses
+  ${probs ? "let tbase = tr * p.V;" : ""}
   var m = -3.4028234e38; // -f32 max (Tint rejects 3.4028235e38 as out of range)
   ${each("m = max(m, X[base + c]);")}
   m = wg_max(l, m);
@@ -68,6 +69,7 @@ export function crossEntropyGpu(
   probs: boolean,
   N: number,
   V: number,
+  rows: RowRange = { row0: 0, total: N },
 ): void {
   const wg = rowWG(V), grad = !!views.D;
   const code = cachedWGSL(`cross_entropy/gpu/${probs}/${grad}/${wg}`, () => ceWGSL(probs, grad, wg));
@@ -76,7 +78,7 @@ export function crossEntropyGpu(
     probs ? "cross_entropy_probs" : "cross_entropy",
     code,
     views,
-    [N, V, stride, NAN_BITS],
+    [N, V, stride, NAN_BITS, rows.row0, f32(rows.total)],
     workgroups,
   );
 }

@@ -16,6 +16,13 @@ export const NAN_BITS = 0x7fc00000;
 /** The per-row kernels' bindings: logits, targets, row losses and (optionally) dlogits. */
 export type CrossEntropyViews = { X: Tensor; T: Tensor; R: Tensor; D?: Tensor };
 
+/**
+ * Where the rows of X (and D) sit in a batch of `total` rows: X's row r is the batch's row row0 + r,
+ * whose target and row loss are T's and R's, and dlogits are divided by `total` (the mean over the
+ * whole batch). A chunked head (../head.ts) passes each chunk's; a plain call { 0, N }.
+ */
+export type RowRange = { row0: number; total: number };
+
 const MEAN_WG = 256;
 const MEAN = /* wgsl */ `
 struct P { n: u32 }

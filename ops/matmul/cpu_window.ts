@@ -23,6 +23,7 @@ import { type BufferView, f32, groups, type Param, type Runtime } from "../runti
 import { activation, activationLib, matmulLabel, variantCode } from "./common.ts";
 import {
   ALIGN,
+  type DispatchPlan,
   type PairLimits,
   pairLimits,
   type PairMap,
@@ -187,8 +188,7 @@ const staging = new WeakMap<Runtime, { a: GPUBuffer; b: GPUBuffer; size: number 
 function stagingFor(rt: Runtime, lim: PairLimits): { a: GPUBuffer; b: GPUBuffer; size: number } {
   let s = staging.get(rt);
   if (!s) {
-    // A dispatch's windows are at most `single` consecutive blocks: their span plus one window.
-    const size = (Math.max(lim.single, lim.k) + 1) * WINDOW * 4;
+    const size = stagingSize(lim);
     s = {
       a: rt.createBuffer(size, UNIFORM_USAGE | 0x08 | 0x04, "matmul-staging-a"),
       b: rt.createBuffer(size, UNIFORM_USAGE | 0x08 | 0x04, "matmul-staging-b"),
@@ -197,6 +197,21 @@ function stagingFor(rt: Runtime, lim: PairLimits): { a: GPUBuffer; b: GPUBuffer;
     staging.set(rt, s);
   }
   return s;
+}
+
+/** Bytes of a staging area: a dispatch's windows are at most `single` consecutive blocks, their span plus one window. */
+function stagingSize(lim: PairLimits): number {
+  return (Math.max(lim.single, lim.k) + 1) * WINDOW * 4;
+}
+
+/** Can bindWindows bind `wins` of `src` (in place, or staged within `stageSize` bytes)? */
+function windowsBindable(src: BufferView, wins: WinRef[], direct: number | null, stageSize: number): boolean {
+  const bytes = WINDOW * 4;
+  if (direct !== null && wins.every((w) => src.offset + w.start * 4 + bytes <= src.buffer.size)) return true;
+  const lo = Math.min(...wins.map((w) => w.start)), hi = Math.max(...wins.map((w) => w.end));
+  const from = Math.max(lo, 0);
+  return (from - lo) * 4 + (hi - from) * 4 <= stageSize &&
+    (Math.max(...wins.map((w) => w.start)) - lo) * 4 + bytes <= stageSize;
 }
 
 /** Can `view` be bound as uniform windows in place (UNIFORM usage)? Its float offset modulo ALIGN. */
@@ -237,6 +252,11 @@ export function matmulWindow(rt: Runtime, p: MatmulProblem, maxDispatches = Infi
     }
     total += found.plan.dispatches.length;
     if (total > maxDispatches) return false;
+    // A staged operand's windows must fit the staging area (a strided K block over a long M may not).
+    const size = stagingSize(lim);
+    const bindable = (d: DispatchPlan) =>
+      windowsBindable(aView, d.aWins, da, size) && windowsBindable(bView, d.bWins, db, size);
+    if (!found.plan.dispatches.every(bindable)) return false;
     jobs.push({ b, aView, bView, da, db, ...found });
   }
   const st = stagingFor(rt, lim);
@@ -314,10 +334,8 @@ function bindWindows(
   }
   // Staging: copy the used floats [max(lo, 0), hi) so that window starts keep their alignment.
   const from = Math.max(lo, 0);
-  if (
-    (from - lo) * 4 + (hi - from) * 4 > stageSize ||
-    (Math.max(...wins.map((w) => w.start)) - lo) * 4 + bytes > stageSize
-  ) {
+  // matmulWindow checked windowsBindable before recording anything.
+  if (!windowsBindable(src, wins, direct, stageSize)) {
     throw new Error("matmul: window span exceeds the staging area");
   }
   rt.copy(

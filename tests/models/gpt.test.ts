@@ -53,11 +53,20 @@ const refs = new Map<string, GPTRefResult>();
 /**
  * One training forward + backward on the GPU (outputs and gradients NaN-poisoned first) against the
  * float64 reference with the same step state: loss and logits to 1e-5, every gradient to 1e-4, per
- * element. Returns the reference result and its inputs.
+ * element. `headRows` splits the fused head and loss into chunks of that many rows. Returns the
+ * reference result and its inputs.
  */
-async function checkGradients(cfg: GPTConfig, B: number, T: number, drop: GPTRefDropout, label: string) {
+async function checkGradients(
+  cfg: GPTConfig,
+  B: number,
+  T: number,
+  drop: GPTRefDropout,
+  label: string,
+  headRows?: number,
+) {
   const { model, idx, tgt, p64 } = await setup(cfg, B, T, 7);
-  const acts = new GPTActivations(rt, cfg, B, T);
+  const acts = new GPTActivations(rt, cfg, B, T, undefined, { logits: true, headRows });
+  if (headRows !== undefined && !(acts.headRows < B * T)) throw new Error("the head is not chunked");
   acts.idx.write(idx);
   acts.targets.write(tgt);
   poisonActivations(acts);
@@ -91,7 +100,8 @@ const BIG_B = 2, BIG_T = 65, DROP: GPTRefDropout = { seed: 1234, step: 3 };
 familyTest(
   "GPT C=132 T=65 V=67 B=2 with dropout 0.2: loss, logits, every gradient = float64 with the same masks",
   async () => {
-    const { ref, p64, idx, tgt } = await checkGradients(BIG, BIG_B, BIG_T, DROP, "gpt big dropout");
+    // The head in chunks of 48 rows (48, 48, 34): untied, biased.
+    const { ref, p64, idx, tgt } = await checkGradients(BIG, BIG_B, BIG_T, DROP, "gpt big dropout", 48);
     // The masks matter: without dropout, or with the next step's masks, the logits are far from these
     // (the tolerance above is 1e-5), so a GPU that skipped a dropout site or keyed it differently fails.
     for (const other of [undefined, { ...DROP, step: DROP.step + 1 }]) {
@@ -116,7 +126,8 @@ familyTest(
       dropout: 0.2,
       ...NANOGPT_ARCH,
     };
-    const { ref, p64, idx, tgt } = await checkGradients(cfg, 2, 33, DROP, "nanogpt arch dropout");
+    // The head in chunks of 24 rows (24, 24, 18): tied, no bias.
+    const { ref, p64, idx, tgt } = await checkGradients(cfg, 2, 33, DROP, "nanogpt arch dropout", 24);
     if (ref.grads.has("lm_head.weight") || ref.grads.has("ln_f.bias")) {
       throw new Error(
         "bias-free tied model has a head",
@@ -160,7 +171,8 @@ familyTest("GPT-2 architecture at V=50257: loss, logits, every gradient = float6
     dropout: 0,
     ...GPT2_ARCH,
   };
-  await checkGradients(cfg, 2, 8, { seed: 1, step: 1 }, "gpt2 arch V=50257");
+  // The head in chunks of 12 rows (12, 4): tied, biased elsewhere.
+  await checkGradients(cfg, 2, 8, { seed: 1, step: 1 }, "gpt2 arch V=50257", 12);
 });
 
 Deno.test("architecture options: parameter lists of the course, nanoGPT and GPT-2 models", () => {

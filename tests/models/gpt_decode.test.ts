@@ -103,8 +103,8 @@ familyTest("cached pass: logits of position t = row t of the full window pass, f
   dec.syncWeights();
   const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
   dec.win.idx.write(ids);
-  dec.windowPass(); // fills the KV cache for all T positions; its logits are the reference
-  const want = await dec.win.logits.read();
+  // fills the KV cache for all T positions; its logits are the reference
+  const want = await dec.windowPass().read();
   for (let t = 0; t < T; t++) {
     // Rewind: the window pass over positions < t only (later ids zeroed), then position t cached.
     dec.win.idx.write(ids.map((x, i) => (i % T < t ? x : 0)));
@@ -135,8 +135,7 @@ familyTest("last-row window pass: logits of row t = row t of the full window pas
   for (let t = 0; t < T; t++) {
     // Window filled up to t (the ids after it are zero padding, as in generation).
     dec.win.idx.write(ids.map((x, i) => (i % T <= t ? x : 0)));
-    dec.windowPass();
-    const want = await dec.win.logits.read();
+    const want = await dec.windowPass().read();
     dec.step.logits.poison();
     dec.lastRowPass(t);
     const got = await dec.step.logits.read();
@@ -196,8 +195,7 @@ familyTest(
       dec.syncWeights();
       const ids = Uint32Array.from({ length: B * T }, () => rng.int(V));
       dec.win.idx.write(ids);
-      dec.windowPass();
-      const want = await dec.win.logits.read();
+      const want = await dec.windowPass().read();
       const rows = (t: number) => want.filter((_, i) => Math.floor(i / V) % T === t);
       dec.step.logits.poison();
       dec.lastRowPass(T - 1);

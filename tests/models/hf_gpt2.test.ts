@@ -21,7 +21,7 @@ async function gpuLogits(cfg: GPTConfig, params: Map<string, Float32Array>, ids:
   const T = ids.length / B;
   const model = new GPT(rt, cfg, 1);
   model.params.writeAll(params);
-  const acts = new GPTActivations(rt, cfg, B, T);
+  const acts = new GPTActivations(rt, cfg, B, T, undefined, { logits: true });
   acts.idx.write(ids);
   acts.logits.poison();
   model.forward(acts, new StepState(rt, 0).tensor, false, false);

@@ -15,6 +15,7 @@ import { BigramActivations } from "../../models/bigram.ts";
 import { GPTStep } from "../../train/step.ts";
 import { type Epilogue, matmul, type MatmulKernel, type MatmulOpts, sumRows } from "../../ops/matmul.ts";
 import { addInto } from "../../ops/elementwise.ts";
+import { headLoss } from "../../ops/head.ts";
 import {
   geluBackward,
   geluForward,
@@ -154,7 +155,7 @@ const EPILOGUES: Epilogue[] = ["none", "relu", "leaky_relu", "gelu", "gelu_erf"]
  * Every op form at small awkward sizes, whether a model uses it or not: products in every
  * transposition (plain, accumulating, batched with alpha), each epilogue with a bias, all-scalar (7 x 13 x 9) and all-vec4 (8 x 12 x 16) shapes, the bias gradient fused
  * (rowSums) with a short K and a K long enough to be split, through each kernel of the family; then
- * sumRows, addInto and the activations. Small products are the cheapest instances of the kernels the
+ * the fused head in chunks, sumRows, addInto and the activations. Small products are the cheapest instances of the kernels the
  * models use, so the check runs those instead of the models' larger ones.
  */
 export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
@@ -192,6 +193,31 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
   // Every variant of the gpu family's tiled matmul (the autotuner may pick any), in every form; where
   // big workgroup arrays take minutes to compile (GL, the page), today's kernel and a large variant.
   if (rt.kernels === "gpu") dispatchEveryVariant(rt, variantsToCheck(rt));
+  // The fused head and loss in three chunks of rows (8, 8, 5: the cross-entropy rows past row0, the
+  // weight gradient accumulating over chunks), with a bias and without, training and evaluation.
+  {
+    const Nh = 21, Vh = 13, Ch = 24, R = 8;
+    const W = t(Vh * Ch).reshape([Vh, Ch]),
+      targets = Tensor.from(rt, Uint32Array.from({ length: Nh }, (_, i) => i % Vh));
+    const loss = {
+      targets,
+      rowLoss: Tensor.empty(rt, [Nh]),
+      loss: Tensor.empty(rt, [1]),
+      logits: Tensor.empty(rt, [R, Vh]),
+      rows: R,
+    };
+    for (const bias of [t(Vh), null]) {
+      const h = { xf: t(Nh * Ch), W, bias, N: Nh };
+      const grads = {
+        dlogits: Tensor.empty(rt, [R, Vh]),
+        dxf: Tensor.empty(rt, [Nh, Ch]),
+        dW: Tensor.empty(rt, [Vh, Ch]),
+        db: bias ? Tensor.empty(rt, [Vh]) : null,
+      };
+      headLoss(rt, h, loss, grads);
+      headLoss(rt, h, loss, null);
+    }
+  }
   const x = t(7 * 13), dy = t(7 * 13), y = Tensor.empty(rt, [7 * 13]);
   sumRows(rt, x, Tensor.empty(rt, [13]), 7, 13);
   addInto(rt, y, x);
