@@ -20,13 +20,13 @@
 import { f32, groups, type Param, type Runtime } from "../runtime.ts";
 import {
   type AttnBackwardTensors,
-  keyTensors,
   type AttnForwardTensors,
   type AttnShape,
   BACKWARD_KEYS_BINDINGS,
   BACKWARD_ROWS_BINDINGS,
   FORWARD_BINDINGS,
   KEEP_WGSL,
+  keyTensors,
 } from "./common.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
 

@@ -277,7 +277,10 @@ Deno.test("attention rejects bad shapes with clear errors", () => {
     () => attentionForward(rt, t, t, t, 1, 1, 2 * MAX_HS, 1, 0, state, 0, true),
     "exceeds the supported maximum",
   );
-  expectThrow(() => attentionForward(rt, t, t, Tensor.empty(rt, [63]), 1, 32, 8, 2, 0, state, 0, true), "lse has");
+  expectThrow(
+    () => attentionForward(rt, t, t, Tensor.empty(rt, [63]), 1, 32, 8, 2, 0, state, 0, true),
+    "lse has",
+  );
   expectThrow(
     () => attentionBackward(rt, t, t, t, t, t, Tensor.empty(rt, [63]), 1, 32, 8, 2, 0, state, 0, true),
     "delta has",
