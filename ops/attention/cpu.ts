@@ -230,10 +230,17 @@ ${each(hs, (d) => `  D${r} = fma(go${r}_${d}, o${r}_${d}, D${r});`)}
 ${loadRows(R, hs, "q", "qkv", (r) => `qkvB + tr${r} * C3`)}
   // Per key j: P_j = exp(s_j - lse), dS_j = P_j (dP_j − D_t), dq_t = scale Σ_j dS_j k_j.
 ${each(R, (r) => each(hs, (d) => `  var dq${r}_${d} = 0.0;`))}
+  // k_j stays in registers (kx) between its two uses: a load is a per-lane gather on llvmpipe.
+${each(hs, (d) => `  var kx${d} = 0.0;`)}
   for (var j = 0u; j < tEnd; j++) {
     let ko = qkvB + j * C3 + C;
 ${each(R, (r) => `    var s${r} = 0.0;\n    var dp${r} = 0.0;`)}
-${columns(hs, dc, "qkv", "ko", (d, x) => each(R, (r) => `s${r} = fma(q${r}_${d}, ${x}, s${r});`, " "))}
+${
+    columns(hs, dc, "qkv", "ko", (d, x) =>
+      `kx${d} = ${x}; ${
+        each(R, (r) => `s${r} = fma(q${r}_${d}, ${x}, s${r});`, " ")
+      }`)
+  }
 ${columns(hs, dc, "qkv", "ko + C", (d, x) => each(R, (r) => `dp${r} = fma(go${r}_${d}, ${x}, dp${r});`, " "))}
 ${
     each(R, (r) =>
@@ -244,11 +251,7 @@ ${
       ds${r} = select(0.0, pj * (dp - D${r}), j <= tr${r});
     }`)
   }
-${
-    columns(hs, dc, "qkv", "ko", (d, x) =>
-      each(R, (r) =>
-        `dq${r}_${d} = fma(ds${r}, ${x}, dq${r}_${d});`, " "))
-  }
+${each(hs, (d) => `    ${each(R, (r) => `dq${r}_${d} = fma(ds${r}, kx${d}, dq${r}_${d});`, " ")}`)}
   }
 ${storeRows(R, hs, "dq", "dqkv", (r) => `qkvB + tr${r} * C3`, (v) => `prm.scale * ${v}`)}
 }`;
@@ -266,14 +269,26 @@ ${rowIdx(R)}
 ${loadRows(R, hs, "k", "qkv", (r) => `qkvB + tr${r} * C3 + C`)}
 ${loadRows(R, hs, "v", "qkv", (r) => `qkvB + tr${r} * C3 + 2u * C`)}
 ${each(R, (r) => each(hs, (d) => `  var dk${r}_${d} = 0.0;\n  var dv${r}_${d} = 0.0;`))}
+  // q_i and dout_i stay in registers (qx, gx) between their two uses.
+${each(hs, (d) => `  var qx${d} = 0.0;\n  var gx${d} = 0.0;`)}
   for (var i = t0; i < T; i++) {
     let qo = qkvB + i * C3;
     let oo = oB + i * C;
     let Li = lse[bh * T + i];
     let Di = delta[bh * T + i];
 ${each(R, (r) => `    var s${r} = 0.0;\n    var dp${r} = 0.0;`)}
-${columns(hs, dc, "qkv", "qo", (d, x) => each(R, (r) => `s${r} = fma(${x}, k${r}_${d}, s${r});`, " "))}
-${columns(hs, dc, "dout", "oo", (d, x) => each(R, (r) => `dp${r} = fma(${x}, v${r}_${d}, dp${r});`, " "))}
+${
+    columns(hs, dc, "qkv", "qo", (d, x) =>
+      `qx${d} = ${x}; ${
+        each(R, (r) => `s${r} = fma(${x}, k${r}_${d}, s${r});`, " ")
+      }`)
+  }
+${
+    columns(hs, dc, "dout", "oo", (d, x) =>
+      `gx${d} = ${x}; ${
+        each(R, (r) => `dp${r} = fma(${x}, v${r}_${d}, dp${r});`, " ")
+      }`)
+  }
 ${
     each(R, (r) =>
       `    var w${r} = 0.0;
@@ -285,16 +300,8 @@ ${
       ds${r} = P * (dp${r} * mk - Di);
     }`)
   }
-${
-    columns(hs, dc, "dout", "oo", (d, x) =>
-      each(R, (r) =>
-        `dv${r}_${d} = fma(w${r}, ${x}, dv${r}_${d});`, " "))
-  }
-${
-    columns(hs, dc, "qkv", "qo", (d, x) =>
-      each(R, (r) =>
-        `dk${r}_${d} = fma(ds${r}, ${x}, dk${r}_${d});`, " "))
-  }
+${each(hs, (d) => `    ${each(R, (r) => `dv${r}_${d} = fma(w${r}, gx${d}, dv${r}_${d});`, " ")}`)}
+${each(hs, (d) => `    ${each(R, (r) => `dk${r}_${d} = fma(ds${r}, qx${d}, dk${r}_${d});`, " ")}`)}
   }
 ${storeRows(R, hs, "dk", "dqkv", (r) => `qkvB + tr${r} * C3 + C`, (v) => `prm.scale * ${v}`)}
 ${storeRows(R, hs, "dv", "dqkv", (r) => `qkvB + tr${r} * C3 + 2u * C`)}
