@@ -129,7 +129,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   try {
     if (ckpt.kind === "gpt") {
       // The decoder's window pass: GPTActivations for N sequences of block_size (the largest buffer
-      // is each layer's attention probabilities, [N, heads, block, block]).
+      // is the logits, [N, block, vocab], or the MLP's [N, block, 4 n_embd]).
       const cfg = ckpt.config as GPTConfig;
       checkBuffers(rt.device.limits, gptActivationBuffers(cfg, numSamples, cfg.blockSize), () => ({
         what: "decoding",

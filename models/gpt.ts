@@ -258,8 +258,8 @@ export interface LayerActs {
   rstd1: Tensor;
   /** Fused Q/K/V [N, 3C]. */
   qkv: Tensor;
-  /** Attention probabilities [B, H, T, T] (before dropout). */
-  probs: Tensor;
+  /** Attention softmax statistics [B, H, T]: each query row's log-sum-exp of its scores. */
+  lse: Tensor;
   /** Attention output (heads concatenated) [N, C]. */
   att: Tensor;
   /** Attention projection output [N, C]. */
@@ -327,8 +327,8 @@ export class GPTActivations {
   readonly dh: Tensor;
   /** Backward scratch: gradient of the MLP pre-activations. */
   readonly dh2: Tensor;
-  /** Backward scratch: gradient of the attention scores. */
-  readonly dscores: Tensor;
+  /** Backward scratch: attention's D_t = datt_t · att_t per (b, h, t) [B, H, T]. */
+  readonly delta: Tensor;
 
   /** Every row's logits [N, V]; throws unless allocated with `{ logits: true }`. */
   get logits(): Tensor {
@@ -366,7 +366,7 @@ export class GPTActivations {
         mean1: f([N], "mean1"),
         rstd1: f([N], "rstd1"),
         qkv: f([N, 3 * C], "qkv"),
-        probs: f([B * H * T * T], "probs"),
+        lse: f([B * H * T], "lse"),
         att: f([N, C], "att"),
         proj: f([N, C], "proj"),
         res2,
@@ -398,7 +398,7 @@ export class GPTActivations {
     this.dqkv = f([N, 3 * C], "dqkv");
     this.dh = f([N, 4 * C], "dh");
     this.dh2 = f([N, 4 * C], "dh2");
-    this.dscores = f([B * H * T * T], "dscores");
+    this.delta = f([B * H * T], "delta");
   }
 }
 
@@ -463,7 +463,7 @@ export class GPT {
       // x = x + dropout(proj(attention(ln1(x))))
       layernormForward(rt, a.res, w("ln1.weight"), b("ln1.bias"), a.xn1, a.mean1, a.rstd1, N, C);
       linearForward(rt, a.xn1, w("attn.qkv.weight"), b("attn.qkv.bias"), a.qkv, N);
-      attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, p, state, 3 * l, train);
+      attentionForward(rt, a.qkv, a.att, a.lse, B, T, C, H, p, state, 3 * l, train);
       linearForward(rt, a.att, w("attn.proj.weight"), b("attn.proj.bias"), a.proj, N);
       residualDropout(rt, a.res, a.proj, a.res2, p, state, 3 * l + 1, train);
       // x = x + dropout(mlp(ln2(x))), mlp = proj(act(fc))
@@ -573,9 +573,10 @@ export class GPT {
         rt,
         acts.datt,
         a.qkv,
-        a.probs,
+        a.att,
+        a.lse,
         acts.dqkv,
-        acts.dscores,
+        acts.delta,
         B,
         T,
         C,

@@ -294,7 +294,7 @@ export class GPTDecoder {
         this.lastLayerRows(x, t);
         return;
       }
-      if (window) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      if (window) attentionForward(rt, a.qkv, a.att, a.lse, B, T, C, H, 0, this.state, 3 * l, false);
       else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
       residualLinear(rt, a.att, lin(l, "attn.proj"), x, R, a.proj);
       const scratch2 = { xn: a.xn2, mean: a.mean2, rstd: a.rstd2 };
@@ -333,7 +333,7 @@ export class GPTDecoder {
         this.lastLayerRows(a.res, t);
         return;
       }
-      if (window) attentionForward(rt, a.qkv, a.att, a.probs, B, T, C, H, 0, this.state, 3 * l, false);
+      if (window) attentionForward(rt, a.qkv, a.att, a.lse, B, T, C, H, 0, this.state, 3 * l, false);
       else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
       linearForward(rt, a.att, w("attn.proj.weight"), b("attn.proj.bias"), a.proj, R);
       addLayernorm(rt, a.res, a.proj, ln2.w, ln2.b, a.res2, a.xn2, R, C);

@@ -1,9 +1,9 @@
 // What a configuration needs from the adapter, before anything is allocated: every GPU buffer of a
 // GPT training step (parameters, gradients, AdamW moments, gradient accumulation, every activation
 // GPTActivations allocates) or of a decoder, checked against the device's limits. Every buffer is
-// bound whole by some kernel (AdamW binds the flat parameter buffer, attention a layer's [B·H, T, T]
-// probabilities), so each must fit in one storage binding (maxStorageBufferBindingSize) and one
-// buffer (maxBufferSize). WebGPU does not report the device's total memory: the total is reported
+// bound whole by some kernel (AdamW binds the flat parameter buffer, the head the logits), so each
+// must fit in one storage binding (maxStorageBufferBindingSize) and one buffer (maxBufferSize).
+// Attention keeps O(B·H·T) per layer (its softmax statistics), never B·H·T·T. WebGPU does not report the device's total memory: the total is reported
 // (train.ts prints it), and an allocation past it fails as a GPUFailure. Browser-safe.
 
 import type { Runtime } from "../ops/runtime.ts";
@@ -13,7 +13,7 @@ import { paramCount } from "./checkpoint.ts";
 
 /** One GPU buffer a configuration allocates. */
 export interface BufferNeed {
-  /** The buffer's name (GPTActivations' labels: "probs", "h", "logits", ...; "params", "adam.m"). */
+  /** The buffer's name (GPTActivations' labels: "lse", "h", "logits", ...; "params", "adam.m"). */
   name: string;
   /** Size in bytes. */
   bytes: number;
@@ -120,7 +120,7 @@ export function checkBuffers(
 
 /** Which part of the GPT a buffer belongs to, by its name (GPTActivations' and the optimizer's labels). */
 export function gptBufferKind(name: string): "attention" | "parameter" | "activation" {
-  if (name === "probs" || name === "dscores") return "attention";
+  if (name === "lse" || name === "delta") return "attention";
   if (["params", "grads", "adam.m", "adam.v", "grad-accum"].includes(name)) return "parameter";
   return "activation";
 }
@@ -151,7 +151,7 @@ export function checkGptTraining(
     return kind === "attention"
       ? {
         what: "attention",
-        detail: `${n.name}: batch x ${H} heads x block x block floats, per layer`,
+        detail: `${n.name}: batch x ${H} heads x block floats`,
         flags: `--batch-size ${batch} --block-size ${T}`,
         advice: keep,
       }

@@ -5,13 +5,17 @@
 // `dropout_scale(seed, step, stream, idx, p)` (ops/hash.ts), so backward recomputes the same mask.
 //
 // Layouts: qkv [B*T, 3C], row (b,t) = [q | k | v], head h at columns h*hs.. of each part;
-// out [B*T, C] (heads concatenated); probs [B*H*T*T], P before dropout at ((b*H+h)*T + t)*T + j,
-// zero above the diagonal. dscores [B*H*T*T] is backward scratch.
+// out [B*T, C] (heads concatenated). Flash-style: no T x T buffer exists. The forward saves per query
+// row only lse [B*H*T], the log-sum-exp of its scaled scores at (b*H+h)*T + t, so P_tj =
+// exp(s_tj - lse_t) is recomputed wherever it is needed (the dropout mask is indexed by the element
+// ((b*H+h)*T + t)*T + j of the virtual [B, H, T, T] probabilities, as before). The backward uses
+// D_t = dout_t · out_t (= Σ_j P_j dP_j, dropout included), written to the scratch delta [B*H*T].
 //
 // This file checks the arguments and picks the kernel family (rt.kernels):
 //   ops/attention/gpu.ts  a workgroup of 64 per (b, h, 4 query rows), keys spread over it (real GPUs);
 //   ops/attention/cpu.ts  one invocation per R query rows of a (b, h) (CPU fallback adapters).
-// Both: 1 dispatch forward, 2 backward, deterministic (no atomics), nothing sized by T.
+// Both: 1 dispatch forward, 2 backward, deterministic (no atomics), memory O(B·H·T), causal (no work
+// above the diagonal).
 
 import type { Runtime } from "./runtime.ts";
 import type { Tensor } from "./tensor.ts";
@@ -56,15 +60,15 @@ function check(
 }
 
 /**
- * Causal multi-head self-attention core. qkv [B*T, 3C] -> out [B*T, C]; probs [B*H*T*T] receives
- * the softmax probabilities before dropout (zero above the diagonal), saved for the backward pass.
+ * Causal multi-head self-attention core. qkv [B*T, 3C] -> out [B*T, C]; lse [B*H*T] receives each
+ * query row's log-sum-exp of its scaled scores, all the backward pass needs besides qkv and out.
  * Dropout with rate p on the probabilities when `train` (mask from state = [seed, step, ..], stream).
  */
 export function attentionForward(
   rt: Runtime,
   qkv: Tensor,
   out: Tensor,
-  probs: Tensor,
+  lse: Tensor,
   B: number,
   T: number,
   C: number,
@@ -77,25 +81,26 @@ export function attentionForward(
   const s = check("attentionForward", B, T, C, H, p, state, stream, train, [
     [qkv, B * T * 3 * C, "qkv"],
     [out, B * T * C, "out"],
-    [probs, B * H * T * T, "probs"],
+    [lse, B * H * T, "lse"],
   ]);
-  if (rt.kernels === "gpu") forwardGpu(rt, { qkv, out, probs }, s);
-  else forwardCpu(rt, { qkv, out, probs }, s);
+  if (rt.kernels === "gpu") forwardGpu(rt, { qkv, out, lse }, s);
+  else forwardCpu(rt, { qkv, out, lse }, s);
 }
 
 /**
- * Backward of `attentionForward` given dout [B*T, C]: dqkv [B*T, 3C] is overwritten with
- * [dq | dk | dv]. dscores [B*H*T*T] is scratch (afterwards the CPU family leaves D_t in its first
- * B*H*T values, the GPU family dS in its lower triangle).
- * p, state, stream and train must be those of the forward pass (the dropout mask is recomputed).
+ * Backward of `attentionForward` given dout [B*T, C], from the forward's qkv, out and lse: dqkv
+ * [B*T, 3C] is overwritten with [dq | dk | dv]. delta [B*H*T] is scratch (afterwards it holds
+ * D_t = dout_t · out_t per query row). p, state, stream and train must be those of the forward
+ * pass (the dropout mask is recomputed).
  */
 export function attentionBackward(
   rt: Runtime,
   dout: Tensor,
   qkv: Tensor,
-  probs: Tensor,
+  out: Tensor,
+  lse: Tensor,
   dqkv: Tensor,
-  dscores: Tensor,
+  delta: Tensor,
   B: number,
   T: number,
   C: number,
@@ -108,10 +113,11 @@ export function attentionBackward(
   const s = check("attentionBackward", B, T, C, H, p, state, stream, train, [
     [dout, B * T * C, "dout"],
     [qkv, B * T * 3 * C, "qkv"],
-    [probs, B * H * T * T, "probs"],
+    [out, B * T * C, "out"],
+    [lse, B * H * T, "lse"],
     [dqkv, B * T * 3 * C, "dqkv"],
-    [dscores, B * H * T * T, "dscores"],
+    [delta, B * H * T, "delta"],
   ]);
-  if (rt.kernels === "gpu") backwardGpu(rt, { dout, qkv, probs, dqkv, dscores }, s);
-  else backwardCpu(rt, { dout, qkv, probs, dqkv, dscores }, s);
+  if (rt.kernels === "gpu") backwardGpu(rt, { dout, qkv, out, lse, dqkv, delta }, s);
+  else backwardCpu(rt, { dout, qkv, out, lse, dqkv, delta }, s);
 }

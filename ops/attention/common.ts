@@ -20,16 +20,20 @@ export interface AttnShape {
 export interface AttnForwardTensors {
   qkv: Tensor;
   out: Tensor;
-  probs: Tensor;
+  /** Per query row (b, h, t) at (b*H + h)*T + t: the log-sum-exp of its scaled scores. */
+  lse: Tensor;
 }
 
 /** The tensors of a backward launch, named as the kernels bind them. */
 export interface AttnBackwardTensors {
   dout: Tensor;
   qkv: Tensor;
-  probs: Tensor;
+  /** The forward's output (D_t = dout_t · out_t). */
+  out: Tensor;
+  lse: Tensor;
   dqkv: Tensor;
-  dscores: Tensor;
+  /** Scratch [B*H*T]: the row kernel writes D_t, the key kernel reads it. */
+  delta: Tensor;
 }
 
 /**
@@ -48,31 +52,38 @@ fn keep(idx: u32, key: u32, p: f32, ks: f32) -> f32 {
 
 // The storage bindings of the three kernels, the same in both families (the dispatch binds them by
 // these names: AttnForwardTensors and AttnBackwardTensors).
-/** Forward: qkv in; out and probs (pre-dropout) out; the step state. */
+/** Forward: qkv in; out and the rows' log-sum-exp out; the step state. */
 export const FORWARD_BINDINGS = bindings([
   "read> qkv: array<f32>",
   "read_write> out: array<f32>",
-  "read_write> probs: array<f32>",
+  "read_write> lse: array<f32>",
   "read> state: array<u32>",
 ]);
-/** Backward, per query row: dq (and D_t in dscores). */
+/** Backward, per query row: D_t -> delta, dq. */
 export const BACKWARD_ROWS_BINDINGS = bindings([
   "read> dout: array<f32>",
   "read> qkv: array<f32>",
-  "read> probs: array<f32>",
+  "read> out: array<f32>",
+  "read> lse: array<f32>",
   "read_write> dqkv: array<f32>",
-  "read_write> dscores: array<f32>",
+  "read_write> delta: array<f32>",
   "read> state: array<u32>",
 ]);
-/** Backward, per key row: dk and dv. */
+/** Backward, per key row: dk and dv (reads D_t from delta). */
 export const BACKWARD_KEYS_BINDINGS = bindings([
   "read> dout: array<f32>",
   "read> qkv: array<f32>",
-  "read> probs: array<f32>",
-  "read> dscores: array<f32>",
+  "read> lse: array<f32>",
+  "read> delta: array<f32>",
   "read_write> dqkv: array<f32>",
   "read> state: array<u32>",
 ]);
+
+/** The key kernel's tensors: the backward's, less the forward output. */
+export function keyTensors(t: AttnBackwardTensors): Omit<AttnBackwardTensors, "out"> {
+  const { out: _, ...rest } = t;
+  return rest;
+}
 
 function bindings(decls: string[]): string {
   return decls.map((d, i) => `@group(0) @binding(${i + 1}) var<storage, ${d};`).join("\n");

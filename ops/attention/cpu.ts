@@ -8,14 +8,14 @@
 // same causal trip counts. Nothing is sized by T; hs <= MAX_HS. B*H*ceil(T/R) invocations, 64 per
 // workgroup.
 // Forward, per R query rows (q in registers), two passes over the keys j <= t:
-//   1. online softmax statistics: row max m and l = Σ exp(s − m) (nothing stored);
-//   2. scores again, P = exp(s − m) / l written once to probs, out += dropout(P) · v.
-// Backward, deterministic and atomic-free, in two kernels (dscores is scratch: D lives in its first
-// B*H*T values):
-//   query rows t:  dP_j = (dout_t·v_j)·mask_j,  D_t = Σ_j P_j dP_j -> dscores[(b*H+h)*T + t],
-//                  then dS_j = P_j (dP_j − D_t) (dP recomputed), dq_t = scale Σ_j dS_j k_j
-//   key rows j:    (v_j in registers) per query t >= j: dP = (dout_t·v_j)·mask, dS = P (dP − D_t),
-//                  dk_j = scale Σ_t dS q_t,  dv_j = Σ_t P mask dout_t
+//   1. online softmax statistics: row max m and l = Σ exp(s − m) -> lse_t = m + log l;
+//   2. scores again, P = exp(s − m) / l, out += dropout(P) · v (P is never stored).
+// Backward, deterministic and atomic-free, in two kernels, P = exp(s − lse) recomputed per element:
+//   query rows t:  D_t = dout_t · out_t -> delta (= Σ_j P_j dP_j), then per key j <= t:
+//                  dP_j = (dout_t·v_j)·mask_j, dS_j = P_j (dP_j − D_t), dq_t = scale Σ_j dS_j k_j
+//   key rows j:    (k_j, v_j in registers) per query t >= j: P = exp(q_t·k_j scale − lse_t),
+//                  dP = (dout_t·v_j)·mask, dS = P (dP − D_t), dk_j = scale Σ_t dS q_t,
+//                  dv_j = Σ_t P mask dout_t
 
 import { f32, groups, type Param, type Runtime } from "../runtime.ts";
 import {
@@ -26,6 +26,7 @@ import {
   BACKWARD_ROWS_BINDINGS,
   FORWARD_BINDINGS,
   KEEP_WGSL,
+  keyTensors,
 } from "./common.ts";
 import { cachedWGSL } from "../wgsl_cache.ts";
 
@@ -56,7 +57,7 @@ const ROWS = /* wgsl */ `
   let tEnd = t0 + n;               // exclusive
   let qkvB = b * T * C3 + h * HS;  // q of (b, 0) for head h; + C for k, + 2C for v
   let oB = b * T * C + h * HS;     // out / dout of (b, 0) for head h
-  let pBase = bh * T * T;          // probs of head (b, h)
+  let pBase = bh * T * T;          // (virtual) probs of head (b, h): the dropout mask's index
   let key = drop_key(state[0], state[1], prm.stream);
   let ks = 1.0 / (1.0 - prm.p);`;
 
@@ -164,11 +165,6 @@ ${FORWARD_BINDINGS}
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 ${ROWS}
 ${rowIdx(R)}
-  // Zeros right of the group's last key (pass 2 writes the rest of the rows).
-  for (var r = 0u; r < n; r++) {
-    let ro = pBase + (t0 + r) * T;
-    for (var j = tEnd; j < T; j++) { probs[ro + j] = 0.0; }
-  }
 ${loadRows(R, hs, "q", "qkv", (r) => `qkvB + tr${r} * C3`)}
 ${each(R, (r) => `  var m${r} = -3.4028234e38;\n  var l${r} = 0.0;`)}
   // (-f32 max: Tint rejects 3.4028235e38 as above the f32 range, naga rounds it.)
@@ -188,7 +184,8 @@ ${
     }`)
   }
   }
-  // Pass 2: scores again, P = exp(s - m) / l stored, out = dropout(P) · v.
+${each(R, (r) => `  lse[bh * T + tr${r}] = m${r} + log(l${r});`)}
+  // Pass 2: scores again, P = exp(s - m) / l, out = dropout(P) · v.
 ${each(R, (r) => `  let inv${r} = 1.0 / l${r};\n${each(hs, (d) => `  var acc${r}_${d} = 0.0;`)}`)}
   for (var j = 0u; j < tEnd; j++) {
     let ko = qkvB + j * C3 + C;
@@ -199,9 +196,7 @@ ${
       `    var w${r} = 0.0;
     {
       let pj = select(0.0, exp(s${r} * prm.scale - m${r}) * inv${r}, j <= tr${r});
-      let i = pBase + tr${r} * T + j;
-      probs[i] = pj;
-      w${r} = pj * keep(i, key, prm.p, ks);
+      w${r} = pj * keep(pBase + tr${r} * T + j, key, prm.p, ks);
     }`)
   }
 ${
@@ -223,41 +218,40 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 ${ROWS}
 ${rowIdx(R)}
 ${loadRows(R, hs, "go", "dout", (r) => `oB + tr${r} * C`)}
-${each(R, (r) => `  var D${r} = 0.0;`)}
-  // Pass 1: D_t = Σ_j P_j dP_j with dP_j = (dout_t · v_j) · mask_j.
-  for (var j = 0u; j < tEnd; j++) {
-    let vo = qkvB + j * C3 + 2u * C;
-${each(R, (r) => `    var dp${r} = 0.0;`)}
-${columns(hs, dc, "qkv", "vo", (d, x) => each(R, (r) => `dp${r} = fma(go${r}_${d}, ${x}, dp${r});`, " "))}
+${loadRows(R, hs, "o", "out", (r) => `oB + tr${r} * C`)}
+  // D_t = dout_t · out_t (= Σ_j P_j dP_j, as out_t = Σ_j P_j mask_j v_j) -> delta, for the key kernel.
 ${
     each(R, (r) =>
-      `    {
-      let i = pBase + tr${r} * T + j;
-      D${r} = fma(select(0.0, probs[i], j <= tr${r}), dp${r} * keep(i, key, prm.p, ks), D${r});
-    }`)
+      `  var D${r} = 0.0;
+${each(hs, (d) => `  D${r} = fma(go${r}_${d}, o${r}_${d}, D${r});`)}
+  delta[bh * T + tr${r}] = D${r};
+  let L${r} = lse[bh * T + tr${r}];`)
   }
-  }
-${each(R, (r) => `  dscores[bh * T + tr${r}] = D${r};`)}
-  // Pass 2: dS_j = P_j (dP_j − D_t), dq_t = scale Σ_j dS_j k_j.
+${loadRows(R, hs, "q", "qkv", (r) => `qkvB + tr${r} * C3`)}
+  // Per key j: P_j = exp(s_j - lse), dS_j = P_j (dP_j − D_t), dq_t = scale Σ_j dS_j k_j.
 ${each(R, (r) => each(hs, (d) => `  var dq${r}_${d} = 0.0;`))}
+  // k_j stays in registers (kx) between its two uses: a load is a per-lane gather on llvmpipe.
+${each(hs, (d) => `  var kx${d} = 0.0;`)}
   for (var j = 0u; j < tEnd; j++) {
     let ko = qkvB + j * C3 + C;
-${each(R, (r) => `    var dp${r} = 0.0;`)}
+${each(R, (r) => `    var s${r} = 0.0;\n    var dp${r} = 0.0;`)}
+${
+    columns(hs, dc, "qkv", "ko", (d, x) =>
+      `kx${d} = ${x}; ${
+        each(R, (r) => `s${r} = fma(q${r}_${d}, ${x}, s${r});`, " ")
+      }`)
+  }
 ${columns(hs, dc, "qkv", "ko + C", (d, x) => each(R, (r) => `dp${r} = fma(go${r}_${d}, ${x}, dp${r});`, " "))}
 ${
     each(R, (r) =>
       `    var ds${r} = 0.0;
     {
-      let i = pBase + tr${r} * T + j;
-      let dp = dp${r} * keep(i, key, prm.p, ks);
-      ds${r} = select(0.0, probs[i] * (dp - D${r}), j <= tr${r});
+      let pj = exp(s${r} * prm.scale - L${r});
+      let dp = dp${r} * keep(pBase + tr${r} * T + j, key, prm.p, ks);
+      ds${r} = select(0.0, pj * (dp - D${r}), j <= tr${r});
     }`)
   }
-${
-    columns(hs, dc, "qkv", "ko", (d, x) =>
-      each(R, (r) =>
-        `dq${r}_${d} = fma(ds${r}, ${x}, dq${r}_${d});`, " "))
-  }
+${each(hs, (d) => `    ${each(R, (r) => `dq${r}_${d} = fma(ds${r}, kx${d}, dq${r}_${d});`, " ")}`)}
   }
 ${storeRows(R, hs, "dq", "dqkv", (r) => `qkvB + tr${r} * C3`, (v) => `prm.scale * ${v}`)}
 }`;
@@ -271,37 +265,43 @@ ${BACKWARD_KEYS_BINDINGS}
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
 ${ROWS}
 ${rowIdx(R)}
-  // Here the R rows are KEYS j = t0 + r (v_j in registers); loop over the queries i >= t0.
+  // Here the R rows are KEYS j = t0 + r (k_j, v_j in registers); loop over the queries i >= t0.
+${loadRows(R, hs, "k", "qkv", (r) => `qkvB + tr${r} * C3 + C`)}
 ${loadRows(R, hs, "v", "qkv", (r) => `qkvB + tr${r} * C3 + 2u * C`)}
 ${each(R, (r) => each(hs, (d) => `  var dk${r}_${d} = 0.0;\n  var dv${r}_${d} = 0.0;`))}
+  // q_i and dout_i stay in registers (qx, gx) between their two uses.
+${each(hs, (d) => `  var qx${d} = 0.0;\n  var gx${d} = 0.0;`)}
   for (var i = t0; i < T; i++) {
     let qo = qkvB + i * C3;
     let oo = oB + i * C;
-    let Di = dscores[bh * T + i];
+    let Li = lse[bh * T + i];
+    let Di = delta[bh * T + i];
+${each(R, (r) => `    var s${r} = 0.0;\n    var dp${r} = 0.0;`)}
 ${
-    each(R, (r) =>
-      `    var P${r} = 0.0;
-    var mk${r} = 0.0;
-    var w${r} = 0.0;
-    var dp${r} = 0.0;
-    {
-      let ix = pBase + i * T + tr${r};
-      P${r} = select(0.0, probs[ix], tr${r} <= i);
-      mk${r} = keep(ix, key, prm.p, ks);
-      w${r} = P${r} * mk${r};
-    }`)
+    columns(hs, dc, "qkv", "qo", (d, x) =>
+      `qx${d} = ${x}; ${
+        each(R, (r) => `s${r} = fma(${x}, k${r}_${d}, s${r});`, " ")
+      }`)
   }
 ${
     columns(hs, dc, "dout", "oo", (d, x) =>
-      each(R, (r) =>
-        `dp${r} = fma(${x}, v${r}_${d}, dp${r}); dv${r}_${d} = fma(w${r}, ${x}, dv${r}_${d});`, " "))
+      `gx${d} = ${x}; ${
+        each(R, (r) => `dp${r} = fma(${x}, v${r}_${d}, dp${r});`, " ")
+      }`)
   }
-${each(R, (r) => `    let ds${r} = P${r} * (dp${r} * mk${r} - Di);`)}
 ${
-    columns(hs, dc, "qkv", "qo", (d, x) =>
-      each(R, (r) =>
-        `dk${r}_${d} = fma(ds${r}, ${x}, dk${r}_${d});`, " "))
+    each(R, (r) =>
+      `    var w${r} = 0.0;
+    var ds${r} = 0.0;
+    {
+      let P = select(0.0, exp(s${r} * prm.scale - Li), tr${r} <= i);
+      let mk = keep(pBase + i * T + tr${r}, key, prm.p, ks);
+      w${r} = P * mk;
+      ds${r} = P * (dp${r} * mk - Di);
+    }`)
   }
+${each(hs, (d) => `    ${each(R, (r) => `dv${r}_${d} = fma(w${r}, gx${d}, dv${r}_${d});`, " ")}`)}
+${each(hs, (d) => `    ${each(R, (r) => `dk${r}_${d} = fma(ds${r}, qx${d}, dk${r}_${d});`, " ")}`)}
   }
 ${storeRows(R, hs, "dk", "dqkv", (r) => `qkvB + tr${r} * C3 + C`, (v) => `prm.scale * ${v}`)}
 ${storeRows(R, hs, "dv", "dqkv", (r) => `qkvB + tr${r} * C3 + 2u * C`)}
@@ -310,7 +310,7 @@ ${storeRows(R, hs, "dv", "dqkv", (r) => `qkvB + tr${r} * C3 + 2u * C`)}
 
 type Kind = "fwd" | "bwd_rows" | "bwd_keys";
 /**
- * Rows per invocation: R·hs <= 256 registers per row set (2 sets, 3 in the key kernel), R <= 16.
+ * Rows per invocation: R·hs <= 256 registers per row set (3 sets, 4 in the key kernel), R <= 16.
  * R = 16 runs about 1.4x faster than R = 8 at hs = 16 on lavapipe; compile time grows faster
  * than R (about 0.5 s per kernel at R = 8, 1.3 s at R = 16, uncached).
  */
@@ -362,7 +362,7 @@ export function backwardCpu(rt: Runtime, t: AttnBackwardTensors, s: AttnShape): 
   rt.dispatch(
     "attention_bwd_keys",
     kernel("bwd_keys", s.hs, R),
-    { ...t, state: s.state },
+    { ...keyTensors(t), state: s.state },
     params,
     wgs,
   );

@@ -20,11 +20,12 @@ import {
 const limit = bufferLimit(rt.device.limits);
 const LIMIT = `this adapter allows ${fmtBytes(limit.bytes).replace(".", "\\.")} per ${limit.per}`;
 
-Deno.test("train.ts: an attention buffer over the adapter's limit is one line naming --batch-size and --block-size", async () => {
+Deno.test("train.ts: an activation buffer over the adapter's limit is one line naming --batch-size and --block-size", async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    // probs of one layer: batch x heads x block x block floats; just over the limit at batch 64, 2 heads.
-    const T = Math.ceil(Math.sqrt(limit.bytes / (4 * 64 * 2))) + 1;
+    // The MLP's hidden activations: batch x block x 4·16 floats, just over the limit at batch 64
+    // (attention keeps only batch x heads x block floats per layer: never the largest).
+    const T = Math.ceil(limit.bytes / (4 * 64 * 64)) + 1;
     const data = await writeData(dir, corpus(Math.ceil(T * 2.5)));
     const r = await train(dir, [
       `--data=${data}`,
@@ -36,9 +37,8 @@ Deno.test("train.ts: an attention buffer over the adapter's limit is one line na
     assertUserError(
       r,
       new RegExp(
-        `^error: --batch-size 64 --block-size ${T} needs a .* attention buffer \\(probs: batch x 2 heads x block ` +
-          `x block floats, per layer\\); ${LIMIT}: lower --batch-size \\(raise --grad-accum to keep the tokens per ` +
-          `step\\) or --block-size$`,
+        `^error: --batch-size 64 --block-size ${T} --n-embd 16 needs a .* activation buffer \\(\\w+\\); ${LIMIT}: ` +
+          `lower --batch-size \\(raise --grad-accum to keep the tokens per step\\) or --block-size$`,
       ),
     );
     assert.equal(await Deno.stat(`${dir}/out`).then(() => true, () => false), false, "no --out left behind");
@@ -75,8 +75,8 @@ Deno.test("train.ts: a parameter buffer over the limit names --n-embd and --n-la
 Deno.test("sample.ts: --num-samples whose decoding buffers exceed the limit is one line", async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    // The decoder's probs for 256 samples: 256 x 2 heads x block x block floats.
-    const T = Math.ceil(Math.sqrt(limit.bytes / (4 * 256 * 2))) + 1;
+    // The decoder's MLP activations for 256 samples: 256 x block x 4·16 floats.
+    const T = Math.ceil(limit.bytes / (4 * 256 * 64)) + 1;
     await writeCheckpoint(dir, { cfg: { blockSize: T } });
     const r = await sample(dir, [
       `--checkpoint=${dir}/model.safetensors`,
@@ -86,7 +86,7 @@ Deno.test("sample.ts: --num-samples whose decoding buffers exceed the limit is o
     assertUserError(
       r,
       new RegExp(
-        `^error: --num-samples 256 \\(block size ${T}, 2 heads\\) needs a .* decoding buffer \\(probs\\); ` +
+        `^error: --num-samples 256 \\(block size ${T}, 2 heads\\) needs a .* decoding buffer \\(\\w+\\); ` +
           `${LIMIT}: use fewer samples$`,
       ),
     );

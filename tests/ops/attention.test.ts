@@ -9,7 +9,8 @@ const rng = new Rng(4321);
 // (B, T, C, H): a single element, odd B*H*T counts, head sizes 4, 16, 15 and 6 (CPU family: 16 rows
 // per invocation), 48 (5 rows, column loops in 3 chunks) and MAX_HS = 128 (2 rows, 8 chunks); T = 65,
 // 129 and 256 (GPU family: 2 to 4 tiles of 64 keys); hs = 1, 2 and 10 (GPU: 64, 32 and 6 column
-// groups), 100 (two columns per lane, the second partial); B*H from 1 to 96.
+// groups), 100 (two columns per lane, the second partial); B*H from 1 to 96; hs = 33 (odd: C 99, H 3)
+// and 64 at T = 70 (two key tiles, the second partial).
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 4, 1],
   [2, 7, 12, 3],
@@ -25,6 +26,8 @@ const SHAPES: [number, number, number, number][] = [
   [2, 9, 3, 3], // hs = 1
   [12, 5, 16, 8], // hs = 2, B*H = 96
   [1, 70, 100, 1], // hs = 100
+  [1, 67, 99, 3], // hs = 33
+  [1, 70, 128, 2], // hs = 64
 ];
 
 const MODES = [
@@ -39,8 +42,9 @@ function stepState(seed: number, step: number): Tensor {
 
 interface Run {
   out: Float32Array;
-  probs: Float32Array;
+  lse: Float32Array;
   dqkv: Float32Array;
+  delta: Float32Array;
 }
 
 /** Forward then backward on freshly poisoned outputs; returns what the kernels wrote. */
@@ -49,12 +53,29 @@ async function run(cfg: AttnCfg, qkv: Float32Array, dout: Float32Array): Promise
   const state = stepState(cfg.seed, cfg.step);
   const Q = Tensor.from(rt, qkv);
   const out = poisoned([B * T * C]);
-  const probs = poisoned([B * H * T * T]);
-  attentionForward(rt, Q, out, probs, B, T, C, H, p, state, stream, train);
+  const lse = poisoned([B * H * T]);
+  attentionForward(rt, Q, out, lse, B, T, C, H, p, state, stream, train);
   const dqkv = poisoned([B * T * 3 * C]);
-  const dscores = poisoned([B * H * T * T]);
-  attentionBackward(rt, Tensor.from(rt, dout), Q, probs, dqkv, dscores, B, T, C, H, p, state, stream, train);
-  return { out: await out.read(), probs: await probs.read(), dqkv: await dqkv.read() };
+  const delta = poisoned([B * H * T]);
+  attentionBackward(rt, Tensor.from(rt, dout), Q, out, lse, dqkv, delta, B, T, C, H, p, state, stream, train);
+  return { out: await out.read(), lse: await lse.read(), dqkv: await dqkv.read(), delta: await delta.read() };
+}
+
+/** D_t = dout_t · out_t per (b, h, t), from the float64 forward output. */
+function deltaRef(dout: ArrayLike<number>, out: ArrayLike<number>, cfg: AttnCfg): Float64Array {
+  const { B, T, C, H } = cfg, hs = C / H;
+  const D = new Float64Array(B * H * T);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        for (let d = 0; d < hs; d++) {
+          const i = (b * T + t) * C + h * hs + d;
+          D[(b * H + h) * T + t] += dout[i] * out[i];
+        }
+      }
+    }
+  }
+  return D;
 }
 
 familyTest("attention forward/backward vs float64 reference (p=0, dropout, eval)", async () => {
@@ -67,29 +88,24 @@ familyTest("attention forward/backward vs float64 reference (p=0, dropout, eval)
       const tag = `(${B},${T},${C},${H}) ${m.name}`;
       try {
         assertClose(got.out, want.out, 1e-5, "attention fwd out");
-        assertClose(got.probs, want.probs, 1e-5, "attention fwd probs");
+        assertClose(got.lse, want.lse, 1e-5, "attention fwd lse");
         assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv");
+        assertClose(got.delta, deltaRef(dout, want.out, cfg), 1e-4, "attention bwd delta");
       } catch (e) {
         throw new Error(`${tag}: ${(e as Error).message}`);
-      }
-      // Every element above the diagonal must be exactly 0 (the buffer was NaN-poisoned).
-      for (let r = 0; r < B * H * T; r++) {
-        for (let j = (r % T) + 1; j < T; j++) {
-          if (got.probs[r * T + j] !== 0) throw new Error(`${tag}: probs above diagonal not zero`);
-        }
       }
     }
   }
 });
 
 familyTest("attention at T = 1024 (16 tiles of keys) vs float64 reference, dropout on", async () => {
-  const [B, T, C, H] = [1, 1024, 6, 2];
+  const [B, T, C, H] = [1, 1024, 32, 2];
   const cfg: AttnCfg = { B, T, C, H, p: 0.1, train: true, seed: 4, step: 9, stream: 2 };
   const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
   const got = await run(cfg, qkv, dout);
   const want = attentionRef(qkv, cfg);
   assertClose(got.out, want.out, 1e-5, "attention fwd out (T 1024)");
-  assertClose(got.probs, want.probs, 1e-5, "attention fwd probs (T 1024)");
+  assertClose(got.lse, want.lse, 1e-5, "attention fwd lse (T 1024)");
   assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv (T 1024)");
 });
 
@@ -106,8 +122,8 @@ familyTest("attention dropout is active and matches the TS mirror mask", async (
   const qkv = rng.uniformArray(B * T * 3 * C), dout = rng.uniformArray(B * T * C);
   const withDrop = await run(cfg, qkv, dout);
   const noDrop = await run({ ...cfg, p: 0 }, qkv, dout);
-  // Probabilities are saved before dropout: identical; the outputs differ.
-  assertClose(withDrop.probs, noDrop.probs, 0, "attention probs independent of dropout");
+  // The softmax statistics are taken before dropout: identical; the outputs differ.
+  assertClose(withDrop.lse, noDrop.lse, 0, "attention lse independent of dropout");
   if (withDrop.out.every((v, i) => v === noDrop.out[i])) throw new Error("dropout changed nothing");
   // A different step gives a different mask.
   const other = await run({ ...cfg, step: 8 }, qkv, dout);
@@ -165,7 +181,7 @@ Deno.test("attention: the gpu and cpu families agree (dropout on)", async () => 
   }
   const { gpu, cpu } = runs as Record<KernelFamily, Run>;
   assertClose(gpu.out, cpu.out, 1e-5, "attention gpu vs cpu out");
-  assertClose(gpu.probs, cpu.probs, 1e-5, "attention gpu vs cpu probs");
+  assertClose(gpu.lse, cpu.lse, 1e-5, "attention gpu vs cpu lse");
   assertClose(gpu.dqkv, cpu.dqkv, 1e-4, "attention gpu vs cpu dqkv");
 });
 
@@ -218,10 +234,10 @@ familyTest("attention eval mode equals p=0, and runs are bit-identical", async (
     const x = new Uint32Array(a.buffer), y = new Uint32Array(b.buffer);
     if (x.length !== y.length || x.some((v, i) => v !== y[i])) throw new Error(`${what}: not bit-identical`);
   };
-  for (const k of ["out", "probs", "dqkv"] as const) same(evalRun[k], p0[k], `eval vs p=0 ${k}`);
+  for (const k of ["out", "lse", "dqkv"] as const) same(evalRun[k], p0[k], `eval vs p=0 ${k}`);
   const train = { ...base, train: true };
   const r1 = await run(train, qkv, dout), r2 = await run(train, qkv, dout);
-  for (const k of ["out", "probs", "dqkv"] as const) same(r1[k], r2[k], `determinism ${k}`);
+  for (const k of ["out", "lse", "dqkv"] as const) same(r1[k], r2[k], `determinism ${k}`);
 });
 
 familyTest("attention softmax is stable for large scores", async () => {
@@ -240,7 +256,7 @@ familyTest("attention softmax is stable for large scores", async () => {
   const got = await run(cfg, qkv, dout);
   const want = attentionRef(qkv, cfg);
   assertClose(got.out, want.out, 1e-5, "attention fwd out (large scores)");
-  assertClose(got.probs, want.probs, 1e-5, "attention fwd probs (large scores)");
+  assertClose(got.lse, want.lse, 1e-5, "attention fwd lse (large scores)");
   assertClose(got.dqkv, attentionGradRef(dout, qkv, cfg), 1e-4, "attention bwd dqkv (large scores)");
 });
 
@@ -261,9 +277,16 @@ Deno.test("attention rejects bad shapes with clear errors", () => {
     () => attentionForward(rt, t, t, t, 1, 1, 2 * MAX_HS, 1, 0, state, 0, true),
     "exceeds the supported maximum",
   );
-  expectThrow(() => attentionForward(rt, t, t, t, 1, 32, 8, 2, 0, state, 0, true), "probs has");
   expectThrow(
-    () => attentionBackward(rt, t, t, t, t, t, 1, 2, 8, 2, 0, Tensor.empty(rt, [4]), 0, true),
+    () => attentionForward(rt, t, t, Tensor.empty(rt, [63]), 1, 32, 8, 2, 0, state, 0, true),
+    "lse has",
+  );
+  expectThrow(
+    () => attentionBackward(rt, t, t, t, t, t, Tensor.empty(rt, [63]), 1, 32, 8, 2, 0, state, 0, true),
+    "delta has",
+  );
+  expectThrow(
+    () => attentionBackward(rt, t, t, t, t, t, t, 1, 2, 8, 2, 0, Tensor.empty(rt, [4]), 0, true),
     "u32 step-state",
   );
 });

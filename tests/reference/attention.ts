@@ -21,15 +21,19 @@ export function attnMask(cfg: AttnCfg, idx: number): number {
   return dropoutScale(cfg.seed, cfg.step, cfg.stream, idx, p);
 }
 
-/** Forward: out [B*T, C] and probs [B*H*T*T] (softmax before dropout, zero above the diagonal). */
+/**
+ * Forward: out [B*T, C], probs [B*H*T*T] (softmax before dropout, zero above the diagonal) and lse
+ * [B*H*T] (each query row's log-sum-exp of its scaled scores).
+ */
 export function attentionRef(
   qkv: ArrayLike<number>,
   cfg: AttnCfg,
-): { out: Float64Array; probs: Float64Array } {
+): { out: Float64Array; probs: Float64Array; lse: Float64Array } {
   const { B, T, C, H } = cfg;
   const hs = C / H, scale = 1 / Math.sqrt(hs), C3 = 3 * C;
   const out = new Float64Array(B * T * C);
   const probs = new Float64Array(B * H * T * T);
+  const lse = new Float64Array(B * H * T);
   const q = (b: number, t: number, h: number, d: number) => qkv[(b * T + t) * C3 + h * hs + d];
   const k = (b: number, t: number, h: number, d: number) => qkv[(b * T + t) * C3 + C + h * hs + d];
   const v = (b: number, t: number, h: number, d: number) => qkv[(b * T + t) * C3 + 2 * C + h * hs + d];
@@ -47,6 +51,7 @@ export function attentionRef(
         }
         let sum = 0;
         for (let j = 0; j <= t; j++) sum += Math.exp(s[j] - m);
+        lse[(b * H + h) * T + t] = m + Math.log(sum);
         for (let j = 0; j <= t; j++) {
           const pj = Math.exp(s[j] - m) / sum;
           probs[r0 + j] = pj;
@@ -56,7 +61,7 @@ export function attentionRef(
       }
     }
   }
-  return { out, probs };
+  return { out, probs, lse };
 }
 
 /** Analytic gradient of L = Σ dout·out with respect to qkv, packed [dq | dk | dv] like qkv. */

@@ -10,6 +10,7 @@ import {
   checkBuffers,
   checkGptTraining,
   gptActivationBuffers,
+  gptBufferKind,
   gptTrainingBuffers,
   totalBytes,
 } from "../../models/memory.ts";
@@ -38,9 +39,11 @@ Deno.test("gptActivationBuffers lists exactly what GPTActivations allocates", ()
     assert.equal(needs.length, created, `B ${B}, T ${T}: buffer count`);
     const real = actBuffers(acts).reduce((a, b) => a + b.size, 0);
     assert.equal(needs.reduce((a, n) => a + rounded(n.bytes), 0), real, `B ${B}, T ${T}: bytes`);
-    const probs = needs.filter((n) => n.name === "probs");
-    assert.equal(probs.length, cfg.nLayer);
-    assert.ok(probs.every((n) => n.bytes === 4 * B * cfg.nHead * T * T));
+    // Attention saves O(B·H·T) per layer (no T x T probabilities): lse per layer, one shared delta.
+    const lse = needs.filter((n) => n.name === "lse"), delta = needs.filter((n) => n.name === "delta");
+    assert.equal(lse.length, cfg.nLayer);
+    assert.equal(delta.length, 1);
+    assert.ok([...lse, ...delta].every((n) => n.bytes === 4 * B * cfg.nHead * T));
   }
 });
 
@@ -89,16 +92,34 @@ Deno.test("checkBuffers: the largest buffer over the limit, one line, per bindin
   }
 });
 
+Deno.test("gptActivationBuffers: attention at GPT-2 124M, batch 1, block 1024, is O(B·H·T)", () => {
+  const gpt2: GPTConfig = {
+    vocabSize: 50257,
+    nEmbd: 768,
+    nHead: 12,
+    nLayer: 12,
+    blockSize: 1024,
+    dropout: 0,
+  };
+  const needs = gptActivationBuffers(gpt2, 1, 1024).filter((n) => gptBufferKind(n.name) === "attention");
+  // 12 layers of lse [1, 12, 1024] and one delta: 13 x 48 KiB (the probabilities were 12 x 48 MiB).
+  assert.equal(needs.length, 13);
+  assert.equal(needs.reduce((a, n) => a + n.bytes, 0), 13 * 4 * 12 * 1024);
+});
+
 Deno.test("checkGptTraining: nanogpt-char at batch 64 fits 128 MiB bindings, block 512 does not", () => {
   const nano: GPTConfig = { vocabSize: 65, nEmbd: 384, nHead: 6, nLayer: 6, blockSize: 256, dropout: 0.2 };
   const lavapipe = {
     device: { limits: { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 31 - 1 } },
   };
   const total = checkGptTraining(lavapipe as never, nano, 64, 1, "adamw");
-  assert.ok(total > 3 * 2 ** 30 && total < 4 * 2 ** 30, `total ${total}`);
+  // 2.5 GiB: 3.3 GiB before flash attention, whose 6 x 96 MiB of probabilities (and 96 MiB of
+  // dscores) became 6 x 384 KiB of lse and one 384 KiB delta.
+  assert.ok(total > 2 * 2 ** 30 && total < 3 * 2 ** 30, `total ${total}`);
+  // Block 512: no attention buffer grows with T², the MLP's activations are the largest.
   assert.throws(
     () => checkGptTraining(lavapipe as never, { ...nano, blockSize: 512 }, 64, 1, "adamw"),
-    /^UsageError: --batch-size 64 --block-size 512 needs a 384 MiB attention buffer/,
+    /^UsageError: --batch-size 64 --block-size 512 --n-embd 384 needs a 192 MiB activation buffer \(h\)/,
   );
   assert.throws(
     () => checkGptTraining(lavapipe as never, { ...nano, blockSize: 64 }, 4096, 1, "adamw"),
