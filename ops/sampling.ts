@@ -171,28 +171,40 @@ fn search(lid: u32, row: u32, zmax: f32, lo0: u32, hi0: u32, goal: f32, mass: bo
   var lo = lo0;
   var hi = hi0;
   var above = 0.0;
-  let one = vec4<f32>(1.0);
-  let zero = vec4<f32>(0.0);
   for (var round = 0u; round < 8u; round++) {
     let w = hi - lo;
     let st = w / 16u + 1u;
     let valid = w / st; // pivots lo + j·st for j = 1..valid lie in (lo, hi]; the others are ignored
-    let q0 = vec4<u32>(lo) + vec4<u32>(1u, 2u, 3u, 4u) * st;
-    let q1 = q0 + vec4<u32>(4u * st);
-    let q2 = q1 + vec4<u32>(4u * st);
-    let q3 = q2 + vec4<u32>(4u * st);
-    var a0 = zero;
-    var a1 = zero;
-    var a2 = zero;
-    var a3 = zero;
+    // The pivots as scalars: a vec4<u32> of keys would be just as fast (the lanes of a SIMD batch are
+    // invocations, not components) but the race check's interpreter holds vector components as floats.
+    let q1 = lo + st;
+    let q2 = q1 + st;
+    let q3 = q2 + st;
+    let q4 = q3 + st;
+    let q5 = q4 + st;
+    let q6 = q5 + st;
+    let q7 = q6 + st;
+    let q8 = q7 + st;
+    let q9 = q8 + st;
+    let q10 = q9 + st;
+    let q11 = q10 + st;
+    let q12 = q11 + st;
+    let q13 = q12 + st;
+    let q14 = q13 + st;
+    let q15 = q14 + st;
+    let q16 = q15 + st;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var i = lid; i < p.V; i += WG) {
       let z = logits[row + i] / p.temperature;
-      let k = vec4<u32>(key_of(z));
-      let x = select(one, vec4<f32>(exp(z - zmax)), mass);
-      a0 += select(zero, x, k >= q0);
-      a1 += select(zero, x, k >= q1);
-      a2 += select(zero, x, k >= q2);
-      a3 += select(zero, x, k >= q3);
+      let k = key_of(z);
+      let x = select(1.0, exp(z - zmax), mass);
+      a0 += vec4<f32>(select(0.0, x, k >= q1), select(0.0, x, k >= q2), select(0.0, x, k >= q3), select(0.0, x, k >= q4));
+      a1 += vec4<f32>(select(0.0, x, k >= q5), select(0.0, x, k >= q6), select(0.0, x, k >= q7), select(0.0, x, k >= q8));
+      a2 += vec4<f32>(select(0.0, x, k >= q9), select(0.0, x, k >= q10), select(0.0, x, k >= q11), select(0.0, x, k >= q12));
+      a3 += vec4<f32>(select(0.0, x, k >= q13), select(0.0, x, k >= q14), select(0.0, x, k >= q15), select(0.0, x, k >= q16));
     }
     reduce16(lid, a0, a1, a2, a3);
     let t = vec4<f32>(goal);
@@ -200,13 +212,14 @@ fn search(lid: u32, row: u32, zmax: f32, lo0: u32, hi0: u32, goal: f32, mass: bo
     let ok = vec4<u32>(1u);
     let none = vec4<u32>(0u);
     // J = the valid pivots that reach the goal (a prefix of them, F being monotone).
-    let J = dot(select(none, ok, red[0] >= t & j0 <= vec4<u32>(valid)), ok) +
-      dot(select(none, ok, red[1] >= t & j0 + 4u <= vec4<u32>(valid)), ok) +
-      dot(select(none, ok, red[2] >= t & j0 + 8u <= vec4<u32>(valid)), ok) +
-      dot(select(none, ok, red[3] >= t & j0 + 12u <= vec4<u32>(valid)), ok);
+    let c = select(none, ok, red[0] >= t & j0 <= vec4<u32>(valid)) +
+      select(none, ok, red[1] >= t & j0 + 4u <= vec4<u32>(valid)) +
+      select(none, ok, red[2] >= t & j0 + 8u <= vec4<u32>(valid)) +
+      select(none, ok, red[3] >= t & j0 + 12u <= vec4<u32>(valid));
+    let J = c.x + c.y + c.z + c.w;
     if (J < valid) {
       hi = lo + (J + 1u) * st - 1u;
-      above = red[J / 4u][J % 4u];
+      above = red[J >> 2u][J & 3u];
     }
     lo += J * st;
   }
@@ -393,7 +406,15 @@ export interface SampleArgs extends SampleParams {
   rowOffset?: number;
   seq0?: number; // sequence b draws from stream seq0 + b (default 0)
   step?: number; // added to state[1] for the draw index (default 0)
+  /** Invocations per sequence, one of SAMPLE_WORKGROUP_SIZES (default: the family's shape for V). */
+  workgroupSize?: number;
 }
+
+/**
+ * The kernel's workgroup shapes (see workgroupSize). The race check forces each one at a small V, where
+ * the detector's interpreter is quick: the code is the same at every V but for the shape.
+ */
+export const SAMPLE_WORKGROUP_SIZES: readonly number[] = [8, 32, 128];
 
 /**
  * Record one sampling dispatch: ids[b] = the token drawn from logits row b·rowStride + rowOffset.
@@ -407,10 +428,12 @@ export function sampleTokens(
   state: Tensor,
   a: SampleArgs,
 ): void {
-  const { B, V, rowStride = 1, rowOffset = 0, seq0 = 0, step = 0 } = a;
+  const { B, V, rowStride = 1, rowOffset = 0, seq0 = 0, step = 0, workgroupSize: wg = workgroupSize(rt, V) } =
+    a;
   if (!Number.isInteger(V) || V < 1 || !Number.isInteger(B) || B < 1) {
     throw new Error(`sampleTokens: bad shape B=${B} V=${V}`);
   }
+  if (!SAMPLE_WORKGROUP_SIZES.includes(wg)) throw new Error(`sampleTokens: workgroup size ${wg}`);
   if (!(a.temperature >= 0) || !(a.topP > 0 && a.topP <= 1) || !(a.topK >= 0)) {
     throw new Error("sampleTokens: temperature must be >= 0, top-p in (0, 1], top-k >= 0");
   }
@@ -427,7 +450,7 @@ export function sampleTokens(
   const greedy = a.temperature === 0 ? 1 : 0;
   rt.dispatch(
     "sample",
-    sampleWgsl(workgroupSize(rt, V)),
+    sampleWgsl(wg),
     { logits, probs, ids, state },
     [V, rowStride, rowOffset, topK, greedy, seq0, step, f32(greedy ? 1 : a.temperature), f32(a.topP)],
     [B],
