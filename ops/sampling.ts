@@ -15,8 +15,8 @@
 // from the u32 `state` tensor [seed, n] (written by the host once per chunk of steps); a dispatch adds
 // its `step` uniform (0 .. chunk-1) to n, so the uniform buffers repeat from chunk to chunk.
 //
-// Work is O(V) per sequence, about 20 passes over the row, so it serves GPT-2's 50257 tokens as well as
-// a character vocabulary. The kernel never sorts. A prefix of the order (z descending, index
+// Work is O(V) per sequence, so it serves GPT-2's 50257 tokens as well as a character vocabulary:
+// greedy is one max-reduce pass; top-k and top-p about 20 passes over the row. The kernel never sorts. A prefix of the order (z descending, index
 // ascending) is "every token whose key is above a threshold key, plus the first m tokens, in index
 // order, of the ties at the threshold", where key is z's f32 bit pattern mapped to a u32 of the same
 // order. Tokens with equal z have equal probabilities, so:
@@ -29,10 +29,11 @@
 //   * the kept set's ties are ranked in index order by contiguous chunks per invocation and a
 //     scan of the chunks' tie counts, and the draw's walk in index order is a scan of the chunks' sums
 //     and a walk inside the one chunk where u falls.
-// The sums are in a fixed order (tree reductions, serial scans), never float atomics: same logits and
-// seed → same id. The kept set, its probabilities and the walk's order are today's (the O(V²) ranking
-// kernel this replaces): at V = 65 the same seed draws the same ids, except where a rounding of the
-// sums (the kept mass at the top-p cut, the cumulative mass at u) lands on the other side of a bound.
+// The sums are in a fixed order (two-level serial reductions, serial scans), never float atomics: same
+// logits and seed → same id. The kept set, its probabilities and the walk's order are those of the
+// O(V²) ranking kernel this replaces: at V = 65 the same seed draws the same ids (all of 2 × 10240
+// draws compared, both families), except where a rounding of the sums (the kept mass at the top-p cut,
+// the cumulative mass at u) would land on the other side of a bound.
 //
 // Both kernel families share this kernel, in two shapes (workgroupSize: 128 invocations a sequence in
 // the gpu family, with coalesced row reads in the search passes; 8 or 32 in the cpu family, where
@@ -55,7 +56,7 @@ const loops = (V: number, wg: number) => PASSES * Math.ceil(V / wg) + 2048;
  * fewest of 8, 32 and 128 whose loops stay under llvmpipe's loop limit (runtime.ts) at V: a CPU adapter
  * runs a workgroup as SIMD batches of 8 invocations that take turns at every barrier, and a filtered
  * draw has about 60 barriers (measured on lavapipe, 4000 sequences at V = 9: 2.0 s with 32
- * invocations, 0.37 s with 8). The shape changes the order of the float sums, not what is kept.
+ * invocations, 0.37 s with 8). The shape changes only the order of the float sums.
  */
 function workgroupSize(rt: Runtime, V: number): number {
   if (rt.kernels === "gpu") return 128;
