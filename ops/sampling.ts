@@ -91,7 +91,7 @@ struct P { V: u32, rowStride: u32, rowOffset: u32, topK: u32, greedy: u32, seq0:
 const WG: u32 = ${WG}u;
 const GROUPS: u32 = ${Math.min(16, WG)}u;
 const NONE: u32 = 0xffffffffu;
-// The 16 pivot sums of a search round, 4 vec4s per invocation (whole vec4s written), tree-reduced.
+// The 16 pivot sums of a search round, 4 vec4s per invocation (whole vec4s written), then reduced.
 var<workgroup> red: array<vec4<f32>, ${4 * WG}>;
 var<workgroup> redV: array<f32, ${WG}>;
 var<workgroup> redI: array<u32, ${WG}>;
@@ -172,7 +172,7 @@ fn search(lid: u32, row: u32, zmax: f32, lo0: u32, hi0: u32, goal: f32, mass: bo
   var lo = lo0;
   var hi = hi0;
   var above = 0.0;
-  for (var round = 0u; round < 8u; round++) {
+  for (var it = 0u; it < 8u; it++) {
     let w = hi - lo;
     let st = w / 16u + 1u;
     let valid = w / st; // pivots lo + j·st for j = 1..valid lie in (lo, hi]; the others are ignored
@@ -213,10 +213,10 @@ fn search(lid: u32, row: u32, zmax: f32, lo0: u32, hi0: u32, goal: f32, mass: bo
     let ok = vec4<u32>(1u);
     let none = vec4<u32>(0u);
     // J = the valid pivots that reach the goal (a prefix of them, F being monotone).
-    let c = select(none, ok, red[0] >= t & j0 <= vec4<u32>(valid)) +
-      select(none, ok, red[1] >= t & j0 + 4u <= vec4<u32>(valid)) +
-      select(none, ok, red[2] >= t & j0 + 8u <= vec4<u32>(valid)) +
-      select(none, ok, red[3] >= t & j0 + 12u <= vec4<u32>(valid));
+    let c = select(none, ok, (red[0] >= t) & (j0 <= vec4<u32>(valid))) +
+      select(none, ok, (red[1] >= t) & (j0 + 4u <= vec4<u32>(valid))) +
+      select(none, ok, (red[2] >= t) & (j0 + 8u <= vec4<u32>(valid))) +
+      select(none, ok, (red[3] >= t) & (j0 + 12u <= vec4<u32>(valid)));
     let J = c.x + c.y + c.z + c.w;
     if (J < valid) {
       hi = lo + (J + 1u) * st - 1u;
