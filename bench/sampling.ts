@@ -2,8 +2,14 @@
 // config (random-init weights: speed does not depend on them), for a prompt shorter than block_size
 // and for a long generation, with the KV cache and GPU sampling on and off, and "before" (today's
 // crop-and-recompute path, GPT.generateRecompute, as of commit b37abb4), all in the same run.
+// `--config gpt2`: GPT-2 small's shape instead (GPT2_ARCH, 12 layers, 12 heads, 768 wide, vocab
+// 50257, block 1024; --gpt2-layers and --gpt2-embd for a smaller one), greedy tokens/s with the KV cache and GPU
+// sampling after an 8-token prompt, beside PyTorch's eager GPT-2 with a KV cache (bench/torch_ref.py
+// --gpt2-decode, same shape, CPU) when python3 with torch runs.
 //
 //   deno run --allow-read=. --allow-write=. --allow-env bench/sampling.ts [--json FILE] [--quick]
+//   deno run --allow-read=. --allow-write=. --allow-env --allow-run=python3,/usr/bin/python3 \
+//     bench/sampling.ts --config gpt2 [--gpt2-layers N] [--gpt2-embd C] [--no-torch]
 //   deno task bench --sampling        (the same table after the training-step benchmark)
 
 import {
@@ -18,7 +24,7 @@ import {
 import type { Runtime } from "../ops/runtime.ts";
 import { createRuntime } from "../lib/backend.ts";
 import { atomicWrite } from "../lib/fsutil.ts";
-import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
+import { GPT, GPT2_ARCH, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import type { DecodeOptions } from "../models/gpt_decode.ts";
 
 export interface SamplingCase {
@@ -30,7 +36,7 @@ export interface SamplingCase {
   newChars: number; // per sample
   seconds: number; // the median of `rounds` runs
   rounds: number;
-  charsPerSec: number; // all samples' characters / seconds
+  charsPerSec: number; // all samples' characters / seconds (tokens/s for GPT-2)
 }
 
 const NANOGPT_CHAR: Omit<GPTConfig, "vocabSize"> = {
@@ -40,6 +46,26 @@ const NANOGPT_CHAR: Omit<GPTConfig, "vocabSize"> = {
   blockSize: 256,
   dropout: 0.2,
 };
+
+/** GPT-2 small (124M parameters): the shape of issue 18's sampling target. */
+export const GPT2_SMALL: GPTConfig = {
+  vocabSize: 50257,
+  nEmbd: 768,
+  nHead: 12,
+  nLayer: 12,
+  blockSize: 1024,
+  dropout: 0,
+  ...GPT2_ARCH,
+};
+/** Layers and width of the GPT-2 case (heads of 64). */
+export interface Gpt2Shape {
+  nLayer: number;
+  nEmbd: number;
+  nHead: number;
+}
+
+/** Prompt and new tokens of the GPT-2 case (and of bench/torch_ref.py --gpt2-decode's defaults). */
+const GPT2_PROMPT = 8, GPT2_NEW = 32;
 
 type Mode = "before" | "no cache, host" | "cache, host" | "no cache, GPU" | "cache, GPU";
 const MODES: Mode[] = ["before", "no cache, host", "cache, host", "no cache, GPU", "cache, GPU"];
@@ -61,8 +87,9 @@ async function timeRun(
   newChars: number,
   samples: number,
   rounds: number,
+  temperature: number,
 ): Promise<number> {
-  const opts = { temperature: 0.8, seed: 1 };
+  const opts = { temperature, seed: 1 };
   const run = (n: number) =>
     mode === "before"
       ? model.generateRecompute(prompt, n, opts)
@@ -80,7 +107,25 @@ async function timeRun(
 interface Plan {
   config: string;
   cfg: GPTConfig;
+  temperature: number; // 0 = greedy
   cases: { name: string; prompt: number; chars: (m: Mode) => number; samples: number; modes: Mode[] }[];
+}
+
+/** The GPT-2 plan: greedy, KV cache and GPU sampling, at GPT-2 small's shape but for `shape`. */
+function gpt2Plan(quick: boolean, shape: Gpt2Shape): Plan {
+  const cfg = { ...GPT2_SMALL, ...shape };
+  return {
+    config: `gpt2 (C${cfg.nEmbd} L${cfg.nLayer} H${cfg.nHead} T${cfg.blockSize} V${cfg.vocabSize})`,
+    cfg,
+    temperature: 0,
+    cases: [{
+      name: "short prompt",
+      prompt: GPT2_PROMPT,
+      chars: () => (quick ? 8 : GPT2_NEW),
+      samples: 1,
+      modes: ["cache, GPU"],
+    }],
+  };
 }
 
 function plans(quick: boolean): Plan[] {
@@ -91,6 +136,7 @@ function plans(quick: boolean): Plan[] {
     {
       config: "lecture (C64 L4 H4 T32)",
       cfg: lecture,
+      temperature: 0.8,
       cases: [
         { name: "short prompt", prompt: 1, chars: () => 31, samples: 1, modes: MODES },
         { name: "long generation", prompt: 1, chars: () => (quick ? 100 : 500), samples: 1, modes: MODES },
@@ -106,6 +152,7 @@ function plans(quick: boolean): Plan[] {
     {
       config: "nanogpt-char (C384 L6 H6 T256)",
       cfg: nano,
+      temperature: 0.8,
       cases: [
         // Without the cache every character is a full 256-position pass: a few are enough to time.
         {
@@ -128,17 +175,18 @@ export const DEFAULT_ROUNDS = 3;
 /** Run every case; `log` gets one line per measurement as it finishes. */
 export async function benchSampling(
   rt: Runtime,
-  opts: { quick?: boolean; rounds?: number; log?: (line: string) => void } = {},
+  opts: { quick?: boolean; rounds?: number; log?: (line: string) => void; gpt2?: Gpt2Shape } = {},
 ): Promise<SamplingCase[]> {
   const rounds = opts.rounds ?? (opts.quick ? 1 : DEFAULT_ROUNDS);
   const out: SamplingCase[] = [];
-  for (const plan of plans(!!opts.quick)) {
+  const todo = opts.gpt2 ? [gpt2Plan(!!opts.quick, opts.gpt2)] : plans(!!opts.quick);
+  for (const plan of todo) {
     const model = new GPT(rt, plan.cfg, 1337);
     for (const c of plan.cases) {
       const prompt = Array.from({ length: c.prompt }, (_, i) => (i * 7 + 1) % plan.cfg.vocabSize);
       for (const mode of c.modes) {
         const n = c.chars(mode);
-        const seconds = await timeRun(model, mode, prompt, n, c.samples, rounds);
+        const seconds = await timeRun(model, mode, prompt, n, c.samples, rounds, plan.temperature);
         const r: SamplingCase = {
           config: plan.config,
           case: c.name,
@@ -210,8 +258,43 @@ const FLAGS: FlagSpec[] = [
     help: `timed runs per case, the median reported (default ${DEFAULT_ROUNDS}; 1 with --quick)`,
   },
   { name: "json", type: "string", help: "also write the rows as JSON to this file" },
+  {
+    name: "config",
+    type: "string",
+    help: "lecture,nanogpt-char (default: the character models) or gpt2 (GPT-2 small, greedy)",
+  },
+  { name: "gpt2-layers", type: "string", help: "--config gpt2: layers (default 12, GPT-2 small)" },
+  {
+    name: "gpt2-embd",
+    type: "string",
+    help:
+      "--config gpt2: width, a multiple of 64 (default 768; smaller fits the token embedding in one binding)",
+  },
+  { name: "no-torch", type: "boolean", default: false, help: "--config gpt2: skip the PyTorch reference" },
   KERNELS_FLAG,
 ];
+
+/** PyTorch's GPT-2 greedy decode with a KV cache (bench/torch_ref.py --gpt2-decode), or why not. */
+async function torchGpt2(shape: Gpt2Shape, newTokens: number): Promise<Record<string, unknown>> {
+  const script = new URL("./torch_ref.py", import.meta.url).pathname;
+  const args = [script, "--gpt2-decode", "--prompt", `${GPT2_PROMPT}`];
+  args.push("--n-layer", `${shape.nLayer}`, "--n-embd", `${shape.nEmbd}`, "--n-head", `${shape.nHead}`);
+  const errs: string[] = [];
+  for (const python of ["python3", "/usr/bin/python3"]) {
+    try {
+      const r = await new Deno.Command(python, {
+        args: [...args, "--new-tokens", `${newTokens}`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (r.success) return JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").pop()!);
+      errs.push(`${python}: ${new TextDecoder().decode(r.stderr).trim().split("\n").pop()}`);
+    } catch (e) {
+      errs.push(`${python}: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`);
+    }
+  }
+  return { error: errs.join("; ") };
+}
 
 async function main(): Promise<void> {
   const { values: v } = parseFlags(Deno.args, FLAGS, USAGE);
@@ -220,10 +303,40 @@ async function main(): Promise<void> {
   const rt = await createRuntime({ kernels: kernelsChoice(v.kernels) });
   console.log(`adapter   ${rt.describe()}`);
   const rounds = v.rounds === undefined ? undefined : intFlag(v.rounds, "rounds", { min: 1, max: 100 });
-  const rows = await benchSampling(rt, { quick: !!v.quick, rounds, log: (l) => console.log(l) });
+  const config = (v.config as string | undefined) ?? "lecture,nanogpt-char";
+  if (config !== "gpt2" && config !== "lecture,nanogpt-char") {
+    throw new Error(`--config: gpt2 or lecture,nanogpt-char, not ${config}`);
+  }
+  let gpt2: Gpt2Shape | undefined;
+  if (config === "gpt2") {
+    const layers = v["gpt2-layers"], embd = v["gpt2-embd"];
+    const nEmbd = embd === undefined ? GPT2_SMALL.nEmbd : intFlag(embd, "gpt2-embd", { min: 64, max: 1600 });
+    if (nEmbd % 64) throw new Error("--gpt2-embd: a multiple of 64");
+    gpt2 = {
+      nLayer: layers === undefined ? GPT2_SMALL.nLayer : intFlag(layers, "gpt2-layers", { min: 1, max: 48 }),
+      nEmbd,
+      nHead: nEmbd / 64,
+    };
+  }
+  const rows = await benchSampling(rt, { quick: !!v.quick, rounds, gpt2, log: (l) => console.log(l) });
   for (const l of summarize(rows)) console.log(l);
+  let torch: Record<string, unknown> | null = null;
+  if (gpt2 && !v["no-torch"]) {
+    torch = await torchGpt2(gpt2, rows[0].newChars);
+    const tps = torch.tokens_per_s as number | undefined;
+    console.log(
+      tps === undefined
+        ? `PyTorch reference: ${torch.error}`
+        : `PyTorch eager GPT-2 (KV cache, CPU, ${torch.threads} threads): ${rate(tps)} tokens/s; ours ${
+          rate(rows[0].charsPerSec)
+        } tokens/s = ${(rows[0].charsPerSec / tps).toFixed(2)}x (target >= 0.5x)`,
+    );
+  }
   if (json) {
-    await atomicWrite(json, JSON.stringify({ adapter: rt.describe(), sampling: rows }, null, 2) + "\n");
+    await atomicWrite(
+      json,
+      JSON.stringify({ adapter: rt.describe(), sampling: rows, ...(torch ? { torch } : {}) }, null, 2) + "\n",
+    );
   }
   rt.destroy();
 }

@@ -13,10 +13,22 @@ Usage: python3 bench/torch_ref.py [--steps N] [--warmup N] [--threads N] [--devi
        [--batch B] [--block T] [--n-embd C] [--n-head H] [--n-layer L] [--vocab V] [--dropout P]
        [--lr LR] [--beta2 B2] [--weight-decay WD] [--decay-params all|matmul] [--grad-clip G]
        [--time-budget S]
+       python3 bench/torch_ref.py --gpt2-decode [--threads N] [--device cpu|cuda] [--prompt N]
+       [--new-tokens N] [--n-layer L] [--n-embd C] [--n-head H] [--vocab V] [--block T]
+
+--gpt2-decode: GPT-2 greedy decoding with a KV cache instead (the sampling-speed reference of issue
+18): GPT-2's model (learned position embeddings, pre-LayerNorm blocks with a fused qkv Linear, tanh
+GELU MLP, every Linear with a bias, final LayerNorm, head tied to the token embedding) with random
+weights, at GPT-2 small's shape by default (12 layers, 12 heads, 768 wide, vocab 50257, block 1024),
+eager, under torch.no_grad(). A prompt goes through in one pass that fills the cache; then each new
+token is one position's forward against the cached keys and values, and an argmax. Prints one JSON
+object: tokens/s over the new tokens (median of --rounds runs after a warm-up run).
 """
 
 import argparse
 import json
+import math
+import sys
 import statistics
 import time
 
@@ -25,8 +37,120 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
+def gpt2_decode(a: argparse.Namespace) -> None:
+    """GPT-2 greedy decoding with a KV cache (see the module docstring); prints one JSON object."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1337)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+    dev = torch.device(a.device)
+    L = a.n_layer if a.n_layer is not None else 12
+    C = a.n_embd if a.n_embd is not None else 768
+    H = a.n_head if a.n_head is not None else 12
+    V = a.vocab if a.vocab is not None else 50257
+    T = a.block if a.block is not None else 1024
+    hs = C // H
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(C)
+            self.c_attn = nn.Linear(C, 3 * C)
+            self.c_proj = nn.Linear(C, C)
+            self.ln_2 = nn.LayerNorm(C)
+            self.c_fc = nn.Linear(C, 4 * C)
+            self.mlp_proj = nn.Linear(4 * C, C)
+
+        def forward(self, x: torch.Tensor, cache: list, t0: int) -> torch.Tensor:
+            # x [B, n, C] holds positions t0 .. t0+n-1; cache [k, v] [B, H, T, hs] gets them.
+            B, n, _ = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+            q, k, v = (z.view(B, n, H, hs).transpose(1, 2) for z in (q, k, v))
+            cache[0][:, :, t0 : t0 + n] = k
+            cache[1][:, :, t0 : t0 + n] = v
+            k, v = cache[0][:, :, : t0 + n], cache[1][:, :, : t0 + n]
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+            if n > 1:  # the prompt: causal within it
+                mask = torch.ones(n, t0 + n, dtype=torch.bool, device=x.device).tril(t0)
+                att = att.masked_fill(~mask, float("-inf"))
+            y = (F.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(B, n, C)
+            x = x + self.c_proj(y)
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class GPT2(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte = nn.Embedding(V, C)
+            self.wpe = nn.Embedding(T, C)
+            self.h = nn.ModuleList([Block() for _ in range(L)])
+            self.ln_f = nn.LayerNorm(C)
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(m.weight, std=0.02)
+
+        def forward(self, idx: torch.Tensor, caches: list, t0: int) -> torch.Tensor:
+            n = idx.shape[1]
+            x = self.wte(idx) + self.wpe(torch.arange(t0, t0 + n, device=idx.device))
+            for blk, cache in zip(self.h, caches):
+                x = blk(x, cache, t0)
+            return self.ln_f(x[:, -1]) @ self.wte.weight.t()  # the tied head, last position only
+
+    model = GPT2().to(dev).eval()
+    prompt = torch.randint(V, (1, a.prompt), generator=torch.Generator().manual_seed(1)).to(dev)
+
+    def sync() -> None:
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+
+    def generate(new: int) -> tuple:
+        caches = [[torch.zeros(1, H, T, hs, device=dev) for _ in range(2)] for _ in range(L)]
+        with torch.no_grad():
+            logits = model(prompt, caches, 0)
+            sync()
+            t0 = time.perf_counter()
+            ids = []
+            for t in range(a.prompt, a.prompt + new):
+                nxt = logits.argmax(dim=-1, keepdim=True)
+                ids.append(int(nxt))
+                logits = model(nxt, caches, t)
+            sync()
+            return time.perf_counter() - t0, ids
+
+    if a.prompt + a.new_tokens > T:
+        raise SystemExit("--prompt + --new-tokens exceeds the block size")
+    generate(4)  # warm-up
+    secs = sorted(generate(a.new_tokens)[0] for _ in range(a.rounds))
+    sec = secs[len(secs) // 2]
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split("/")[-1].strip() for line in f if "blas" in line.lower() and "/" in line})
+    except OSError:
+        libs = []
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "device": a.device if a.device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
+                "threads": torch.get_num_threads(),
+                "model": f"gpt2 L{L} H{H} C{C} V{V} T{T}",
+                "params": sum(t.numel() for t in model.parameters()),
+                "prompt": a.prompt,
+                "new_tokens": a.new_tokens,
+                "rounds": a.rounds,
+                "seconds_median": sec,
+                "tokens_per_s": a.new_tokens / sec,
+                "blas": ",".join(libs) or "unknown",
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--gpt2-decode", action="store_true", help="time GPT-2 greedy decoding with a KV cache")
+    ap.add_argument("--prompt", type=int, default=8, help="--gpt2-decode: prompt tokens")
+    ap.add_argument("--new-tokens", type=int, default=32, help="--gpt2-decode: tokens timed")
+    ap.add_argument("--rounds", type=int, default=3, help="--gpt2-decode: timed runs (median)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -45,6 +169,12 @@ def main() -> None:
     ap.add_argument("--grad-clip", type=float, default=0.0)
     ap.add_argument("--time-budget", type=float, default=120.0, help="seconds of timed steps at most")
     a = ap.parse_args()
+    if a.gpt2_decode:
+        given = {k: getattr(a, k) for k in ("n_layer", "n_embd", "n_head", "vocab", "block")}
+        for k, v in given.items():  # GPT-2 small's shape unless a flag was given
+            setattr(a, k, v if f"--{k.replace('_', '-')}" in " ".join(sys.argv) else None)
+        gpt2_decode(a)
+        return
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
     if a.device == "cuda" and not torch.cuda.is_available():

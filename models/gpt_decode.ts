@@ -89,8 +89,6 @@ export class GPTDecoder {
   readonly step: GPTActivations;
   /** The sampling kernel's filtered probabilities [B, V]. */
   readonly probs: Tensor;
-  /** The sampling kernel's rank order [B, V]. */
-  readonly order: Tensor;
   /** [seed, n of the chunk's first draw, 0, 0]. */
   readonly state: Tensor;
   /** [B, MAX_CHUNK] ids of the current chunk. */
@@ -129,7 +127,6 @@ export class GPTDecoder {
       this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
     }
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
-    this.order = Tensor.empty(rt, [B * V], "u32", "sample-order");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
     this.hist = Tensor.empty(rt, [B * MAX_CHUNK], "u32", "sample-history");
     const bytes = this.hist.byteLength;
@@ -464,7 +461,7 @@ export class GPTDecoder {
       this.state.write(new Uint32Array([seed >>> 0, n, 0, 0]));
       for (let j = 0; j < m; j++) {
         pass();
-        sampleTokens(rt, this.step.logits, this.probs, this.order, this.step.idx, this.state, {
+        sampleTokens(rt, this.step.logits, this.probs, this.step.idx, this.state, {
           ...sampling,
           B,
           V,

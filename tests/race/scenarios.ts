@@ -24,6 +24,7 @@ import {
   reluForward,
 } from "../../ops/activation.ts";
 import { dispatchEveryVariant, variantsToCheck } from "../ops/matmul_variant_forms.ts";
+import { sampleTokens } from "../../ops/sampling.ts";
 
 /**
  * A GPT the check runs: the lecture width (head size 16, the course's model) with gradient
@@ -227,6 +228,25 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
   for (const form of ["gelu", "gelu_erf"] as const) {
     geluForward(rt, x, y, form);
     geluBackward(rt, dy, x, y, form);
+  }
+  // The sampler's 32-invocation shape (ops/sampling.ts), which the cpu family uses from V ~ 24,000
+  // on (GPT-2's 50257: too slow to interpret), forced at V = 97 (3 or 4 tokens an invocation) with
+  // tied logits, filtered by top-k and top-p so that both searches run and both cuts fall inside tie
+  // groups. (The decode scenarios dispatch the family's shape at V = 67, filtered first: the capture
+  // the check runs, as it runs each kernel's smallest.)
+  if (rt.kernels === "cpu") {
+    const V = 97, B = 2;
+    const logits = Tensor.from(rt, rand(rng, B * V).map((v) => Math.round(v * 4)), [B * V]);
+    const state = Tensor.from(rt, new Uint32Array([seed, 0, 0, 0]), [4]);
+    const probs = Tensor.empty(rt, [B * V]), ids = Tensor.empty(rt, [B], "u32");
+    sampleTokens(rt, logits, probs, ids, state, {
+      B,
+      V,
+      temperature: 0.9,
+      topK: 20,
+      topP: 0.8,
+      workgroupSize: 32,
+    });
   }
   await rt.sync();
 }
