@@ -15,12 +15,7 @@ import { grid1d, type Runtime } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 
 const WG = 256;
-/**
- * Blocks start at multiples of 64 rows: 256-byte aligned windows of any operand that has the
- * dimension as its rows, and of the bias (N) and rowSums (M) windows.
- */
-const ROW_ALIGN = 64;
-/** Rows of `ld` floats whose multiples start 256-byte aligned (a lone table's row blocks). */
+/** Rows of `ld` floats whose multiples start 256-byte aligned: block starts along a storage's rows. */
 export const rowAlign = (ld: number): number => 64 / gcd(ld, 64);
 const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
 
@@ -47,10 +42,12 @@ export function needsChunks(rt: Runtime, p: MatmulProblem): boolean {
   return [p.A, p.B, p.C, p.bias, p.rowSums].some((t) => t && t.byteLength > cap);
 }
 
-/** The largest block of a dimension whose rows of `ld` floats fit in the cap (the dimension if it fits). */
-function rowsThatFit(rt: Runtime, dim: number, ld: number, what: string): number {
+/**
+ * The largest block of a dimension whose rows of `ld` floats fit in the cap (the dimension if it
+ * fits), a multiple of `align` rows.
+ */
+function rowsThatFit(rt: Runtime, dim: number, ld: number, align: number, what: string): number {
   if (dim * ld * 4 <= rt.maxBindingBytes) return dim;
-  const align = ROW_ALIGN;
   const rows = Math.floor(rt.maxBindingBytes / (ld * 4) / align) * align;
   if (rows < align) {
     throw new Error(`matmul: ${align} rows of ${what} (${ld} floats) exceed the binding cap`);
@@ -102,17 +99,51 @@ function block(
   return dst;
 }
 
+/** A vector window [i0, i0 + n) of `t`: in place when 256-byte aligned, else a copy in a scratch. */
+function vecWindow(rt: Runtime, t: Tensor, i0: number, n: number, role: string, keep: boolean) {
+  if ((t.offset + 4 * i0) % 256 === 0) {
+    return { view: new Tensor(rt, t.buffer, t.offset + 4 * i0, [n]), copied: false };
+  }
+  if (!keep) return { view: scratch(rt, role, n), copied: true };
+  return { view: block(rt, t, t.size, 0, 1, i0, n, role), copied: true };
+}
+
+/** Record dst[0, c0 : c0 + cols) of rows of `ld` (+)= src, a rows x cols block. */
+function scatter(
+  rt: Runtime,
+  src: Tensor,
+  dst: Tensor,
+  rows: number,
+  cols: number,
+  ld: number,
+  c0: number,
+  acc: boolean,
+) {
+  const { workgroups, stride } = grid1d(rt, rows * cols, WG);
+  rt.dispatch(
+    "matmul_chunk_scatter",
+    copyWGSL(true, acc),
+    { S: src, D: dst },
+    [rows, cols, ld, c0, stride],
+    workgroups,
+  );
+}
+
 /** Run `p` (batch 1) as products of blocks that each fit in one binding; `run` records one product. */
 export function matmulChunked(rt: Runtime, p: MatmulProblem, run: (q: MatmulProblem) => void): void {
   const { M, N, K, transA, transB } = p;
   if (p.batch !== 1 || p.norm) throw new Error("matmul: only single, unnormalised products can be chunked");
-  // Blocks along each storage's row dimension: A is [M, K] or [K, M], B [K, N] or [N, K], C [M, N].
-  let mb = rowsThatFit(rt, M, N, "C");
+  // Blocks along each storage's row dimension (A is [M, K] or [K, M], B [K, N] or [N, K], C [M, N]),
+  // starting where every storage that has that dimension as its rows is 256-byte aligned.
+  const alignM = Math.max(rowAlign(N), transA ? 1 : rowAlign(K));
+  const alignN = transB ? rowAlign(K) : 1;
+  const alignK = Math.max(transA ? rowAlign(M) : 1, transB ? 1 : rowAlign(N));
+  let mb = rowsThatFit(rt, M, N, alignM, "C");
   let nb = N, kb = K;
-  if (transA) kb = Math.min(kb, rowsThatFit(rt, K, M, "A"));
-  else mb = Math.min(mb, rowsThatFit(rt, M, K, "A"));
-  if (transB) nb = Math.min(nb, rowsThatFit(rt, N, K, "B"));
-  else kb = Math.min(kb, rowsThatFit(rt, K, N, "B"));
+  if (transA) kb = Math.min(kb, rowsThatFit(rt, K, M, alignK, "A"));
+  else mb = Math.min(mb, rowsThatFit(rt, M, K, alignM, "A"));
+  if (transB) nb = Math.min(nb, rowsThatFit(rt, N, K, alignN, "B"));
+  else kb = Math.min(kb, rowsThatFit(rt, K, N, alignK, "B"));
   if (kb < K && p.epilogue !== "none") throw new Error("matmul: an epilogue needs K in one block");
   if (nb < N && p.rowSums && p.accumulate) {
     throw new Error("matmul: rowSums with accumulate needs N in one block");
@@ -123,6 +154,9 @@ export function matmulChunked(rt: Runtime, p: MatmulProblem, run: (q: MatmulProb
       const nr = Math.min(nb, N - j0);
       const direct = nr === N;
       const C = direct ? rowWindow(p.C, i0, mr, N) : scratch(rt, "c", mr * nr);
+      const bias = p.bias ? vecWindow(rt, p.bias, j0, nr, "bias", true).view : null;
+      // The bias gradient: in place when aligned, else in a scratch holding the old values (accumulate).
+      const rs = p.rowSums && j0 === 0 ? vecWindow(rt, p.rowSums, i0, mr, "rs", p.accumulate) : null;
       for (let k0 = 0; k0 < K; k0 += kb) {
         const kr = Math.min(kb, K - k0);
         const first = k0 === 0;
@@ -134,23 +168,13 @@ export function matmulChunked(rt: Runtime, p: MatmulProblem, run: (q: MatmulProb
           M: mr,
           N: nr,
           K: kr,
-          bias: first && p.bias ? new Tensor(rt, p.bias.buffer, p.bias.offset + 4 * j0, [nr]) : null,
+          bias: first ? bias : null,
           accumulate: first ? direct && p.accumulate : true,
-          rowSums: p.rowSums && j0 === 0
-            ? new Tensor(rt, p.rowSums.buffer, p.rowSums.offset + 4 * i0, [mr])
-            : null,
+          rowSums: rs?.view ?? null,
         });
       }
-      if (direct) continue;
-      const dst = rowWindow(p.C, i0, mr, N);
-      const { workgroups, stride } = grid1d(rt, mr * nr, WG);
-      rt.dispatch("matmul_chunk_scatter", copyWGSL(true, p.accumulate), { S: C, D: dst }, [
-        mr,
-        nr,
-        N,
-        j0,
-        stride,
-      ], workgroups);
+      if (rs?.copied) scatter(rt, rs.view, p.rowSums!, 1, mr, M, i0, false);
+      if (!direct) scatter(rt, C, rowWindow(p.C, i0, mr, N), mr, nr, N, j0, p.accumulate);
     }
   }
 }
