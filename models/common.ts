@@ -166,6 +166,7 @@ export class Optimizer {
     return this.single().vBuf;
   }
 
+  /** The one shard's state (throws when there are several). */
   private single(): ShardState {
     if (this.shards.length !== 1) {
       throw new Error(`Optimizer: ${this.shards.length} shards, no single buffer`);

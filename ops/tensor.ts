@@ -88,11 +88,15 @@ export class Tensor implements BufferView {
   }
 }
 
+/** A parameter: its name, shape and initial values. */
 export interface ParamSpec {
   name: string;
   shape: readonly number[];
   init: Float32Array;
 }
+
+/** A parameter whose initial values may be absent (zeros, nothing uploaded: the memory planner's). */
+export type ParamShape = Omit<ParamSpec, "init"> & { init?: Float32Array };
 
 const ALIGN = 64; // floats: 256 bytes
 /** Window starts are multiples of this many floats (a decay-mask word offset stays 256-byte aligned). */
@@ -173,9 +177,9 @@ export class ParamStore {
   readonly floats: number;
 
   /** Allocate the shards and upload each spec's initial values. */
-  constructor(readonly rt: Runtime, specs: readonly ParamSpec[]) {
+  constructor(readonly rt: Runtime, specs: readonly ParamShape[]) {
     for (const s of specs) {
-      if (s.init.length !== numel(s.shape)) throw new Error(`param ${s.name}: init size mismatch`);
+      if (s.init && s.init.length !== numel(s.shape)) throw new Error(`param ${s.name}: init size mismatch`);
     }
     const layout = paramLayout(specs.map((s) => s.shape), rt.maxBindingBytes);
     this.offsets = layout.offsets;
@@ -185,19 +189,19 @@ export class ParamStore {
       const n = one ? layout.floats : sh.floats;
       const params = Tensor.empty(rt, [n], "f32", "params");
       const grads = Tensor.empty(rt, [n], "f32", "grads");
-      const host = new Float32Array(n);
+      const upload = specs.slice(sh.first, sh.end).some((s) => s.init);
+      const host = upload ? new Float32Array(n) : null;
       const members: number[] = [];
       for (let i = sh.first; i < sh.end; i++) {
         const s = specs[i], at = this.offsets[i] - sh.start;
-        host.set(s.init, at);
+        if (s.init) host!.set(s.init, at);
         const p = new Tensor(rt, params.buffer, at * 4, s.shape, "f32", s.name);
         p.grad = new Tensor(rt, grads.buffer, at * 4, s.shape, "f32", s.name + ".grad");
         this.list.push(p);
         this.byName.set(s.name, p);
         members.push(i);
       }
-      params.write(host);
-      grads.write(new Float32Array(n));
+      if (host) params.write(host); // (new buffers are zero-filled: the gradients need no upload)
       this.shards.push({ params, grads, start: sh.start, members });
     }
   }
@@ -212,6 +216,7 @@ export class ParamStore {
     return this.single().grads;
   }
 
+  /** The one shard (throws when there are several). */
   private single(): ParamShard {
     if (this.shards.length !== 1) {
       throw new Error(`ParamStore: ${this.shards.length} shards, no single buffer`);
@@ -265,6 +270,7 @@ export class ParamStore {
     return this.byParam(await this.readFlat((s) => s.grads));
   }
 
+  /** A flat layout's values per parameter name. */
   private byParam(flat: Float32Array): Map<string, Float32Array> {
     return new Map(this.list.map((t, i) => [t.name, flat.slice(this.offsets[i], this.offsets[i] + t.size)]));
   }

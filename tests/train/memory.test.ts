@@ -3,12 +3,16 @@
 
 import assert from "node:assert/strict";
 import { rt, Tensor } from "../util.ts";
-import { GPT, GPTActivations, type GPTConfig } from "../../models/gpt.ts";
+import { GPT, GPT2_ARCH, GPTActivations, type GPTConfig } from "../../models/gpt.ts";
+import { GPTStep } from "../../train/step.ts";
 import { Optimizer } from "../../models/common.ts";
 import { UsageError } from "../../lib/errors.ts";
 import {
+  type BufferNeed,
+  bytesByKind,
   checkBuffers,
   checkGptTraining,
+  fmtPlan,
   gptActivationBuffers,
   gptTrainingBuffers,
   totalBytes,
@@ -93,8 +97,9 @@ Deno.test("checkGptTraining: nanogpt-char at batch 64 fits 128 MiB bindings, blo
   const nano: GPTConfig = { vocabSize: 65, nEmbd: 384, nHead: 6, nLayer: 6, blockSize: 256, dropout: 0.2 };
   const lavapipe = {
     device: { limits: { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 31 - 1 } },
+    maxBindingBytes: 2 ** 27,
   };
-  const total = checkGptTraining(lavapipe as never, nano, 64, 1, "adamw");
+  const total = totalBytes(checkGptTraining(lavapipe as never, nano, 64, 1, "adamw"));
   assert.ok(total > 3 * 2 ** 30 && total < 4 * 2 ** 30, `total ${total}`);
   assert.throws(
     () => checkGptTraining(lavapipe as never, { ...nano, blockSize: 512 }, 64, 1, "adamw"),
@@ -104,4 +109,82 @@ Deno.test("checkGptTraining: nanogpt-char at batch 64 fits 128 MiB bindings, blo
     () => checkGptTraining(lavapipe as never, { ...nano, blockSize: 64 }, 4096, 1, "adamw"),
     /--batch-size 4096 --block-size 64 --n-embd 384 needs a .* activation buffer \(h\).*or --block-size$/,
   );
+});
+
+/** Run `fn` and list every buffer it creates on the real runtime (label, bytes asked for). */
+function allocations(fn: () => void): BufferNeed[] {
+  const got: BufferNeed[] = [];
+  const create = rt.createBuffer;
+  rt.createBuffer = (bytes: number, usage?: number, label?: string) => {
+    got.push({ name: label ?? "buffer", bytes });
+    return create.call(rt, bytes, usage, label);
+  };
+  try {
+    fn();
+  } finally {
+    rt.createBuffer = create;
+  }
+  return got;
+}
+
+const sorted = (n: BufferNeed[]) => n.map((x) => `${x.name}:${x.bytes}`).sort();
+
+Deno.test("the training plan = what a GPT-2-shaped step really allocates, under a binding cap that shards it", () => {
+  // GPT-2's architecture at a size where the token embedding (500 x 64 floats) and the MLP weights
+  // exceed a 64 KiB cap, with AdamW's decay groups, clipping and accumulation.
+  const small: GPTConfig = {
+    vocabSize: 500,
+    nEmbd: 64,
+    nHead: 4,
+    nLayer: 2,
+    blockSize: 16,
+    dropout: 0.1,
+    ...GPT2_ARCH,
+  };
+  const cap = 64 << 10, before = rt.maxBindingBytes;
+  rt.maxBindingBytes = cap;
+  try {
+    const opts = { decayParams: "2d" as const, gradClip: 1 };
+    const real = allocations(() => {
+      const model = new GPT(rt, small, 1);
+      const opt = new Optimizer(rt, model.params, "adamw", 1e-3, opts);
+      new GPTStep(rt, model, opt, 2, 3, 1);
+    });
+    const plan = gptTrainingBuffers(small, 2, 3, "adamw", { ...opts, maxBindingBytes: cap });
+    assert.deepEqual(sorted(plan), sorted(real));
+    assert.ok(plan.filter((n) => n.name === "params").length > 2, "several parameter shards");
+    const kinds = bytesByKind(plan);
+    assert.equal(kinds.params, kinds.grads / 2, "gradients of one step plus their accumulation");
+    assert.ok(kinds.optimizer > 2 * kinds.params, "AdamW's two moments, a decay mask, clipping scratch");
+    assert.equal(kinds.total, totalBytes(plan));
+  } finally {
+    rt.maxBindingBytes = before;
+  }
+});
+
+Deno.test("the plan of GPT-2 124M at batch 1, block 1024: shards under 128 MiB but the embedding's", () => {
+  const gpt2: GPTConfig = {
+    vocabSize: 50257,
+    nEmbd: 768,
+    nHead: 12,
+    nLayer: 12,
+    blockSize: 1024,
+    dropout: 0,
+    ...GPT2_ARCH,
+  };
+  const plan = gptTrainingBuffers(gpt2, 1, 1, "adamw", { maxBindingBytes: 2 ** 27, decayParams: "2d" });
+  const params = plan.filter((n) => n.name === "params");
+  const wte = 50257 * 768 * 4;
+  assert.deepEqual(params.filter((n) => n.bytes > 2 ** 27).map((n) => n.bytes), [Math.ceil(wte / 256) * 256]);
+  const kinds = bytesByKind(plan);
+  const count = 124_439_808; // GPT-2 small's parameters
+  assert.ok(kinds.params >= 4 * count && kinds.params < 4 * count + 2 ** 20, `params ${kinds.params}`);
+  assert.equal(kinds.grads, kinds.params);
+  assert.ok(kinds.optimizer >= 2 * kinds.params && kinds.optimizer < 2.1 * kinds.params);
+  // The activations, head and attention buffers are GPTActivations' (whatever their design).
+  const acts = bytesByKind(gptActivationBuffers(gpt2, 1, 1024));
+  for (const k of ["activations", "head", "attention"] as const) {
+    assert.ok(kinds[k] >= acts[k] && kinds[k] <= acts[k] + 2 ** 16, `${k}: ${kinds[k]} vs ${acts[k]}`);
+  }
+  console.log(`GPT-2 124M, batch 1, block 1024: ${fmtPlan(plan)}`);
 });
