@@ -71,3 +71,18 @@ familyTest(
     for (const k of ["adam.m", "adam.v"]) assertClose(got.moments.get(k)!, want.moments.get(k)!, 1e-2, k);
   },
 );
+
+familyTest("greedy decoding under a 16 KiB binding cap = uncapped (folded head in row blocks)", async () => {
+  const ids = async (cap: number) => {
+    const before = rt.maxBindingBytes;
+    rt.maxBindingBytes = cap;
+    try {
+      const model = new GPT(rt, { ...cfg, dropout: 0 }, 5);
+      // Past block_size too: window passes as well as cached ones.
+      return await model.generate([1, 2, 3], cfg.blockSize + 2, { temperature: 0 });
+    } finally {
+      rt.maxBindingBytes = before;
+    }
+  };
+  assert.deepEqual(await ids(CAP), await ids(rt.maxBindingBytes));
+});
