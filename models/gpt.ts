@@ -3,7 +3,7 @@
 //
 // Written in the llm.c style: every activation of a step lives in a buffer allocated once (per batch
 // shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
-// right beside it, and the whole step is one command buffer. Parameters live in one flat buffer; the
+// right beside it, and the whole step is one command buffer. Parameters live in a few flat buffers; the
 // Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
 //
 // The architecture options are a few branches, as in nanoGPT's model.py (`gptArch` gives the
@@ -378,7 +378,7 @@ export class GPTActivations {
 
 /** The GPT: embeddings, pre-LayerNorm blocks (causal attention, 4x MLP), final LayerNorm, linear head. */
 export class GPT {
-  /** All parameters (and gradients) in one flat buffer. */
+  /** All parameters (and gradients), in shards under the binding cap (ops/tensor.ts). */
   readonly params: ParamStore;
   /** The architecture options, defaults filled in. */
   readonly arch: GPTArch;
