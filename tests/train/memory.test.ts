@@ -188,3 +188,20 @@ Deno.test("the plan of GPT-2 124M at batch 1, block 1024: shards under 128 MiB b
   }
   console.log(`GPT-2 124M, batch 1, block 1024: ${fmtPlan(plan)}`);
 });
+
+Deno.test("checkGptTraining: parameters are sharded under the binding cap; one larger than a buffer is refused", () => {
+  const big: GPTConfig = { vocabSize: 65, nEmbd: 1024, nHead: 8, nLayer: 8, blockSize: 8, dropout: 0 };
+  // 4 MiB bindings: 100 MiB of parameters in shards, each MLP weight (16 MiB) a shard of its own.
+  const rtLike = (maxBufferSize: number) => ({
+    device: { limits: { maxStorageBufferBindingSize: 2 ** 22, maxBufferSize } },
+    maxBindingBytes: 2 ** 22,
+  });
+  const plan = checkGptTraining(rtLike(2 ** 30) as never, big, 1, 1, "adamw");
+  const params = plan.filter((n) => n.name === "params");
+  assert.ok(params.length > 16, `${params.length} shards`);
+  assert.ok(params.every((n) => n.bytes <= 16 * 2 ** 20));
+  assert.throws(
+    () => checkGptTraining(rtLike(2 ** 23) as never, big, 1, 1, "adamw"),
+    /^UsageError: --n-embd 1024 --n-layer 8 needs a 16 MiB parameter buffer \(params\); this adapter allows 8\.0 MiB per buffer: lower --n-embd or --n-layer$/,
+  );
+});
