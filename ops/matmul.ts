@@ -13,6 +13,9 @@
 //   windows (fast gathers on llvmpipe), when its plan (`matmul/cpu_plan.ts`) takes at most
 //   MAX_WINDOW_DISPATCHES dispatches; else `matmul/cpu_storage.ts`, one dispatch with storage reads.
 //
+// A product that binds a tensor past the runtime's binding cap (rt.maxBindingBytes; GPT-2's head
+// weight) runs as products of blocks that each fit (`matmul/chunk.ts`).
+//
 // `MatmulOpts.kernel` forces one kernel for one call (the bench's A/B, tests), `MatmulOpts.variant`
 // one gpu-family variant.
 
@@ -44,6 +47,7 @@ export {
 import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
 import { columnSums } from "./matmul/reduce.ts";
+import { matmulChunked, needsChunks } from "./matmul/chunk.ts";
 
 export {
   cpuDispatches,
@@ -188,6 +192,12 @@ export function matmul(
 ): void {
   const p = checkedProblem("matmul", A, B, C, M, N, K, o);
   if (!p) return;
+  if (needsChunks(rt, p)) return matmulChunked(rt, p, (q) => runProduct(rt, q, o));
+  runProduct(rt, p, o);
+}
+
+/** Record one checked product with the kernel `o` or the runtime's family picks. */
+function runProduct(rt: Runtime, p: MatmulProblem, o: MatmulOpts): void {
   const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
   if (kernel === "tiled") matmulTiled(rt, p, o.variant ? variantOf(o.variant) : chooseVariant(rt, p));
   else if (kernel === "storage") matmulStorage(rt, p);
