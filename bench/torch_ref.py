@@ -14,6 +14,7 @@ Usage: python3 bench/torch_ref.py [--steps N] [--warmup N] [--threads N] [--devi
        [--lr LR] [--beta2 B2] [--weight-decay WD] [--decay-params all|matmul] [--grad-clip G]
        [--time-budget S]
        python3 bench/torch_ref.py --gpt2-decode [--threads N] [--device cpu|cuda] [--prompt N]
+       python3 bench/torch_ref.py --gpt2-train [--steps N] [--batch B] [--block T] (GPT-2 small's shape)
        [--new-tokens N] [--n-layer L] [--n-embd C] [--n-head H] [--vocab V] [--block T]
 
 --gpt2-decode: GPT-2 greedy decoding with a KV cache instead (the sampling-speed reference of issue
@@ -145,9 +146,83 @@ def gpt2_decode(a: argparse.Namespace) -> None:
     )
 
 
+def gpt2_train(a: argparse.Namespace) -> None:
+    """One GPT-2 training step (AdamW, batch 1, block 1024 by default): ms/step and the growth of the
+    process's peak RSS from before the model exists, i.e. what the parameters, gradients, AdamW state
+    and activations of the step cost PyTorch on the CPU (issue 18's memory comparison)."""
+    import resource
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1337)
+    L = a.n_layer if a.n_layer is not None else 12
+    C = a.n_embd if a.n_embd is not None else 768
+    H = a.n_head if a.n_head is not None else 12
+    V = a.vocab if a.vocab is not None else 50257
+    T = a.block if a.block is not None else 1024
+    B = a.batch if a.batch is not None else 1
+    hs = C // H
+    kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731 (Linux: KiB)
+    base = kib()
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+            self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+            q, k, v = (z.view(B, T, H, hs).transpose(1, 2) for z in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+            att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+            y = (F.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+            x = x + self.c_proj(y)
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class GPT2(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
+            self.h = nn.ModuleList([Block() for _ in range(L)])
+            self.ln_f = nn.LayerNorm(C)
+
+        def forward(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            x = self.wte(idx) + self.wpe(torch.arange(T))
+            for blk in self.h:
+                x = blk(x)
+            logits = self.ln_f(x) @ self.wte.weight.t()
+            return F.cross_entropy(logits.view(-1, V), y.view(-1))
+
+    model = GPT2()
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1)
+    idx, y = torch.randint(V, (B, T)), torch.randint(V, (B, T))
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        model(idx, y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "model": f"gpt2 L{L} H{H} C{C} V{V} T{T} B{B}",
+                "params": sum(t.numel() for t in model.parameters()),
+                "steps": a.steps,
+                "ms_per_step_median": 1000 * sorted(times)[len(times) // 2],
+                "peak_rss_growth_bytes": (kib() - base) * 1024,
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpt2-decode", action="store_true", help="time GPT-2 greedy decoding with a KV cache")
+    ap.add_argument("--gpt2-train", action="store_true", help="GPT-2 training steps: ms/step, peak RSS growth")
     ap.add_argument("--prompt", type=int, default=8, help="--gpt2-decode: prompt tokens")
     ap.add_argument("--new-tokens", type=int, default=32, help="--gpt2-decode: tokens timed")
     ap.add_argument("--rounds", type=int, default=3, help="--gpt2-decode: timed runs (median)")
@@ -169,11 +244,15 @@ def main() -> None:
     ap.add_argument("--grad-clip", type=float, default=0.0)
     ap.add_argument("--time-budget", type=float, default=120.0, help="seconds of timed steps at most")
     a = ap.parse_args()
-    if a.gpt2_decode:
-        given = {k: getattr(a, k) for k in ("n_layer", "n_embd", "n_head", "vocab", "block")}
+    if a.gpt2_decode or a.gpt2_train:
+        given = {k: getattr(a, k) for k in ("n_layer", "n_embd", "n_head", "vocab", "block", "batch", "steps")}
         for k, v in given.items():  # GPT-2 small's shape unless a flag was given
             setattr(a, k, v if f"--{k.replace('_', '-')}" in " ".join(sys.argv) else None)
-        gpt2_decode(a)
+        if a.gpt2_train:
+            a.steps = a.steps or 2
+            gpt2_train(a)
+        else:
+            gpt2_decode(a)
         return
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
