@@ -8,18 +8,28 @@ import { OPTIONAL_ENV } from "../../lib/env.ts";
 const ENV = new URL("../../lib/env.ts", import.meta.url).href;
 const BACKEND = new URL("../../lib/backend.ts", import.meta.url).href;
 
+/**
+ * Deno's cache directory, passed to every child: the tests set XDG_CACHE_HOME and HOME to dummy values,
+ * from which a child without DENO_DIR would derive a cache folder inside the working directory.
+ */
+const DENO_DIR: string = Deno.env.get("DENO_DIR") ??
+  JSON.parse(
+    new TextDecoder().decode(new Deno.Command("deno", { args: ["info", "--json"] }).outputSync().stdout),
+  )
+    .denoDir;
+
 /** Run `code` (read from stdin) under `perms`, in an environment of only `env` and `pass`'s variables. */
 async function evalIn(
   code: string,
   perms: string[],
   env: Record<string, string>,
-  pass = ["PATH", "HOME", "DENO_DIR"],
+  pass = ["PATH", "HOME"],
 ): Promise<string> {
   const keep = pass.filter((k) => Deno.env.get(k) !== undefined);
   const child = new Deno.Command("deno", {
     args: ["run", "--no-config", "--no-lock", ...perms, "-"],
     clearEnv: true,
-    env: { ...Object.fromEntries(keep.map((k) => [k, Deno.env.get(k)!])), ...env },
+    env: { ...Object.fromEntries(keep.map((k) => [k, Deno.env.get(k)!])), DENO_DIR, ...env },
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",

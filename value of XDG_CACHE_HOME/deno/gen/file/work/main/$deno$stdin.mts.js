@@ -1,7 +1,0 @@
-import { OPTIONAL_ENV, optionalEnv } from "file:///work/main/lib/env.ts";
-console.log(JSON.stringify(Object.fromEntries(OPTIONAL_ENV.map((n)=>[
-    n,
-    optionalEnv(n) ?? null
-  ]))));
-//# sourceMappingURL=data:application/json;base64,eyJ2ZXJzaW9uIjozLCJzb3VyY2VzIjpbImZpbGU6Ly8vd29yay9tYWluLyRkZW5vJHN0ZGluLm10cyJdLCJzb3VyY2VzQ29udGVudCI6WyJpbXBvcnQgeyBPUFRJT05BTF9FTlYsIG9wdGlvbmFsRW52IH0gZnJvbSBcImZpbGU6Ly8vd29yay9tYWluL2xpYi9lbnYudHNcIjtcbiAgICBjb25zb2xlLmxvZyhKU09OLnN0cmluZ2lmeShPYmplY3QuZnJvbUVudHJpZXMoT1BUSU9OQUxfRU5WLm1hcCgobikgPT4gW24sIG9wdGlvbmFsRW52KG4pID8/IG51bGxdKSkpKTsiXSwibmFtZXMiOltdLCJtYXBwaW5ncyI6IkFBQUEsU0FBUyxZQUFZLEVBQUUsV0FBVyxRQUFRLCtCQUErQjtBQUNyRSxRQUFRLEdBQUcsQ0FBQyxLQUFLLFNBQVMsQ0FBQyxPQUFPLFdBQVcsQ0FBQyxhQUFhLEdBQUcsQ0FBQyxDQUFDLElBQU07SUFBQztJQUFHLFlBQVksTUFBTTtHQUFLIn0=
-// denoCacheMetadata=15140703777090828356,10768347136569338797
