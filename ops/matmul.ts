@@ -12,6 +12,8 @@
 // * cpu (llvmpipe / lavapipe / SwiftShader): `matmul/cpu_window.ts`, operands in 64 KiB uniform
 //   windows (fast gathers on llvmpipe), when its plan (`matmul/cpu_plan.ts`) takes at most
 //   MAX_WINDOW_DISPATCHES dispatches; else `matmul/cpu_storage.ts`, one dispatch with storage reads.
+//   Small-M x · Wᵀ (the decoder's one position per sequence, M <= GEMV_MAX_M) goes to
+//   `matmul/cpu_gemv.ts` instead: W's rows in uniform windows, no dispatch cap.
 //
 // `MatmulOpts.kernel` forces one kernel for one call (the bench's A/B, tests), `MatmulOpts.variant`
 // one gpu-family variant.
@@ -43,6 +45,7 @@ export {
 } from "./matmul/tune.ts";
 import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
+import { gemvApplies, matmulGemv } from "./matmul/cpu_gemv.ts";
 import { columnSums } from "./matmul/reduce.ts";
 
 export {
@@ -57,9 +60,10 @@ export {
 export type Epilogue = "none" | "relu" | "leaky_relu" | "gelu" | "gelu_erf";
 /**
  * One matmul kernel: "tiled" (the gpu family's), "window" (the cpu family's uniform windows; falls
- * back to "storage" when it cannot tile the product), "storage" (the cpu family's one-dispatch kernel).
+ * back to "storage" when it cannot tile the product), "storage" (the cpu family's one-dispatch kernel),
+ * "gemv" (the cpu family's small-M x · Wᵀ; falls back to "window" where it does not apply).
  */
-export type MatmulKernel = "tiled" | "window" | "storage";
+export type MatmulKernel = "tiled" | "window" | "storage" | "gemv";
 
 /** Options of `matmul`. */
 export interface MatmulOpts {
@@ -188,9 +192,10 @@ export function matmul(
 ): void {
   const p = checkedProblem("matmul", A, B, C, M, N, K, o);
   if (!p) return;
-  const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
+  const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : gemvApplies(p) ? "gemv" : null);
   if (kernel === "tiled") matmulTiled(rt, p, o.variant ? variantOf(o.variant) : chooseVariant(rt, p));
   else if (kernel === "storage") matmulStorage(rt, p);
+  else if (kernel === "gemv" && matmulGemv(rt, p)) return;
   else if (!matmulWindow(rt, p, kernel === "window" ? Infinity : MAX_WINDOW_DISPATCHES)) matmulStorage(rt, p);
 }
 
@@ -247,7 +252,8 @@ export function linearBackward(
 
 /**
  * y = act(norm(x) · Wᵀ + b), or with `accumulate` y += norm(x) · Wᵀ + b (the bias included, unlike
- * `matmul`'s accumulate), through the CPU family's window kernel alone: x [n, in], W [out, in].
+ * `matmul`'s accumulate), through the CPU family's window kernel alone (or its GEMV kernel at small
+ * n): x [n, in], W [out, in].
  * `norm` normalises each row of x over its `in` values first: a LayerNorm without its affine, which
  * the caller folds into W and b (colSums [out] = Σ_k W[j, k], which the kernel needs). Returns false,
  * having recorded nothing, when the window kernel cannot take the product in one pass over K (the
@@ -265,5 +271,5 @@ export function linearWindow(
 ): boolean {
   const [N, K] = W.shape;
   const p = checkedProblem("linearWindow", x, W, y, n, N, K, { ...o, transB: true, bias: b }, true);
-  return !p || matmulWindow(rt, p, MAX_WINDOW_DISPATCHES);
+  return !p || matmulGemv(rt, p) || matmulWindow(rt, p, MAX_WINDOW_DISPATCHES);
 }
