@@ -38,8 +38,9 @@ import {
   tuneChoice,
 } from "./lib/cli.ts";
 import { atomicWrite } from "./lib/fsutil.ts";
-import { PRESETS } from "./train/config.ts";
+import { checkGptTraining, fmtBytes, MEMORY_KINDS } from "./models/memory.ts";
 import {
+  BENCH_CONFIGS,
   benchStep,
   median,
   presetSettings,
@@ -60,7 +61,8 @@ const FLAGS: FlagSpec[] = [
     name: "config",
     type: "string",
     default: "lecture,nanogpt-char",
-    help: "configs to measure, comma-separated: lecture | nanogpt-char (model and optimizer settings)",
+    help:
+      "configs to measure, comma-separated: lecture | nanogpt-char (model and optimizer settings) | gpt2 (GPT-2 124M, random weights, batch 1, block 1024 where its step fits the bindings, else 128)",
   },
   KERNELS_FLAG,
   TUNE_FLAG,
@@ -314,6 +316,11 @@ function report(r: StepBench): void {
       `${fmt(f.attention / 1e9, 3)}; elementwise not counted) -> ${fmt(step.gflops, 2)} GFLOP/s achieved`,
   );
   console.log(
+    `memory    planned: ${MEMORY_KINDS.map((k) => `${k} ${fmtBytes(r.planned[k])}`).join(", ")}; total ${
+      fmtBytes(r.planned.total)
+    }`,
+  );
+  console.log(
     `work      ${r.dispatchesPerStep} dispatches (${r.family} kernels, ${r.workgroupSizes.min}..${r.workgroupSizes.max} ` +
       `invocations per workgroup), ${fmt(step.submitsPerStep, 0)} submits, ${
         fmt(step.readbacksPerStep, 0)
@@ -359,8 +366,8 @@ function report(r: StepBench): void {
 async function main(): Promise<void> {
   const { values: v, given } = parseFlags(Deno.args, FLAGS, USAGE);
   const presets = (v.config as string).split(",").filter((c) => c)
-    .map((c) => choiceFlag(c, "config", Object.keys(PRESETS)));
-  if (!presets.length) choiceFlag("", "config", Object.keys(PRESETS));
+    .map((c) => choiceFlag(c, "config", BENCH_CONFIGS));
+  if (!presets.length) choiceFlag("", "config", BENCH_CONFIGS);
   const kernels = kernelsChoice(v.kernels);
   const opt = (k: string, max: number, min = 0) =>
     v[k] === undefined ? undefined : intFlag(v[k], k, { min, max });
@@ -417,17 +424,31 @@ async function main(): Promise<void> {
   }[] = [];
   for (const name of presets) {
     // nanoGPT's config is GPU work: on a CPU adapter it runs at batch 4 for a few steps.
-    const small = name === "nanogpt-char" && cpuAdapter;
-    const settings = presetSettings(name, { batch: batchFlag ?? (small ? 4 : undefined), gradAccum: accum });
+    const gpt2 = name === "gpt2";
+    const small = (name === "nanogpt-char" && cpuAdapter) || gpt2;
+    let settings = presetSettings(name, {
+      batch: batchFlag ?? (small && !gpt2 ? 4 : undefined),
+      gradAccum: accum,
+    });
     const o = {
       steps: stepsFlag ?? (small ? 2 : 20),
       warmup: warmupFlag ?? (small ? 1 : 3),
       profileSteps: profileFlag ?? (small ? 1 : 3),
       timeBudgetS,
     };
-    const note = small && !given.has("batch-size")
+    let note = small && !gpt2 && !given.has("batch-size")
       ? "CPU adapter: nanogpt-char at batch 4 (not 64) and few steps, so the bench finishes in minutes"
       : "";
+    if (gpt2) {
+      // GPT-2 124M at block 1024 when its step fits the adapter's bindings, else at block 128.
+      const { cfg } = settings;
+      try {
+        checkGptTraining(rt, cfg, settings.batch, accum, "adamw", settings.opt);
+      } catch (e) {
+        settings = presetSettings(name, { batch: settings.batch, gradAccum: accum, cfg: { blockSize: 128 } });
+        note = `block 128, not 1024: ${e instanceof Error ? e.message : e}`;
+      }
+    }
     const { cfg, opt: a } = settings;
     console.log(
       `\n${name} GPT: vocab ${cfg.vocabSize}, n_embd ${cfg.nEmbd}, ${cfg.nHead} heads, ${cfg.nLayer} layers, ` +
@@ -441,7 +462,8 @@ async function main(): Promise<void> {
     const result = await benchStep(rt, settings, o);
     report(result);
     let torch: Awaited<ReturnType<typeof torchRef>> | null = null;
-    if (!v["no-torch"]) {
+    if (gpt2) console.log("PyTorch   not run for gpt2 (bench/torch_ref.py runs the presets)");
+    else if (!v["no-torch"]) {
       const torchSteps = torchStepsFlag ?? o.steps;
       torch = await torchRef(torchSteps, settings, torchDevice, timeBudgetS);
       if (torch.result) {
@@ -485,7 +507,9 @@ async function main(): Promise<void> {
   }
 
   let tuning: TuneResult[] = [];
-  if (!v["no-tuning"]) tuning = await tuningTable(rt, runs.map((r) => r.settings), cpuAdapter ? 3 : 5, only);
+  // (Not over GPT-2 124M's shape classes: minutes per variant on a CPU adapter.)
+  const tuned = runs.filter((r) => r.name !== "gpt2").map((r) => r.settings);
+  if (!v["no-tuning"] && tuned.length) tuning = await tuningTable(rt, tuned, cpuAdapter ? 3 : 5, only);
 
   let sampling: SamplingCase[] | null = null;
   if (v.sampling) {

@@ -47,7 +47,7 @@ export {
   type TimedKernel,
   type TracedKernel,
 } from "./ops/runtime.ts";
-export { type DType, ParamStore, Tensor } from "./ops/tensor.ts";
+export { type DType, type ParamShard, ParamStore, Tensor } from "./ops/tensor.ts";
 export * from "./ops/matmul.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/layernorm.ts";

@@ -50,7 +50,14 @@ import {
 import { checkSameVocab, resolveResume } from "./train/resume.ts";
 import { lockOutDir } from "./train/lock.ts";
 import { bigramJob, gptJob, type Job } from "./train/jobs.ts";
-import { checkBuffers, checkGptTraining, fmtBytes } from "./models/memory.ts";
+import {
+  type BufferNeed,
+  checkBuffers,
+  checkGptTraining,
+  fmtBytes,
+  fmtPlan,
+  totalBytes,
+} from "./models/memory.ts";
 import { lrForStep } from "./train/schedule.ts";
 import { stepLosses } from "./train/step.ts";
 import { Metrics } from "./train/metrics.ts";
@@ -241,9 +248,13 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   const V = tok.vocabSize;
   const first = ids.subarray(0, Math.min(5000, ids.length));
   // Every buffer of the run against the adapter's limits, before anything is allocated.
-  let gpuBytes = 0;
-  if (run.gpt) gpuBytes = checkGptTraining(rt, run.gpt, run.batch, run.gradAccum, run.optimizer);
-  else {
+  let plan: BufferNeed[] = [];
+  if (run.gpt) {
+    plan = checkGptTraining(rt, run.gpt, run.batch, run.gradAccum, run.optimizer, {
+      decayParams: run.decayParams,
+      gradClip: run.gradClip,
+    });
+  } else {
     checkBuffers(rt.device.limits, [{ name: "one-hot inputs", bytes: 4 * first.length * V }], () => ({
       what: "one-hot input",
       flags: `--data ${run.data} (${V} distinct characters)`,
@@ -286,7 +297,7 @@ async function train(rt: Runtime, run: Run, p: Prepared): Promise<void> {
   log(
     `model: ${model.params.count.toLocaleString()} parameters; ${job.tokensPerStep.toLocaleString()} tokens per step` +
       (run.gpt
-        ? `; ${fmtBytes(gpuBytes)} of GPU buffers (parameters, gradients, optimizer state, activations)`
+        ? `; ${fmtBytes(totalBytes(plan))} of GPU buffers planned (${fmtPlan(plan)})`
         : ` (the first ${first.length} characters, hidden ${BIGRAM_REFERENCE.hidden})`),
   );
   if (startStep >= run.steps) {

@@ -7,9 +7,9 @@
 import type { Runtime, TracedKernel } from "../ops/runtime.ts";
 import type { MatmulProblem } from "../ops/matmul.ts";
 import { MatmulTuner, matmulTuner, setMatmulTuner } from "../ops/matmul/tune.ts";
-import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
+import { GPT, GPT2_ARCH, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
 import { type DecayParams, Optimizer } from "../models/common.ts";
-import { checkGptTraining } from "../models/memory.ts";
+import { type BufferNeed, bytesByKind, checkGptTraining } from "../models/memory.ts";
 import { Rng } from "../lib/rng.ts";
 import { ARCHS, PRESETS } from "../train/config.ts";
 import { GPTStep, type Phase } from "../train/step.ts";
@@ -30,11 +30,36 @@ export interface StepSettings {
   opt: { beta2: number; weightDecay: number; decayParams: DecayParams; gradClip: number };
 }
 
+/** The bench's configs: train.ts's presets, and GPT-2 124M (random weights, GPT-2's vocabulary). */
+export const BENCH_CONFIGS: readonly string[] = [...Object.keys(PRESETS), "gpt2"];
+
+/** GPT-2 124M (Hugging Face's gpt2: 12 layers, 12 heads, n_embd 768, block 1024, vocabulary 50257). */
+export const GPT2_124M: GPTConfig = {
+  vocabSize: 50257,
+  nEmbd: 768,
+  nHead: 12,
+  nLayer: 12,
+  blockSize: 1024,
+  dropout: 0,
+  ...GPT2_ARCH,
+};
+
 /** `preset`'s settings (vocabulary 65, TinyShakespeare's), optionally at another batch or model shape. */
 export function presetSettings(
   preset: string,
   over: { batch?: number; gradAccum?: number; cfg?: Partial<GPTConfig> } = {},
 ): StepSettings {
+  if (preset === "gpt2") {
+    // nanoGPT's finetuning settings, at batch 1.
+    return {
+      preset,
+      cfg: { ...GPT2_124M, ...over.cfg },
+      batch: over.batch ?? 1,
+      gradAccum: over.gradAccum ?? 1,
+      lr: 3e-5,
+      opt: { beta2: 0.99, weightDecay: 0.1, decayParams: "2d", gradClip: 1 },
+    };
+  }
   const p = PRESETS[preset];
   if (!p) throw new Error(`no preset ${preset}`);
   const num = (k: string, def: number) => Number(p[k] ?? def);
@@ -78,13 +103,15 @@ export function stepFlops(cfg: GPTConfig, B: number, T: number): { matmul: numbe
 /** A training step of `s` on random ids, ready to record (train.ts's GPTStep and AdamW). */
 export class BenchStep {
   readonly step: GPTStep;
+  /** Every buffer the step plans (models/memory.ts), checked against the adapter's limits. */
+  readonly plan: BufferNeed[];
   /** Where each phase of the last recorded step began (dispatch counter values). */
   readonly marks: { phase: Phase; at: number }[] = [];
   private n = 0;
   private readonly rng = new Rng(1);
 
   constructor(readonly rt: Runtime, readonly s: StepSettings) {
-    checkGptTraining(rt, s.cfg, s.batch, s.gradAccum, "adamw");
+    this.plan = checkGptTraining(rt, s.cfg, s.batch, s.gradAccum, "adamw", s.opt);
     const model = new GPT(rt, s.cfg, 1337);
     const opt = new Optimizer(rt, model.params, "adamw", s.lr, s.opt);
     this.step = new GPTStep(rt, model, opt, s.batch, s.gradAccum, 1337);
@@ -314,6 +341,7 @@ export async function benchStep(rt: Runtime, s: StepSettings, o: StepBenchOption
   return {
     family: rt.kernels,
     kernels,
+    planned: bytesByKind(b.plan),
     dispatchesPerStep: trace.length,
     msPerStep: msStep,
     workgroupSizes: { min: Math.min(...sizes), max: Math.max(...sizes) },

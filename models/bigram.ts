@@ -86,7 +86,7 @@ export class BigramActivations {
 
 /** The seed notebook's bigram MLPs: (one-hot or embedded) input -> Linear -> LeakyReLU -> Linear. */
 class BigramMLP {
-  /** All parameters (and gradients) in one flat buffer. */
+  /** All parameters (and gradients), in shards under the binding cap (ops/tensor.ts). */
   readonly params: ParamStore;
   private genActs: BigramActivations | null = null;
 

@@ -503,9 +503,9 @@ export async function parseResume(
   };
 }
 
-/** Check the optimizer buffers against the built model's flat parameter buffer. */
+/** Check the optimizer buffers against the built model's flat parameter layout. */
 export function checkOptimState(r: ResumeData, model: AnyModel): void {
-  const n = model.params.params.size;
+  const n = model.params.floats;
   for (const [name, v] of r.optimState) {
     if (v.length !== n) {
       throw new CheckpointError(`${r.file}: ${name} has ${v.length} values, the model needs ${n}`);

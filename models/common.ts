@@ -1,8 +1,8 @@
-// What every model shares: PyTorch-default initialisers, the optimizer wrapper over the flat
-// parameter buffer, the per-step "step state" tensor, and the on-GPU loss history.
+// What every model shares: PyTorch-default initialisers, the optimizer wrapper over the parameter
+// shards, the per-step "step state" tensor, and the on-GPU loss history.
 
 import type { Runtime } from "../ops/runtime.ts";
-import { type ParamStore, Tensor } from "../ops/tensor.ts";
+import { type ParamStore, Tensor, windows } from "../ops/tensor.ts";
 import {
   ADAMW_DEFAULTS,
   type AdamWConfig,
@@ -64,16 +64,41 @@ export interface OptimizerOptions {
   gradClip?: number;
 }
 
+/** One parameter shard's optimizer buffers (AdamW moments, decay mask), each in binding-sized windows. */
+interface ShardState {
+  /** Windows of the shard's parameters. */
+  params: Tensor[];
+  /** Windows of its gradients. */
+  grads: Tensor[];
+  /** Windows of its first moments (AdamW). */
+  m: Tensor[];
+  /** Windows of its second moments (AdamW). */
+  v: Tensor[];
+  /** Windows of its decay mask (AdamW with decayParams other than "all"). */
+  mask: (Tensor | null)[];
+  /** The whole moment buffers (checkpoints). */
+  mBuf: Tensor | null;
+  vBuf: Tensor | null;
+}
+
+/** Windows of the u32 decay mask matching float windows of `ws` (each starting at a multiple of 2048 floats). */
+function maskWindows(mask: Tensor, ws: readonly Tensor[]): Tensor[] {
+  const base = ws[0].offset;
+  return ws.map((w) => {
+    const start = (w.offset - base) / 4;
+    const words = Math.ceil(w.size / 32);
+    return new Tensor(mask.rt, mask.buffer, mask.offset + start / 8, [words], "u32", mask.name);
+  });
+}
+
 /**
- * torch.optim.SGD / torch.optim.AdamW over the model's single flat parameter buffer, optionally after
- * torch.nn.utils.clip_grad_norm_. The learning rate may change every step (`setLr`) without a new
- * uniform or bind group: it lives in the small `hyper` tensor [lr, 1 − lr·wd] written each step.
+ * torch.optim.SGD / torch.optim.AdamW over the model's parameter shards, optionally after
+ * torch.nn.utils.clip_grad_norm_ (the global norm over every shard). The learning rate may change
+ * every step (`setLr`) without a new uniform or bind group: it lives in the small `hyper` tensor
+ * [lr, 1 − lr·wd] written each step. With one shard this is one dispatch per update, as before; a
+ * shard past the binding cap is updated a window at a time.
  */
 export class Optimizer {
-  /** AdamW first moments (null for SGD). */
-  readonly m: Tensor | null;
-  /** AdamW second moments (null for SGD). */
-  readonly v: Tensor | null;
   /** The AdamW hyperparameters (PyTorch defaults with this lr). */
   readonly adamw: AdamWConfig;
   /** Which parameters weight decay applies to. */
@@ -82,7 +107,7 @@ export class Optimizer {
   readonly gradClip: number;
   /** The f32 [lr, 1 − lr·wd] tensor the update kernels read, written each step by setLr. */
   readonly hyper: Tensor;
-  private readonly decayMask: Tensor | null;
+  private readonly shards: ShardState[];
   private readonly clip: ClipBuffers | null;
   private current: number;
 
@@ -100,21 +125,53 @@ export class Optimizer {
     this.gradClip = gradClip;
     this.current = lr;
     this.hyper = Tensor.from(rt, hyperValues(lr, this.adamw.weightDecay), [2], "optim-hyper");
-    const n = store.params.size;
-    if (kind === "adamw") {
-      this.m = Tensor.from(rt, new Float32Array(n), [n], "adam.m");
-      this.v = Tensor.from(rt, new Float32Array(n), [n], "adam.v");
-    } else {
-      this.m = this.v = null;
+    this.shards = store.shards.map((sh) => {
+      const n = sh.params.size;
+      const params = windows(sh.params), grads = windows(sh.grads);
+      const st: ShardState = {
+        params,
+        grads,
+        m: [],
+        v: [],
+        mask: params.map(() => null),
+        mBuf: null,
+        vBuf: null,
+      };
+      if (kind !== "adamw") return st;
+      st.mBuf = Tensor.from(rt, new Float32Array(n), [n], "adam.m");
+      st.vBuf = Tensor.from(rt, new Float32Array(n), [n], "adam.v");
+      st.m = windows(st.mBuf);
+      st.v = windows(st.vBuf);
+      if (decayParams !== "all") {
+        const ranges = sh.members.flatMap((i): [number, number][] => {
+          const t = store.list[i], at = store.offsets[i] - sh.start;
+          return decays(decayParams, t.name, t.shape) ? [[at, at + t.size]] : [];
+        });
+        st.mask = maskWindows(Tensor.from(rt, decayMaskWords(n, ranges), undefined, "decay-mask"), params);
+      }
+      return st;
+    });
+    this.clip = gradClip > 0
+      ? new ClipBuffers(rt, this.shards.flatMap((s) => s.grads.map((g) => g.size)))
+      : null;
+  }
+
+  /** AdamW first moments, when there is one shard (null for SGD). */
+  get m(): Tensor | null {
+    return this.single().mBuf;
+  }
+
+  /** AdamW second moments, when there is one shard (null for SGD). */
+  get v(): Tensor | null {
+    return this.single().vBuf;
+  }
+
+  /** The one shard's state (throws when there are several). */
+  private single(): ShardState {
+    if (this.shards.length !== 1) {
+      throw new Error(`Optimizer: ${this.shards.length} shards, no single buffer`);
     }
-    this.decayMask = null;
-    if (kind === "adamw" && decayParams !== "all") {
-      const ranges = store.list.flatMap((t, i): [number, number][] =>
-        decays(decayParams, t.name, t.shape) ? [[store.offsets[i], store.offsets[i] + t.size]] : []
-      );
-      this.decayMask = Tensor.from(rt, decayMaskWords(n, ranges), undefined, "decay-mask");
-    }
-    this.clip = gradClip > 0 ? new ClipBuffers(rt, store.grads.size) : null;
+    return this.shards[0];
   }
 
   /** The learning rate of the next update. */
@@ -131,10 +188,13 @@ export class Optimizer {
 
   /** Record one update (step number t comes from the step state's word 1), after clipping if enabled. */
   step(state: Tensor): void {
-    const { params, grads } = this.store;
-    if (this.clip) clipGradNorm(this.rt, grads, this.gradClip, this.clip);
-    if (this.kind === "sgd") sgdStep(this.rt, params, grads, this.hyper);
-    else adamwStep(this.rt, params, grads, this.m!, this.v!, state, this.hyper, this.adamw, this.decayMask);
+    if (this.clip) clipGradNorm(this.rt, this.shards.flatMap((s) => s.grads), this.gradClip, this.clip);
+    for (const s of this.shards) {
+      s.params.forEach((p, w) => {
+        if (this.kind === "sgd") sgdStep(this.rt, p, s.grads[w], this.hyper);
+        else adamwStep(this.rt, p, s.grads[w], s.m[w], s.v[w], state, this.hyper, this.adamw, s.mask[w]);
+      });
+    }
   }
 
   /** [norm before clipping, scale applied] of the last recorded clip (null when clipping is off). */
@@ -144,28 +204,28 @@ export class Optimizer {
 
   /** Record zeroing every gradient. */
   zeroGrad(): void {
-    zeroGrads(this.rt, this.store.grads);
+    for (const s of this.shards) for (const g of s.grads) zeroGrads(this.rt, g);
   }
 
-  /** Moment buffers for checkpoints (empty for SGD). */
+  /** Moment buffers for checkpoints, in the flat layout (empty for SGD). */
   async readState(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    if (this.m && this.v) {
-      out.set("adam.m", await this.m.read());
-      out.set("adam.v", await this.v.read());
+    if (this.kind === "adamw") {
+      out.set("adam.m", await this.store.readFlat((_, i) => this.shards[i].mBuf!));
+      out.set("adam.v", await this.store.readFlat((_, i) => this.shards[i].vBuf!));
     }
     return out;
   }
 
   /** Restore the moments saved by `readState` (a no-op for SGD). */
   writeState(state: Map<string, Float32Array>): void {
-    if (!this.m || !this.v) return;
+    if (this.kind !== "adamw") return;
     const m = state.get("adam.m"), v = state.get("adam.v");
-    if (!m || !v || m.length !== this.m.size || v.length !== this.v.size) {
+    if (!m || !v || m.length !== this.store.floats || v.length !== this.store.floats) {
       throw new Error("optimizer state does not match the model");
     }
-    this.m.write(m);
-    this.v.write(v);
+    this.store.writeFlat(m, (_, i) => this.shards[i].mBuf!);
+    this.store.writeFlat(v, (_, i) => this.shards[i].vBuf!);
   }
 }
 

@@ -5,8 +5,9 @@
 // shape), `forward` records the forward kernels, `backward` records each layer's backward in reverse,
 // right beside it, and the whole step is one command buffer. The head and the loss are fused and
 // chunked (ops/head.ts): a training forward also runs the head's backward, a chunk of rows at a time,
-// so no N × V logits exist, and `backward` starts at the final LayerNorm. Parameters live in one flat
-// buffer; the Q, K and V projections of all heads are fused into one [3C, C] weight (exported per head).
+// so no N × V logits exist, and `backward` starts at the final LayerNorm. Parameters live in a few flat
+// buffers (shards under the binding limit); the Q, K and V projections of all heads are fused into one
+// [3C, C] weight (exported per head).
 //
 // The architecture options are a few branches, as in nanoGPT's model.py (`gptArch` gives the
 // defaults, which are the course's model):
@@ -404,7 +405,7 @@ export class GPTActivations {
 
 /** The GPT: embeddings, pre-LayerNorm blocks (causal attention, 4x MLP), final LayerNorm, linear head. */
 export class GPT {
-  /** All parameters (and gradients) in one flat buffer. */
+  /** All parameters (and gradients), in shards under the binding cap (ops/tensor.ts). */
   readonly params: ParamStore;
   /** The architecture options, defaults filled in. */
   readonly arch: GPTArch;

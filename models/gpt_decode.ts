@@ -95,7 +95,7 @@ export class GPTDecoder {
   readonly hist: Tensor;
   private readonly staging: GPUBuffer[];
   private readonly rt: Runtime;
-  private readonly weights: Tensor; // the decoder's copy of model.params (syncWeights)
+  private readonly weights: Tensor[]; // the decoder's copy of model.params, per shard (syncWeights)
   private readonly w = new Map<string, Tensor>(); // parameter name -> its view in `weights`
   // Each pass's commands, recorded the first time it runs (kernel family / window or cached / t):
   // the same pass at the same position binds the same buffers and parameters every time, so it is
@@ -122,10 +122,14 @@ export class GPTDecoder {
     ) => (OPERANDS.has(name) ? operand(rt, shape, name) : undefined);
     this.win = new GPTActivations(rt, model.cfg, B, T, make);
     this.step = new GPTActivations(rt, model.cfg, B, 1, make, { logits: true });
-    this.weights = operand(rt, model.params.params.shape, "decode-weights");
-    for (const p of model.params.list) {
-      this.w.set(p.name, new Tensor(rt, this.weights.buffer, p.offset, p.shape, "f32", p.name));
-    }
+    this.weights = model.params.shards.map((s) => {
+      const copy = operand(rt, s.params.shape, "decode-weights");
+      for (const i of s.members) {
+        const p = model.params.list[i];
+        this.w.set(p.name, new Tensor(rt, copy.buffer, p.offset, p.shape, "f32", p.name));
+      }
+      return copy;
+    });
     this.probs = Tensor.empty(rt, [B * V], "f32", "sample-probs");
     this.state = Tensor.empty(rt, [4], "u32", "sample-state");
     this.hist = Tensor.empty(rt, [B * MAX_CHUNK], "u32", "sample-history");
@@ -147,7 +151,7 @@ export class GPTDecoder {
 
   /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
   syncWeights(): void {
-    this.rt.copy(this.model.params.params, this.weights);
+    this.model.params.shards.forEach((s, i) => this.rt.copy(s.params, this.weights[i]));
     if (this.rt.kernels !== "cpu") return; // only the CPU family's fused passes read folded weights
     this.folded ??= this.allocateFolded();
     const fold = (ln: string, lin: string, name: string) => {

@@ -41,6 +41,7 @@ import { FOLD_WGSL } from "./decode/fold.ts";
 import { type Epilogue, linearForward, linearWindow } from "./matmul.ts";
 import { layernormForward, LN_EPS } from "./layernorm.ts";
 import { addInto } from "./elementwise.ts";
+import { embeddingForward } from "./embedding.ts";
 import { attentionDecodeCpu, layernormDecodeCpu } from "./decode/cpu.ts";
 import { attentionDecodeGpu, layernormDecodeGpu } from "./decode/gpu.ts";
 import type { LayernormDecodeArgs } from "./decode/shared.ts";
@@ -181,9 +182,32 @@ export function embedLayernorm(
     throw new Error("embedLayernorm: ids/positions must be u32 with a value per row");
   }
   checkLayernormArgs("embedLayernorm", [ids, positions, tok, pos], [w, b, out, xn], rows, C);
+  if (tok.byteLength > rt.maxBindingBytes) {
+    // A table past the binding cap (GPT-2's): the windowed gathers, then the LayerNorm.
+    const view = (t: Tensor) => new Tensor(rt, t.buffer, t.offset, [rows], "u32", t.name);
+    embeddingForward(rt, view(ids), tok, out);
+    embeddingForward(rt, view(positions), pos, out, true);
+    const stats = lnScratch(rt, rows);
+    layernormForward(rt, out, w, b, xn, stats.mean, stats.rstd, rows, C);
+    return;
+  }
   const views = { ids, positions, tok, pos, w, b, out, xn };
   const aligned16 = aligned({ tok, pos, w, b, out, xn });
   layernormDecode(rt, { embed: true, views, rows, C, rStride: 0, rOff: 0, V, T, aligned: aligned16 });
+}
+
+/** Per-runtime scratch for the statistics embedLayernorm's composed path writes (and nobody reads). */
+const lnScratches = new WeakMap<Runtime, { mean: Tensor; rstd: Tensor }>();
+function lnScratch(rt: Runtime, rows: number): { mean: Tensor; rstd: Tensor } {
+  let s = lnScratches.get(rt);
+  if (!s || s.mean.size < rows) {
+    s = {
+      mean: Tensor.empty(rt, [rows], "f32", "ln-mean"),
+      rstd: Tensor.empty(rt, [rows], "f32", "ln-rstd"),
+    };
+    lnScratches.set(rt, s);
+  }
+  return s;
 }
 
 /** Whether every view starts at a 16-byte offset. */
@@ -229,16 +253,25 @@ export function foldLayernorm(
   if (out.W.size < N * K || out.bias.size < N || out.colSums.size < N || (lin.bias && lin.bias.size !== N)) {
     throw new Error("foldLayernorm: output too small");
   }
-  const views = {
-    W: lin.W,
-    gamma,
-    beta,
-    bias: lin.bias ?? dummy(rt),
-    Wf: out.W,
-    bf: out.bias,
-    cs: out.colSums,
-  };
-  rt.dispatch("fold_layernorm", FOLD_WGSL, views, [N, K, lin.bias ? 1 : 0], [Math.ceil(N / 64)]);
+  // A weight past the binding cap (GPT-2's tied head) is folded a block of 64·r rows at a time.
+  const fit = Math.floor(rt.maxBindingBytes / (4 * K) / 64) * 64;
+  const rows = N * K * 4 <= rt.maxBindingBytes ? N : fit;
+  if (rows < 1) throw new Error(`foldLayernorm: 64 rows of ${K} floats exceed the binding cap`);
+  const part = (t: Tensor, n0: number, n: number, width = 1) =>
+    rows === N ? t : new Tensor(rt, t.buffer, t.offset + 4 * n0 * width, [n * width], "f32", t.name);
+  for (let n0 = 0; n0 < N; n0 += rows) {
+    const n = Math.min(rows, N - n0);
+    const views = {
+      W: part(lin.W, n0, n, K),
+      gamma,
+      beta,
+      bias: lin.bias ? part(lin.bias, n0, n) : dummy(rt),
+      Wf: part(out.W, n0, n, K),
+      bf: part(out.bias, n0, n),
+      cs: part(out.colSums, n0, n),
+    };
+    rt.dispatch("fold_layernorm", FOLD_WGSL, views, [n, K, lin.bias ? 1 : 0], [Math.ceil(n / 64)]);
+  }
 }
 
 /** What layernormLinear's composed path (GPU family, or no window plan) writes: LayerNorm's output and statistics. */

@@ -17,7 +17,8 @@
 // C = 384, 16384 rows) the token table's backward is 2·65 = 130 workgroups of 64.
 
 import { grid1d, groups, type Runtime } from "./runtime.ts";
-import type { Tensor } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
+import { rowAlign } from "./matmul/chunk.ts";
 
 const FWD_WG = 64;
 const WG = 64; // backward: threads per workgroup
@@ -27,9 +28,20 @@ const BWD_MAX_COLS = 4; // backward: columns per thread (a workgroup covers up t
 const MAX_Y = 4096; // backward: table rows per grid layer (dispatch dimensions are limited to 65535)
 const NAN_BITS = 0x7fc00000;
 
-function fwdWGSL(acc: boolean): string {
+// Windowed (a table past the binding cap, bound a block of rows at a time): rows [v0, v0 + Vw) of the
+// table; an output row whose index lies elsewhere is left alone (another block writes it), and the
+// first block writes NaN for indices >= V.
+function fwdWGSL(acc: boolean, windowed = false): string {
+  const load = windowed
+    ? `let w = v - p.v0;
+  if (v >= p.V) {
+    if (p.v0 != 0u) { return; }
+  } else if (w < p.Vw) {
+    val = W[w * p.C + c];
+  } else { return; }`
+    : "if (v < p.V) { val = W[v * p.C + c]; }";
   return /* wgsl */ `
-struct P { total: u32, C: u32, V: u32, stride: u32, nanBits: u32 }
+struct P { total: u32, C: u32, V: u32, stride: u32, nanBits: u32${windowed ? ", v0: u32, Vw: u32" : ""} }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> I: array<u32>;
 @group(0) @binding(2) var<storage, read> W: array<f32>;
@@ -43,15 +55,16 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let c = e - i * p.C;
   let v = I[i];
   var val = bitcast<f32>(p.nanBits);
-  if (v < p.V) { val = W[v * p.C + c]; }
+  ${load}
   Y[e] = ${acc ? "Y[e] + val" : "val"};
 }`;
 }
 
-function bwdWGSL(acc: boolean, K: number): string {
+// Windowed: the rows [v0, V) of the table, DW bound from row v0 (the table past the binding cap).
+function bwdWGSL(acc: boolean, K: number, windowed = false): string {
   const ks = Array.from({ length: K }, (_, k) => k);
   return /* wgsl */ `
-struct P { n: u32, C: u32, V: u32 }
+struct P { n: u32, C: u32, V: u32${windowed ? ", v0: u32" : ""} }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> I: array<u32>;
 @group(0) @binding(2) var<storage, read> DY: array<f32>;
@@ -62,7 +75,7 @@ var<workgroup> nhits: u32;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let v = wid.y + wid.z * ${MAX_Y}u;
+  let v = wid.y + wid.z * ${MAX_Y}u${windowed ? " + p.v0" : ""};
   if (v >= p.V) { return; }
   let c0 = wid.x * ${WG * K}u + l; // this thread's columns: c0, c0 + ${WG}, ...
   ${
@@ -114,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${
     ks.map((k) =>
       `if (c0 + ${k * WG}u < p.C) {
-    let o${k} = v * p.C + c0 + ${k * WG}u;
+    let o${k} = ${windowed ? "(v - p.v0)" : "v"} * p.C + c0 + ${k * WG}u;
     DW[o${k}] = ${acc ? `DW[o${k}] + s${k}` : `s${k}`};
   }`
     ).join("\n  ")
@@ -144,13 +157,48 @@ export function embeddingForward(
     throw new Error("embeddingForward: out must not share a buffer with idx/table");
   }
   const { workgroups, stride } = grid1d(rt, n * C, FWD_WG);
-  rt.dispatch("embedding_fwd", fwdWGSL(accumulate), { I: idx, W: table, Y: out }, [
-    n * C,
-    C,
-    V,
-    stride,
-    NAN_BITS,
-  ], workgroups);
+  const blocks = rowBlocks(rt, table, V, C);
+  if (!blocks) {
+    rt.dispatch("embedding_fwd", fwdWGSL(accumulate), { I: idx, W: table, Y: out }, [
+      n * C,
+      C,
+      V,
+      stride,
+      NAN_BITS,
+    ], workgroups);
+    return;
+  }
+  for (const { v0, rows, view } of blocks) {
+    rt.dispatch("embedding_fwd_window", fwdWGSL(accumulate, true), { I: idx, W: view, Y: out }, [
+      n * C,
+      C,
+      V,
+      stride,
+      NAN_BITS,
+      v0,
+      rows,
+    ], workgroups);
+  }
+}
+
+/**
+ * Blocks of whole rows of a [V, C] table that each fit in one binding (row starts 256-byte aligned),
+ * or null when the table fits whole.
+ */
+function rowBlocks(rt: Runtime, t: Tensor, V: number, C: number) {
+  if (t.byteLength <= rt.maxBindingBytes) return null;
+  if (t.offset % 256 !== 0) {
+    throw new Error("embedding: a table past the binding cap must start 256-byte aligned");
+  }
+  const align = rowAlign(C);
+  const rows = Math.floor(rt.maxBindingBytes / (C * 4) / align) * align;
+  if (rows < align) throw new Error(`embedding: ${align} rows of ${C} floats exceed the binding cap`);
+  const out: { v0: number; rows: number; view: Tensor }[] = [];
+  for (let v0 = 0; v0 < V; v0 += rows) {
+    const n = Math.min(rows, V - v0);
+    out.push({ v0, rows: n, view: new Tensor(t.rt, t.buffer, t.offset + v0 * C * 4, [n, C], "f32", t.name) });
+  }
+  return out;
 }
 
 /**
@@ -173,11 +221,24 @@ export function embeddingBackward(
     throw new Error("embeddingBackward: dtable must not share a buffer with idx/dout");
   }
   const K = Math.min(BWD_MAX_COLS, Math.ceil(C / WG));
-  rt.dispatch(
-    "embedding_bwd",
-    bwdWGSL(accumulate, K),
-    { I: idx, DY: dout, DW: dtable },
-    [n, C, V],
-    [groups(C, WG * K), Math.min(V, MAX_Y), Math.ceil(V / MAX_Y)],
-  );
+  const blocks = rowBlocks(rt, dtable, V, C);
+  if (!blocks) {
+    rt.dispatch(
+      "embedding_bwd",
+      bwdWGSL(accumulate, K),
+      { I: idx, DY: dout, DW: dtable },
+      [n, C, V],
+      [groups(C, WG * K), Math.min(V, MAX_Y), Math.ceil(V / MAX_Y)],
+    );
+    return;
+  }
+  for (const { v0, rows, view } of blocks) {
+    rt.dispatch(
+      "embedding_bwd_window",
+      bwdWGSL(accumulate, K, true),
+      { I: idx, DY: dout, DW: view },
+      [n, C, v0 + rows, v0],
+      [groups(C, WG * K), Math.min(rows, MAX_Y), Math.ceil(rows / MAX_Y)],
+    );
+  }
 }

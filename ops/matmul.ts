@@ -15,6 +15,9 @@
 //   Small-M x · Wᵀ (the decoder's one position per sequence, M <= GEMV_MAX_M) goes to
 //   `matmul/cpu_gemv.ts` instead: W's rows in uniform windows, no dispatch cap.
 //
+// A product that binds a tensor past the runtime's binding cap (rt.maxBindingBytes; GPT-2's head
+// weight) runs as products of blocks that each fit (`matmul/chunk.ts`).
+//
 // `MatmulOpts.kernel` forces one kernel for one call (the bench's A/B, tests), `MatmulOpts.variant`
 // one gpu-family variant.
 
@@ -47,6 +50,7 @@ import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
 import { gemvApplies, matmulGemv } from "./matmul/cpu_gemv.ts";
 import { columnSums } from "./matmul/reduce.ts";
+import { matmulChunked, needsChunks } from "./matmul/chunk.ts";
 
 export {
   cpuDispatches,
@@ -192,7 +196,20 @@ export function matmul(
 ): void {
   const p = checkedProblem("matmul", A, B, C, M, N, K, o);
   if (!p) return;
-  const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : gemvApplies(p) ? "gemv" : null);
+  // The GEMV kernel binds 64 KiB windows of W only: it takes a W past the binding cap unchunked.
+  if (kernelOf(rt, p, o) === "gemv" && matmulGemv(rt, p)) return;
+  if (needsChunks(rt, p)) return matmulChunked(rt, p, (q) => runProduct(rt, q, o));
+  runProduct(rt, p, o);
+}
+
+/** The kernel `o` forces, or the runtime family's choice (null: the window kernel's, see above). */
+function kernelOf(rt: Runtime, p: MatmulProblem, o: MatmulOpts): MatmulKernel | null {
+  return o.kernel ?? (rt.kernels === "gpu" ? "tiled" : gemvApplies(p) ? "gemv" : null);
+}
+
+/** Record one checked product with the kernel `o` or the runtime's family picks. */
+function runProduct(rt: Runtime, p: MatmulProblem, o: MatmulOpts): void {
+  const kernel = kernelOf(rt, p, o);
   if (kernel === "tiled") matmulTiled(rt, p, o.variant ? variantOf(o.variant) : chooseVariant(rt, p));
   else if (kernel === "storage") matmulStorage(rt, p);
   else if (kernel === "gemv" && matmulGemv(rt, p)) return;

@@ -1,6 +1,7 @@
-// Optimizers over flat buffers (the whole ParamStore.params / .grads tensors): zeroing the
+// Optimizers over flat buffers (a ParamStore shard's params / grads, or a window of one): zeroing the
 // gradients, plain SGD and AdamW, one elementwise dispatch each, and global-norm gradient clipping
-// (torch.nn.utils.clip_grad_norm_) in three dispatches that never wait for the host.
+// (torch.nn.utils.clip_grad_norm_) over any number of gradient buffers, in 2 + 2·buffers dispatches
+// that never wait for the host.
 //
 // AdamW is PyTorch's torch.optim.AdamW update, element for element:
 //   p *= 1 − lr·wd;  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
@@ -256,7 +257,7 @@ const NORM_PARTS = 1024;
 // Pass 1: workgroup w sums g² over the elements i ≡ thread (mod total threads), then a tree in
 // workgroup memory; the fixed order makes the norm bit-reproducible.
 const SUMSQ = /* wgsl */ `
-struct U { n: u32, threads: u32 }
+struct U { n: u32, threads: u32, base: u32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Part: array<f32>;
@@ -268,7 +269,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_i
   var s = 0.0;
   for (var i = g.x; i < u.n; i += u.threads) { s += G[i] * G[i]; }
   s = wg_sum(l, s);
-  if (l == 0u) { Part[w.x] = s; }
+  if (l == 0u) { Part[u.base + w.x] = s; }
 }`;
 
 // Pass 2 (one workgroup): C = [norm, scale] with torch's clip_coef = max_norm / (norm + 1e-6),
@@ -306,34 +307,55 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   G[i] = G[i] * C[1];
 }`;
 
+/** Partial sums the first pass writes for a gradient buffer of n values. */
+const partsOf = (n: number) => Math.max(1, Math.min(NORM_PARTS, Math.ceil(n / (NORM_WG * 8))));
+
 /** Scratch for clipGradNorm: the partial sums and C = [norm, scale] (read C to log the norm). */
 export class ClipBuffers {
-  /** How many partial sums the first pass writes. */
+  /** How many partial sums the first pass writes (over all gradient buffers). */
   readonly parts: number;
   /** The partial sums of squares. */
   readonly partials: Tensor;
   /** [norm, scale] after clipGradNorm. */
   readonly coef: Tensor;
-  /** Scratch for clipping a gradient of n values. */
-  constructor(rt: Runtime, n: number) {
-    this.parts = Math.max(1, Math.min(NORM_PARTS, Math.ceil(n / (NORM_WG * 8))));
+  /** Scratch for clipping gradient buffers of `sizes` values (one number: one buffer). */
+  constructor(rt: Runtime, readonly sizes: number | readonly number[]) {
+    const list = typeof sizes === "number" ? [sizes] : sizes;
+    this.parts = list.reduce((a, n) => a + partsOf(n), 0);
     this.partials = Tensor.empty(rt, [this.parts], "f32", "clip-partials");
     this.coef = Tensor.empty(rt, [2], "f32", "clip-coef");
   }
 }
 
 /**
- * torch.nn.utils.clip_grad_norm_(grads, maxNorm) on the GPU: the global L2 norm of the flat gradient
- * buffer (norm = sqrt(Σ g²)), then g *= min(1, maxNorm / (norm + 1e-6)). Nothing is read back.
+ * torch.nn.utils.clip_grad_norm_(grads, maxNorm) on the GPU: the global L2 norm over every gradient
+ * buffer (norm = sqrt(Σ g²), summed in a fixed order: deterministic), then g *= min(1, maxNorm /
+ * (norm + 1e-6)). `grads` are the buffers (or windows) `buf` was sized for. Nothing is read back.
  */
-export function clipGradNorm(rt: Runtime, grads: Tensor, maxNorm: number, buf: ClipBuffers): void {
+export function clipGradNorm(
+  rt: Runtime,
+  grads: Tensor | readonly Tensor[],
+  maxNorm: number,
+  buf: ClipBuffers,
+): void {
   if (!(maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
-  distinct("clipGradNorm", grads, buf.partials, buf.coef);
-  const n = grads.size;
-  rt.dispatch("grad_sumsq", SUMSQ, { G: grads, Part: buf.partials }, [n, buf.parts * NORM_WG], [buf.parts]);
+  const list = grads instanceof Tensor ? [grads] : grads;
+  const sizes = typeof buf.sizes === "number" ? [buf.sizes] : buf.sizes;
+  if (list.length !== sizes.length || list.some((g, i) => g.size !== sizes[i])) {
+    throw new Error("clipGradNorm: the gradients differ from what the ClipBuffers were sized for");
+  }
+  let base = 0;
+  for (const g of list) {
+    distinct("clipGradNorm", g, buf.partials, buf.coef);
+    const parts = partsOf(g.size);
+    rt.dispatch("grad_sumsq", SUMSQ, { G: g, Part: buf.partials }, [g.size, parts * NORM_WG, base], [parts]);
+    base += parts;
+  }
   rt.dispatch("grad_clip_coef", CLIP_COEF, { Part: buf.partials, C: buf.coef }, [buf.parts, f32(maxNorm)], [
     1,
   ]);
-  const { workgroups, stride } = grid1d(rt, n, WG);
-  rt.dispatch("grad_clip_scale", SCALE_BY, { G: grads, C: buf.coef }, [n, stride], workgroups);
+  for (const g of list) {
+    const { workgroups, stride } = grid1d(rt, g.size, WG);
+    rt.dispatch("grad_clip_scale", SCALE_BY, { G: g, C: buf.coef }, [g.size, stride], workgroups);
+  }
 }

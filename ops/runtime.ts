@@ -237,6 +237,14 @@ export class Runtime {
   };
   /** The kernel family ops dispatch (see KernelFamily); chosen from the adapter at create. */
   kernels: KernelFamily;
+  /**
+   * The most bytes one storage binding may see: the device's maxStorageBufferBindingSize unless set
+   * lower (tests set 16 MiB, so every chunking path runs on small models). Ops that bind a tensor
+   * larger than this bind windows of it (ParamStore shards, matmul chunks, embedding row blocks), and
+   * `dispatch` refuses a binding past it. Set it before allocating a model: parameter shards are
+   * laid out against it.
+   */
+  maxBindingBytes: number;
   private pipelines = new Map<string, CompiledKernel>();
   private trace: TracedKernel[] | null = null;
   private recording: RecordedOp[] | null = null;
@@ -264,6 +272,7 @@ export class Runtime {
     kernels: KernelFamily,
   ) {
     this.kernels = kernels;
+    this.maxBindingBytes = device.limits.maxStorageBufferBindingSize;
     device.addEventListener("uncapturederror", (e) => {
       this.errors.push((e as GPUUncapturedErrorEvent).error.message.trim());
     });
@@ -283,6 +292,8 @@ export class Runtime {
       backend?: (adapter: GPUAdapter) => string;
       /** Kernel family; "auto" (the default): "cpu" on a CPU fallback adapter, else "gpu". */
       kernels?: KernelFamily | "auto";
+      /** Bind at most this many bytes per storage binding (default and ceiling: the adapter's limit). */
+      maxBindingBytes?: number;
     } = {},
   ): Promise<Runtime> {
     if (!("gpu" in navigator) || !navigator.gpu) {
@@ -303,7 +314,9 @@ export class Runtime {
     const kernels = !opts.kernels || opts.kernels === "auto"
       ? (isCpuAdapter(adapter.info) ? "cpu" : "gpu")
       : opts.kernels;
-    return new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported", kernels);
+    const rt = new Runtime(adapter, device, opts.backend?.(adapter) ?? "not reported", kernels);
+    if (opts.maxBindingBytes) rt.maxBindingBytes = Math.min(rt.maxBindingBytes, opts.maxBindingBytes);
+    return rt;
   }
 
   /** Which native API drives the adapter, as given to `create` ("not reported" when not given). */
@@ -412,6 +425,11 @@ export class Runtime {
     for (const d of decls) {
       const v = bindings[d.name];
       if (v) {
+        if (!d.uniform && v.byteLength > this.maxBindingBytes) {
+          throw new GPUFailure(
+            `${label}: binding "${d.name}" is ${v.byteLength} bytes, over the ${this.maxBindingBytes}-byte binding cap`,
+          );
+        }
         views.push({ binding: d.binding, view: v });
       } else if (d.uniform && uni && !paramsBound) {
         views.push({ binding: d.binding, view: { buffer: uni, offset: 0, byteLength: uni.size } });

@@ -30,6 +30,18 @@ export function familyTest(name: string, fn: (family: KernelFamily) => Promise<v
   }
 }
 
+/**
+ * Whether the tests run in the page (tests/web/op_tests.ts: the shim's `Deno` has no `build`). There,
+ * SwiftShader compiles each pipeline for seconds, so a test whose shapes each compile new kernels of the
+ * same code path may run a subset (`browserSubset`); Deno runs every shape.
+ */
+export const IN_BROWSER = !("build" in Deno);
+
+/** `all`, or in the page only the entries `keep` picks (see IN_BROWSER). */
+export function browserSubset<T>(all: readonly T[], keep: (t: T) => boolean): readonly T[] {
+  return IN_BROWSER ? all.filter(keep) : all;
+}
+
 /** Shapes that are deliberately not multiples of any workgroup size. */
 export const AWKWARD = [1, 7, 65, 129];
 

@@ -14,7 +14,7 @@
 // the activations inside the command buffer. Nothing is allocated after construction.
 
 import { f32, type Runtime } from "../ops/runtime.ts";
-import { Tensor } from "../ops/tensor.ts";
+import { Tensor, windows } from "../ops/tensor.ts";
 import { addInto, launchElementwise } from "../ops/elementwise.ts";
 import { type GPT, GPTActivations } from "../models/gpt.ts";
 import { type LossHistory, type Optimizer, StepState } from "../models/common.ts";
@@ -35,7 +35,7 @@ export class GPTStep {
   readonly acts: GPTActivations;
   /** One step state per micro-batch; states[0] is the optimizer's (its word 1 is AdamW's t). */
   readonly states: StepState[];
-  private readonly acc: Tensor | null;
+  private readonly acc: Tensor[] | null; // per parameter shard
   /** Per-micro-batch ids and targets (accum > 1 only). */
   private readonly inputs: { idx: Tensor; targets: Tensor }[] = [];
 
@@ -52,8 +52,9 @@ export class GPTStep {
     }
     this.acts = new GPTActivations(rt, model.cfg, batch, model.cfg.blockSize);
     this.states = Array.from({ length: accum }, (_, k) => new StepState(rt, microSeed(seed, k)));
-    const g = model.params.grads;
-    this.acc = accum > 1 ? Tensor.empty(rt, [g.size], "f32", "grad-accum") : null;
+    this.acc = accum > 1
+      ? model.params.shards.map((s) => Tensor.empty(rt, [s.grads.size], "f32", "grad-accum"))
+      : null;
     if (accum > 1) {
       const n = this.acts.N;
       for (let k = 0; k < accum; k++) {
@@ -83,7 +84,7 @@ export class GPTStep {
     onPhase?: (p: Phase) => void,
   ): void {
     const { rt, model, acts, opt } = this;
-    const grads = model.params.grads;
+    const shards = model.params.shards;
     for (let k = 0; k < this.accum; k++) {
       const { x, y } = nextBatch();
       if (this.acc) {
@@ -104,9 +105,13 @@ export class GPTStep {
       onPhase?.("backward");
       model.backward(acts, state.tensor);
       if (!this.acc) continue;
-      if (k === 0) rt.copy(grads, this.acc);
-      else if (k < this.accum - 1) addInto(rt, this.acc, grads);
-      else meanInto(rt, grads, this.acc, 1 / this.accum);
+      shards.forEach(({ grads }, i) => {
+        const acc = this.acc![i];
+        if (k === 0) return rt.copy(grads, acc);
+        const [gw, aw] = [windows(grads), windows(acc)];
+        if (k < this.accum - 1) gw.forEach((g, w) => addInto(rt, aw[w], g));
+        else gw.forEach((g, w) => meanInto(rt, g, aw[w], 1 / this.accum));
+      });
     }
     onPhase?.("optimizer");
     opt.setLr(lr);

@@ -128,7 +128,7 @@ Deno.test("--help of train.ts, sample.ts and bench.ts documents --kernels and TI
     /--kernels must be one of "gpu", "cpu", "auto", got "gpu2"/,
   );
   assertUserError(
-    await cli("bench.ts", "--config=gpt2"),
-    /--config must be one of "lecture", "nanogpt-char"/,
+    await cli("bench.ts", "--config=gpt3"),
+    /--config must be one of "lecture", "nanogpt-char", "finetune-gpt2", "gpt2", got "gpt3"/,
   );
 });

@@ -47,31 +47,6 @@ Deno.test("train.ts: an activation buffer over the adapter's limit is one line n
   }
 });
 
-Deno.test("train.ts: a parameter buffer over the limit names --n-embd and --n-layer", async () => {
-  const { dir, cleanup } = await tempDir();
-  try {
-    const data = await writeData(dir);
-    // 12·C²·L floats of weights alone: C = 4096, L = 64 is 48 GiB.
-    const r = await train(dir, [
-      `--data=${data}`,
-      `--out=${dir}/out`,
-      ...TINY,
-      "--n-embd=4096",
-      "--n-head=32",
-      "--n-layer=64",
-    ]);
-    assertUserError(
-      r,
-      new RegExp(
-        `^error: --n-embd 4096 --n-layer 64 needs a 48\\.0 GiB parameter buffer \\(params\\); ${LIMIT}: ` +
-          `lower --n-embd or --n-layer$`,
-      ),
-    );
-  } finally {
-    await cleanup();
-  }
-});
-
 Deno.test("sample.ts: --num-samples whose decoding buffers exceed the limit is one line", async () => {
   const { dir, cleanup } = await tempDir();
   try {

@@ -14,7 +14,7 @@ import assert from "node:assert";
 import { rt } from "../util.ts";
 import type { CapturedDispatch, KernelFamily } from "../../ops/runtime.ts";
 import { variantKey } from "../../ops/wgsl_cache.ts";
-import { bigramScenario, GPT_CASES, gptScenario, opsScenario } from "./scenarios.ts";
+import { bigramScenario, cappedScenario, GPT_CASES, gptScenario, opsScenario } from "./scenarios.ts";
 import { checkDispatch, dynamicIndexWrites } from "./detector.ts";
 import { ALLOWED } from "./allowed.ts";
 import { plannedKernels, PRESET_NAMES } from "./presets.ts";
@@ -48,6 +48,7 @@ async function check(t: Deno.TestContext): Promise<void> {
   for (const c of GPT_CASES) await gptScenario(rt, c);
   await bigramScenario(rt);
   await opsScenario(rt);
+  await cappedScenario(rt);
   for (const d of await rt.stopCapture()) {
     const k = kernelOf(d.code);
     if (!kernels.has(k)) kernels.set(k, []);

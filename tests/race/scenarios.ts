@@ -17,6 +17,7 @@ import { type Epilogue, matmul, type MatmulKernel, type MatmulOpts, sumRows } fr
 import { GEMV_MAX_M } from "../../ops/matmul/cpu_gemv.ts";
 import { addInto } from "../../ops/elementwise.ts";
 import { headLoss } from "../../ops/head.ts";
+import { embeddingBackward, embeddingForward } from "../../ops/embedding.ts";
 import {
   geluBackward,
   geluForward,
@@ -253,4 +254,34 @@ export async function opsScenario(rt: Runtime, seed = 1): Promise<void> {
     });
   }
   await rt.sync();
+}
+
+/**
+ * The paths past one binding, on a runtime whose cap is set to 16 KiB: chunked products (gathered
+ * blocks, column blocks scattered into C with and without accumulation, a bias gradient scattered
+ * from an unaligned block) and the embedding over a table bound a block of rows at a time.
+ */
+export async function cappedScenario(rt: Runtime, seed = 1): Promise<void> {
+  const rng = new Rng(seed);
+  const t = (n: number) => Tensor.from(rt, rand(rng, n), [n]);
+  const before = rt.maxBindingBytes;
+  rt.maxBindingBytes = 16 << 10;
+  try {
+    const [M, N, K] = [9, 200, 40]; // W [200, 40] is 32 KB: the head's three products cut it
+    const x = t(M * K), w = t(N * K), y = t(M * N), bias = t(N), dw = t(N * K), rows = t(N);
+    matmul(rt, x, w, y, M, N, K, { transB: true, bias });
+    matmul(rt, x, w, y, M, N, K, { transB: true, accumulate: true });
+    matmul(rt, y, w, x, M, K, N, {});
+    matmul(rt, y, x, dw, N, K, M, { transA: true, rowSums: rows });
+    const V = 130, C = 40, n = 11; // a 20.8 KB table, blocks of 96 rows
+    const table = t(V * C).reshape([V, C]), dtable = t(V * C).reshape([V, C]), out = t(n * C);
+    const idx = Tensor.from(rt, Uint32Array.from({ length: n }, (_, i) => (i * 37) % (V + 2)), [n]);
+    for (const acc of [false, true]) {
+      embeddingForward(rt, idx, table, out, acc);
+      embeddingBackward(rt, idx, out, dtable, acc);
+    }
+    await rt.sync();
+  } finally {
+    rt.maxBindingBytes = before;
+  }
 }
