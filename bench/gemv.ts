@@ -15,7 +15,7 @@ const flag = (n: string, d: number) => {
   return i >= 0 ? Number(args[i + 1]) : d;
 };
 const reps = flag("reps", 5), inner = flag("inner", 3);
-const shapes = [[40000, 768], [2304, 768], [3072, 768], [768, 3072], [768, 768]];
+const shapes = [[50257, 768], [2304, 768], [3072, 768], [768, 3072], [768, 768]];
 const ms = [1, 4];
 const rt = await Runtime.create({ kernels: "cpu" });
 const operand = (floats: number) =>
