@@ -15,7 +15,9 @@
 //   the next LayerNorm, the embeddings with the first one (ops/decode.ts), and the matmul operands
 //   (activations and a copy of the weights) in buffers the window matmul binds in place. The CPU
 //   family goes further: each LayerNorm that feeds a Linear runs inside it (on weights with the
-//   affine folded in) and each residual add in the epilogue of the Linear before it.
+//   affine folded in) and each residual add in the epilogue of the Linear before it; a cached pass
+//   of at most GEMV_MAX_M sequences runs its LayerNorms on their own instead (readsFolded), so that
+//   a short-prompt generate() never folds the weights.
 // * With GPU sampling (ops/sampling.ts) the host records `chunk` characters per command buffer
 //   (sample, append to the context window and to the history, next pass), submits once, and reads
 //   the chunk's ids back while the GPU runs the next chunk (two staging buffers): no per-character
@@ -38,6 +40,7 @@ import {
   residualLinear,
 } from "../ops/decode.ts";
 import { type Epilogue, linearForward, WINDOW } from "../ops/matmul.ts";
+import { GEMV_MAX_M } from "../ops/matmul/cpu_gemv.ts";
 import { zeroBias } from "../ops/layernorm.ts";
 import { attentionForward } from "../ops/attention.ts";
 import { gpuSamplingExact, sampleTokens, sampleUniform } from "../ops/sampling.ts";
@@ -106,6 +109,7 @@ export class GPTDecoder {
   // family's fused passes only: "qkv.l" (l >= 1), "fc.l", "lm_head". Allocated by the first
   // syncWeights in the CPU family (a GPU-family decoder never needs them) and refreshed by each.
   private folded: Map<string, FoldedLinear> | null = null;
+  private foldStale = true; // the weights changed (syncWeights) since the last foldWeights
   private winLogits: Tensor | null = null;
 
   /** Prompts up to this length are fed through cached passes instead of a window pass. */
@@ -152,7 +156,23 @@ export class GPTDecoder {
   /** Copy the model's parameters into the decoder's copy, which the passes below read (generate does it). */
   syncWeights(): void {
     this.model.params.shards.forEach((s, i) => this.rt.copy(s.params, this.weights[i]));
-    if (this.rt.kernels !== "cpu") return; // only the CPU family's fused passes read folded weights
+    this.foldStale = true;
+  }
+
+  /**
+   * Whether the CPU family's pass reads folded weights: a window pass, or a cached pass of more
+   * sequences than the small-M matmul takes. A cached pass of up to GEMV_MAX_M sequences composes
+   * each LayerNorm-Linear (layernormForward on B rows, one dispatch of a few µs, then the GEMV
+   * kernel on the weights as they are), so generating after a short prompt never folds: folding
+   * GPT-2's weights took ~0.5 s per generate(), 3 tokens' time.
+   */
+  private readsFolded(window: boolean): boolean {
+    return this.rt.kernels === "cpu" && (window || this.B > GEMV_MAX_M);
+  }
+
+  /** Fold the LayerNorms into the Linears after them (the CPU family's fused passes read them). */
+  private foldWeights(): void {
+    this.foldStale = false;
     this.folded ??= this.allocateFolded();
     const fold = (ln: string, lin: string, name: string) => {
       const { w, b } = this.ln(ln);
@@ -252,6 +272,7 @@ export class GPTDecoder {
    */
   private decodeForward(window: boolean, t: number): void {
     const key = `${this.rt.kernels}/${window}/${t}`;
+    if (this.foldStale && this.readsFolded(window)) this.foldWeights();
     const done = this.passes.get(key);
     if (done) this.rt.replay(done);
     else {
@@ -272,6 +293,7 @@ export class GPTDecoder {
     const P = (n: string) => this.P(n);
     const src = window ? win : step;
     const R = src.N;
+    const fused = this.readsFolded(window); // else each LayerNorm-Linear composed (readsFolded)
     const x = src.layers[0].res; // the residual stream [R, C], updated in place
     const lin = (l: number, n: string): LinearWeights => ({
       W: P(`blocks.${l}.${n}.weight`),
@@ -288,7 +310,7 @@ export class GPTDecoder {
       if (l === 0) {
         linearForward(rt, a.xn1, qkv.W, qkv.bias, a.qkv, R); // embedLayernorm wrote xn1 already
       } else {
-        const folded = this.foldedLinear(`qkv.${l}`);
+        const folded = fused ? this.foldedLinear(`qkv.${l}`) : null;
         layernormLinear(rt, x, ln(`blocks.${l}.ln1`), qkv, folded, a.qkv, R, "none", scratch);
       }
       if (window && l === L - 1) {
@@ -299,13 +321,14 @@ export class GPTDecoder {
       else attentionDecode(rt, a.qkv, win.layers[l].qkv, a.att, B, T, C, H, t);
       residualLinear(rt, a.att, lin(l, "attn.proj"), x, R, a.proj);
       const scratch2 = { xn: a.xn2, mean: a.mean2, rstd: a.rstd2 };
-      const fc = this.foldedLinear(`fc.${l}`);
+      const fc = fused ? this.foldedLinear(`fc.${l}`) : null;
       layernormLinear(rt, x, ln(`blocks.${l}.ln2`), lin(l, "mlp.fc"), fc, a.h, R, this.act, scratch2);
       residualLinear(rt, a.h, lin(l, "mlp.proj"), x, R, a.mlp);
     }
     const f = { xn: step.xf, mean: step.meanf, rstd: step.rstdf };
     const head = { W: P("lm_head.weight"), bias: this.bias("lm_head.bias") };
-    layernormLinear(rt, x, ln("ln_f"), head, this.foldedLinear("lm_head"), step.logits, B, "none", f);
+    const headFolded = fused ? this.foldedLinear("lm_head") : null;
+    layernormLinear(rt, x, ln("ln_f"), head, headFolded, step.logits, B, "none", f);
   }
 
   /** The decode forward of the GPU family (see decodeForward): embeddings, layers, lm_head. */

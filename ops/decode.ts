@@ -287,15 +287,16 @@ export interface LayernormScratch {
 /**
  * y [rows, out] = act(LayerNorm(x)·γ + β) · Wᵀ + bias) for x [rows, in] (eval: LayerNorm with eps
  * 1e-5, biased variance). `folded` is `lin` with the affine folded in (foldLayernorm): the CPU family
- * normalises x's rows inside its window matmul (one dispatch, `scratch` untouched); otherwise
- * layernormForward into `scratch` and linearForward from it.
+ * normalises x's rows inside its window matmul (one dispatch, `scratch` untouched); otherwise (or
+ * with `folded` null: no folded copy to read) layernormForward into `scratch` and linearForward
+ * from it.
  */
 export function layernormLinear(
   rt: Runtime,
   x: Tensor,
   ln: { w: Tensor; b: Tensor },
   lin: LinearWeights,
-  folded: FoldedLinear,
+  folded: FoldedLinear | null,
   y: Tensor,
   rows: number,
   epilogue: Epilogue,
@@ -303,7 +304,7 @@ export function layernormLinear(
 ): void {
   const C = lin.W.shape[1];
   if (
-    rt.kernels === "cpu" &&
+    rt.kernels === "cpu" && folded &&
     linearWindow(rt, x, folded.W, folded.bias, y, rows, {
       epilogue,
       norm: { eps: LN_EPS, colSums: folded.colSums },

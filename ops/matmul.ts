@@ -12,6 +12,8 @@
 // * cpu (llvmpipe / lavapipe / SwiftShader): `matmul/cpu_window.ts`, operands in 64 KiB uniform
 //   windows (fast gathers on llvmpipe), when its plan (`matmul/cpu_plan.ts`) takes at most
 //   MAX_WINDOW_DISPATCHES dispatches; else `matmul/cpu_storage.ts`, one dispatch with storage reads.
+//   Small-M x · Wᵀ (the decoder's one position per sequence, M <= GEMV_MAX_M) goes to
+//   `matmul/cpu_gemv.ts` instead: W's rows in uniform windows, no dispatch cap.
 //
 // A product that binds a tensor past the runtime's binding cap (rt.maxBindingBytes; GPT-2's head
 // weight) runs as products of blocks that each fit (`matmul/chunk.ts`).
@@ -46,6 +48,7 @@ export {
 } from "./matmul/tune.ts";
 import { matmulWindow } from "./matmul/cpu_window.ts";
 import { matmulStorage } from "./matmul/cpu_storage.ts";
+import { gemvApplies, matmulGemv } from "./matmul/cpu_gemv.ts";
 import { columnSums } from "./matmul/reduce.ts";
 import { matmulChunked, needsChunks } from "./matmul/chunk.ts";
 
@@ -61,9 +64,10 @@ export {
 export type Epilogue = "none" | "relu" | "leaky_relu" | "gelu" | "gelu_erf";
 /**
  * One matmul kernel: "tiled" (the gpu family's), "window" (the cpu family's uniform windows; falls
- * back to "storage" when it cannot tile the product), "storage" (the cpu family's one-dispatch kernel).
+ * back to "storage" when it cannot tile the product), "storage" (the cpu family's one-dispatch kernel),
+ * "gemv" (the cpu family's small-M x · Wᵀ; falls back to "window" where it does not apply).
  */
-export type MatmulKernel = "tiled" | "window" | "storage";
+export type MatmulKernel = "tiled" | "window" | "storage" | "gemv";
 
 /** Options of `matmul`. */
 export interface MatmulOpts {
@@ -192,15 +196,23 @@ export function matmul(
 ): void {
   const p = checkedProblem("matmul", A, B, C, M, N, K, o);
   if (!p) return;
+  // The GEMV kernel binds 64 KiB windows of W only: it takes a W past the binding cap unchunked.
+  if (kernelOf(rt, p, o) === "gemv" && matmulGemv(rt, p)) return;
   if (needsChunks(rt, p)) return matmulChunked(rt, p, (q) => runProduct(rt, q, o));
   runProduct(rt, p, o);
 }
 
+/** The kernel `o` forces, or the runtime family's choice (null: the window kernel's, see above). */
+function kernelOf(rt: Runtime, p: MatmulProblem, o: MatmulOpts): MatmulKernel | null {
+  return o.kernel ?? (rt.kernels === "gpu" ? "tiled" : gemvApplies(p) ? "gemv" : null);
+}
+
 /** Record one checked product with the kernel `o` or the runtime's family picks. */
 function runProduct(rt: Runtime, p: MatmulProblem, o: MatmulOpts): void {
-  const kernel = o.kernel ?? (rt.kernels === "gpu" ? "tiled" : null);
+  const kernel = kernelOf(rt, p, o);
   if (kernel === "tiled") matmulTiled(rt, p, o.variant ? variantOf(o.variant) : chooseVariant(rt, p));
   else if (kernel === "storage") matmulStorage(rt, p);
+  else if (kernel === "gemv" && matmulGemv(rt, p)) return;
   else if (!matmulWindow(rt, p, kernel === "window" ? Infinity : MAX_WINDOW_DISPATCHES)) matmulStorage(rt, p);
 }
 
@@ -257,7 +269,8 @@ export function linearBackward(
 
 /**
  * y = act(norm(x) · Wᵀ + b), or with `accumulate` y += norm(x) · Wᵀ + b (the bias included, unlike
- * `matmul`'s accumulate), through the CPU family's window kernel alone: x [n, in], W [out, in].
+ * `matmul`'s accumulate), through the CPU family's window kernel alone (or its GEMV kernel at small
+ * n): x [n, in], W [out, in].
  * `norm` normalises each row of x over its `in` values first: a LayerNorm without its affine, which
  * the caller folds into W and b (colSums [out] = Σ_k W[j, k], which the kernel needs). Returns false,
  * having recorded nothing, when the window kernel cannot take the product in one pass over K (the
@@ -275,5 +288,5 @@ export function linearWindow(
 ): boolean {
   const [N, K] = W.shape;
   const p = checkedProblem("linearWindow", x, W, y, n, N, K, { ...o, transB: true, bias: b }, true);
-  return !p || matmulWindow(rt, p, MAX_WINDOW_DISPATCHES);
+  return !p || matmulGemv(rt, p) || matmulWindow(rt, p, MAX_WINDOW_DISPATCHES);
 }

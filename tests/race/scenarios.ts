@@ -14,6 +14,7 @@ import { Optimizer, StepState } from "../../models/common.ts";
 import { BigramActivations } from "../../models/bigram.ts";
 import { GPTStep } from "../../train/step.ts";
 import { type Epilogue, matmul, type MatmulKernel, type MatmulOpts, sumRows } from "../../ops/matmul.ts";
+import { GEMV_MAX_M } from "../../ops/matmul/cpu_gemv.ts";
 import { addInto } from "../../ops/elementwise.ts";
 import { headLoss } from "../../ops/head.ts";
 import { embeddingBackward, embeddingForward } from "../../ops/embedding.ts";
@@ -118,6 +119,9 @@ export async function gptScenario(rt: Runtime, c: GptCase, seed = 1): Promise<vo
   await model.generate([1], 2, { temperature: 0 });
   if (!c.batchDecode) return;
   await model.generateBatch([4], 2, 2, { temperature: 1, seed });
+  // More sequences than the small-M matmul takes: the cached passes' products through the window
+  // kernel's many-row tiles (the presets' window passes use them; this model's one has no layer).
+  await model.generateBatch([4], 2, GEMV_MAX_M + 1, { temperature: 1, seed });
   await model.generateBatch(Array.from({ length: T + 1 }, (_, i) => i + 1), 1, 2, { temperature: 0 });
 }
 
