@@ -24,7 +24,8 @@ import {
 import type { Runtime } from "../ops/runtime.ts";
 import { createRuntime } from "../lib/backend.ts";
 import { atomicWrite } from "../lib/fsutil.ts";
-import { GPT, GPT2_ARCH, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
+import { GPT, GPT_REFERENCE, type GPTConfig } from "../models/gpt.ts";
+import { GPT2_124M } from "./step.ts";
 import type { DecodeOptions } from "../models/gpt_decode.ts";
 
 export interface SamplingCase {
@@ -47,16 +48,6 @@ const NANOGPT_CHAR: Omit<GPTConfig, "vocabSize"> = {
   dropout: 0.2,
 };
 
-/** GPT-2 small (124M parameters): the shape of issue 18's sampling target. */
-export const GPT2_SMALL: GPTConfig = {
-  vocabSize: 50257,
-  nEmbd: 768,
-  nHead: 12,
-  nLayer: 12,
-  blockSize: 1024,
-  dropout: 0,
-  ...GPT2_ARCH,
-};
 /** Layers and width of the GPT-2 case (heads of 64). */
 export interface Gpt2Shape {
   nLayer: number;
@@ -113,7 +104,7 @@ interface Plan {
 
 /** The GPT-2 plan: greedy, KV cache and GPU sampling, at GPT-2 small's shape but for `shape`. */
 function gpt2Plan(quick: boolean, shape: Gpt2Shape): Plan {
-  const cfg = { ...GPT2_SMALL, ...shape };
+  const cfg = { ...GPT2_124M, ...shape };
   return {
     config: `gpt2 (C${cfg.nEmbd} L${cfg.nLayer} H${cfg.nHead} T${cfg.blockSize} V${cfg.vocabSize})`,
     cfg,
@@ -310,10 +301,10 @@ async function main(): Promise<void> {
   let gpt2: Gpt2Shape | undefined;
   if (config === "gpt2") {
     const layers = v["gpt2-layers"], embd = v["gpt2-embd"];
-    const nEmbd = embd === undefined ? GPT2_SMALL.nEmbd : intFlag(embd, "gpt2-embd", { min: 64, max: 1600 });
+    const nEmbd = embd === undefined ? GPT2_124M.nEmbd : intFlag(embd, "gpt2-embd", { min: 64, max: 1600 });
     if (nEmbd % 64) throw new Error("--gpt2-embd: a multiple of 64");
     gpt2 = {
-      nLayer: layers === undefined ? GPT2_SMALL.nLayer : intFlag(layers, "gpt2-layers", { min: 1, max: 48 }),
+      nLayer: layers === undefined ? GPT2_124M.nLayer : intFlag(layers, "gpt2-layers", { min: 1, max: 48 }),
       nEmbd,
       nHead: nEmbd / 64,
     };
