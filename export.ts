@@ -13,7 +13,7 @@ import {
   parseFlags,
   runMain,
 } from "./lib/cli.ts";
-import { isDirectory, readModelCheckpoint, writeHFDir } from "./lib/files.ts";
+import { isDirectory, readModelCheckpoint, writeHFDir } from "./models/files.ts";
 import type { GPTConfig } from "./models/gpt.ts";
 import { exportHFGpt2, exportProblem } from "./models/hf_gpt2.ts";
 

@@ -2,7 +2,7 @@
 // WebGPU, and Hugging Face GPT-2 in and out.
 // Public API: tokenizer and data, the runtime and tensors, every op (forward + backward), the models,
 // optimizers and checkpoints (as bytes). Everything here runs in a browser as well as in Deno; the Deno
-// file helpers (loadText, readModelCheckpoint, saveCheckpoint, ...) are in lib/files.ts.
+// file helpers (loadText, readModelCheckpoint, saveCheckpoint, ...) are in models/files.ts.
 
 export {
   GPT2_VOCAB_SIZE,

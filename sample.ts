@@ -24,7 +24,7 @@ import {
 } from "./lib/cli.ts";
 import { checkBuffers, gptActivationBuffers } from "./models/memory.ts";
 import { buildModel, type CheckpointData } from "./models/checkpoint.ts";
-import { isDirectory, readHFDir, readModelCheckpoint } from "./lib/files.ts";
+import { isDirectory, readHFDir, readModelCheckpoint } from "./models/files.ts";
 import { HF_CHARS } from "./models/hf_gpt2.ts";
 import type { GPT, GPTConfig } from "./models/gpt.ts";
 import { DEFAULT_CHUNK } from "./models/gpt_decode.ts";

@@ -26,7 +26,7 @@ import { Gpt2Tokenizer } from "./lib/bpe.ts";
 import { encodeCached } from "./lib/token_cache.ts";
 import type { HFModel } from "./models/hf_gpt2.ts";
 import { GPTData } from "./lib/data.ts";
-import { loadText, readHFDir, readResume, saveCheckpoint } from "./lib/files.ts";
+import { loadText, readHFDir, readResume, saveCheckpoint } from "./models/files.ts";
 import { ensureReadPermission, ensureWritePermission, fail, gpuCause, runMain } from "./lib/cli.ts";
 import { WriteError } from "./lib/fsutil.ts";
 import { GPT } from "./models/gpt.ts";

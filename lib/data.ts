@@ -1,4 +1,4 @@
-// Training data (browser-safe; lib/files.ts reads the file): decoding the text, the (current char ->
+// Training data (browser-safe; models/files.ts reads the file): decoding the text, the (current char ->
 // next char) pairs the bigram and MLP models train on, the GPT train/val split with random window
 // batches (the seed notebook's get_batch), and the exact bigram entropy of a token stream (the floor
 // for any bigram model's loss).

@@ -8,7 +8,7 @@
 //                            and `train_config`, the run's resolved training settings (JSON, by flag
 //                            name: schedule, betas, weight decay and its groups, clipping, accumulation).
 //
-// This module is browser-safe: bytes in, bytes out. lib/files.ts reads and writes the files (Deno):
+// This module is browser-safe: bytes in, bytes out. models/files.ts reads and writes the files (Deno):
 // `saveCheckpoint` there writes the resume file first, then the model. A kill between the two renames
 // leaves a model one save older than the resume file; both still load, and --resume continues from
 // the newer resume file, so no completed step is lost and nothing is mixed.

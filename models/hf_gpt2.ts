@@ -1,4 +1,4 @@
-// Hugging Face GPT-2, in and out (browser-safe: text and bytes in, text and bytes out; lib/files.ts
+// Hugging Face GPT-2, in and out (browser-safe: text and bytes in, text and bytes out; models/files.ts
 // reads and writes the directories). The format, as transformers' modeling_gpt2.py and the Hub's files
 // (openai-community/gpt2, distilgpt2, gpt2-medium) have it:
 //

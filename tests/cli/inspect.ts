@@ -4,7 +4,7 @@
 
 import { decodeSafetensors } from "../../lib/safetensors.ts";
 import { firstNonFiniteParam } from "../../models/checkpoint.ts";
-import { loadModel, readResume } from "../../lib/files.ts";
+import { loadModel, readResume } from "../../models/files.ts";
 import { Runtime } from "../../ops/runtime.ts";
 
 const dir = Deno.args[0];

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { bigramEntropy, decodeText, GPTData, idPairs, oneHotPairs } from "../../lib/data.ts";
-import { loadText } from "../../lib/files.ts";
+import { loadText } from "../../models/files.ts";
 import { UsageError } from "../../lib/cli.ts";
 import { Rng } from "../../lib/rng.ts";
 

@@ -5,10 +5,10 @@
 // naming the path.
 
 import { join } from "node:path";
-import { decodeText } from "./data.ts";
-import { UsageError } from "./errors.ts";
-import { CheckpointError } from "./safetensors.ts";
-import { atomicWrite, writing } from "./fsutil.ts";
+import { decodeText } from "../lib/data.ts";
+import { UsageError } from "../lib/errors.ts";
+import { CheckpointError } from "../lib/safetensors.ts";
+import { atomicWrite, writing } from "../lib/fsutil.ts";
 import type { Runtime } from "../ops/runtime.ts";
 import {
   type AnyModel,
@@ -26,7 +26,7 @@ import {
   type ResumeData,
   type TokenizerInfo,
   type TrainState,
-} from "../models/checkpoint.ts";
+} from "./checkpoint.ts";
 import {
   HF_CHARS,
   HF_CONFIG,
@@ -34,7 +34,7 @@ import {
   type HFImportOptions,
   type HFModel,
   importHFGpt2,
-} from "../models/hf_gpt2.ts";
+} from "./hf_gpt2.ts";
 
 /** A file's bytes; missing or a directory is `error` (UsageError or CheckpointError) naming the path. */
 async function readChecked(
