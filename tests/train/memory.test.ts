@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { rt, Tensor } from "../util.ts";
 import { GPT, GPT2_ARCH, GPTActivations, type GPTConfig } from "../../models/gpt.ts";
 import { GPTStep } from "../../train/step.ts";
+import { GPT2_124M } from "../../bench/step.ts";
 import { Optimizer } from "../../models/common.ts";
 import { UsageError } from "../../lib/errors.ts";
 import {
@@ -97,15 +98,7 @@ Deno.test("checkBuffers: the largest buffer over the limit, one line, per bindin
 });
 
 Deno.test("gptActivationBuffers: attention at GPT-2 124M, batch 1, block 1024, is O(B·H·T)", () => {
-  const gpt2: GPTConfig = {
-    vocabSize: 50257,
-    nEmbd: 768,
-    nHead: 12,
-    nLayer: 12,
-    blockSize: 1024,
-    dropout: 0,
-  };
-  const needs = gptActivationBuffers(gpt2, 1, 1024).filter((n) => bufferKind(n.name) === "attention");
+  const needs = gptActivationBuffers(GPT2_124M, 1, 1024).filter((n) => bufferKind(n.name) === "attention");
   // 12 layers of lse [1, 12, 1024] and one delta: 13 x 48 KiB (the probabilities were 12 x 48 MiB).
   assert.equal(needs.length, 13);
   assert.equal(needs.reduce((a, n) => a + n.bytes, 0), 13 * 4 * 12 * 1024);
@@ -184,16 +177,7 @@ Deno.test("the training plan = what a GPT-2-shaped step really allocates, under 
 });
 
 Deno.test("the plan of GPT-2 124M at batch 1, block 1024: shards under 128 MiB but the embedding's", () => {
-  const gpt2: GPTConfig = {
-    vocabSize: 50257,
-    nEmbd: 768,
-    nHead: 12,
-    nLayer: 12,
-    blockSize: 1024,
-    dropout: 0,
-    ...GPT2_ARCH,
-  };
-  const plan = gptTrainingBuffers(gpt2, 1, 1, "adamw", { maxBindingBytes: 2 ** 27, decayParams: "2d" });
+  const plan = gptTrainingBuffers(GPT2_124M, 1, 1, "adamw", { maxBindingBytes: 2 ** 27, decayParams: "2d" });
   const params = plan.filter((n) => n.name === "params");
   const wte = 50257 * 768 * 4;
   assert.deepEqual(params.filter((n) => n.bytes > 2 ** 27).map((n) => n.bytes), [Math.ceil(wte / 256) * 256]);
@@ -203,7 +187,7 @@ Deno.test("the plan of GPT-2 124M at batch 1, block 1024: shards under 128 MiB b
   assert.equal(kinds.grads, kinds.params);
   assert.ok(kinds.optimizer >= 2 * kinds.params && kinds.optimizer < 2.1 * kinds.params);
   // The activations, head and attention buffers are GPTActivations' (whatever their design).
-  const acts = bytesByKind(gptActivationBuffers(gpt2, 1, 1024));
+  const acts = bytesByKind(gptActivationBuffers(GPT2_124M, 1, 1024));
   for (const k of ["activations", "head", "attention"] as const) {
     assert.ok(kinds[k] >= acts[k] && kinds[k] <= acts[k] + 2 ** 16, `${k}: ${kinds[k]} vs ${acts[k]}`);
   }
